@@ -1,0 +1,236 @@
+/*
+ * firewall.c — the host's IFWXFirewall, one per process, handed to every
+ * filter in FilterInit: buffers, heavy-blocking accounting and hook-event
+ * duplication. Services that belong to later parts of the host (sessions,
+ * network sockets, DNS, completion-port hooking) answer E_NOTIMPL, logged
+ * once each, until they exist.
+ *
+ * Also home of the small helpers every COM file uses (GUID text, logging an
+ * unknown IID).
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdio.h>
+#include <string.h>
+
+
+struct firewall {
+    IFWXFirewall IFWXFirewall_iface;
+    LONG ref;
+    LONG blocked_threads;          /* threads inside a heavy-blocking operation */
+};
+
+/* Per thread, as the reference requires (section 8.4). */
+static __thread int thread_in_blocking_op;
+
+static inline struct firewall *impl_from_IFWXFirewall(IFWXFirewall *iface)
+{
+    return CONTAINING_RECORD(iface, struct firewall, IFWXFirewall_iface);
+}
+
+const char *fx_guid_str(const GUID *g, char buf[39])
+{
+    snprintf(buf, 39, "{%08lX-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X}",
+             (unsigned long)g->Data1, g->Data2, g->Data3, g->Data4[0], g->Data4[1],
+             g->Data4[2], g->Data4[3], g->Data4[4], g->Data4[5], g->Data4[6], g->Data4[7]);
+    return buf;
+}
+
+void fx_log_unknown_iid(const char *object, REFIID riid)
+{
+    char text[39];
+    if (!riid)
+        return;
+    /* Debug, not warning: COM callers probe for optional interfaces all
+     * the time. fwxinfo --discover (ABI work) reads these lines. */
+    fx_log(FX_LOG_DEBUG, "%s: QueryInterface for unknown IID %s -> E_NOINTERFACE", object,
+           fx_guid_str(riid, text));
+}
+
+static HRESULT WINAPI firewall_QueryInterface(IFWXFirewall *iface, REFIID riid, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFirewall)) {
+        *out = iface;
+        IFWXFirewall_AddRef(iface);
+        return S_OK;
+    }
+    fx_log_unknown_iid("IFWXFirewall", riid);
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI firewall_AddRef(IFWXFirewall *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXFirewall(iface)->ref);
+}
+
+/* The firewall object lives as long as the process; the count is kept
+ * only so that unbalanced filters show up in the logs. */
+static ULONG WINAPI firewall_Release(IFWXFirewall *iface)
+{
+    LONG ref = InterlockedDecrement(&impl_from_IFWXFirewall(iface)->ref);
+    if (ref < 1) {
+        fx_log(FX_LOG_WARN, "IFWXFirewall released more often than referenced");
+        InterlockedExchange(&impl_from_IFWXFirewall(iface)->ref, 1);
+        ref = 1;
+    }
+    return (ULONG)ref;
+}
+
+static HRESULT WINAPI firewall_HookToCompletionPort(IFWXFirewall *iface, DWORD handle)
+{
+    return FX_NOTIMPL("IFWXFirewall", "HookToCompletionPort");
+}
+
+static HRESULT WINAPI firewall_CreateOverlapped(IFWXFirewall *iface, IFWXOverlapped **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXFirewall", "CreateOverlapped");
+}
+
+static HRESULT WINAPI firewall_CreateNetworkSocket(IFWXFirewall *iface, INT protocol,
+                                                   IFWXNetworkSocket **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXFirewall", "CreateNetworkSocket");
+}
+
+static HRESULT WINAPI firewall_CreateConstBuffer(IFWXFirewall *iface, BYTE *data, DWORD length,
+                                                 IFWXIOBuffer **out)
+{
+    return iobuffer_create_const(data, length, out);
+}
+
+static HRESULT WINAPI firewall_CreateBuffer(IFWXFirewall *iface, DWORD length, IFWXIOBuffer **out)
+{
+    return iobuffer_create(length, out);
+}
+
+static HRESULT WINAPI firewall_CreateWindowBuffer(IFWXFirewall *iface, IFWXIOBuffer *original,
+                                                  DWORD offset, DWORD length, IFWXIOBuffer **out)
+{
+    return iobuffer_create_window(original, offset, length, out);
+}
+
+static HRESULT WINAPI firewall_CreateIpFilter(IFWXFirewall *iface, IFWXIpFilter **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXFirewall", "CreateIpFilter");
+}
+
+static HRESULT WINAPI firewall_StartHeavyBlockingOperation(IFWXFirewall *iface)
+{
+    if (thread_in_blocking_op)
+        return FWX_E_ALREADY_IN_BLOCKING_OP;
+    thread_in_blocking_op = 1;
+    InterlockedIncrement(&impl_from_IFWXFirewall(iface)->blocked_threads);
+    return S_OK;
+}
+
+static HRESULT WINAPI firewall_EndHeavyBlockingOperation(IFWXFirewall *iface)
+{
+    if (!thread_in_blocking_op)
+        return FWX_E_NOT_IN_BLOCKING_OP;
+    thread_in_blocking_op = 0;
+    InterlockedDecrement(&impl_from_IFWXFirewall(iface)->blocked_threads);
+    return S_OK;
+}
+
+static HRESULT WINAPI firewall_GetNATSession(IFWXFirewall *iface, LPSOCKADDR address,
+                                             DWORD length, IFWXSession **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXFirewall", "GetNATSession");
+}
+
+static HRESULT WINAPI firewall_CreatePrivateSession(IFWXFirewall *iface, LPSOCKADDR client,
+                                                    DWORD client_len, LPSOCKADDR proxy,
+                                                    DWORD proxy_len, IFWXImpersonator *imp,
+                                                    IFWXSession **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXFirewall", "CreatePrivateSession");
+}
+
+static HRESULT WINAPI firewall_GetHostByName(IFWXFirewall *iface, const char *name, char *buf,
+                                             int *buflen)
+{
+    return FX_NOTIMPL("IFWXFirewall", "GetHostByName");
+}
+
+static HRESULT WINAPI firewall_GetHostByAddr(IFWXFirewall *iface, const char *addr, int len,
+                                             int type, char *buf, int *buflen)
+{
+    return FX_NOTIMPL("IFWXFirewall", "GetHostByAddr");
+}
+
+/* Port-range arrays larger than this are a corrupt structure, not a filter
+ * that cares about 100 000 distinct ranges. */
+#define HOOKS_MAX_RANGES 65536
+
+HRESULT hooks_duplicate(const FwxFilterHookEvents *src, FwxFilterHookEvents **out)
+{
+    FwxFilterHookEvents *copy;
+    DWORD n;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (!src)
+        return E_POINTER;
+    n = src->PortRangeEvents ? src->dwNumPortRanges : 0;
+    if (n > HOOKS_MAX_RANGES)
+        return E_INVALIDARG;
+    /* One block: CoTaskMemFree of the structure frees the ranges too. */
+    copy = CoTaskMemAlloc(sizeof(*copy) + n * sizeof(FwxPortRangeEvents));
+    if (!copy)
+        return E_OUTOFMEMORY;
+    copy->dwGlobalEvents = src->dwGlobalEvents;
+    copy->dwNumPortRanges = n;
+    copy->PortRangeEvents = n ? (FwxPortRangeEvents *)(copy + 1) : NULL;
+    if (n)
+        memcpy(copy->PortRangeEvents, src->PortRangeEvents, n * sizeof(FwxPortRangeEvents));
+    *out = copy;
+    return S_OK;
+}
+
+static HRESULT WINAPI firewall_DuplicateFilterHookEvents(IFWXFirewall *iface,
+                                                         PFwxFilterHookEvents src,
+                                                         PFwxFilterHookEvents *out)
+{
+    return hooks_duplicate(src, out);
+}
+
+static const IFWXFirewallVtbl firewall_vtbl = {
+    firewall_QueryInterface,
+    firewall_AddRef,
+    firewall_Release,
+    firewall_HookToCompletionPort,
+    firewall_CreateOverlapped,
+    firewall_CreateNetworkSocket,
+    firewall_CreateConstBuffer,
+    firewall_CreateBuffer,
+    firewall_CreateWindowBuffer,
+    firewall_CreateIpFilter,
+    firewall_StartHeavyBlockingOperation,
+    firewall_EndHeavyBlockingOperation,
+    firewall_GetNATSession,
+    firewall_CreatePrivateSession,
+    firewall_GetHostByName,
+    firewall_GetHostByAddr,
+    firewall_DuplicateFilterHookEvents,
+};
+
+static struct firewall the_firewall = { { &firewall_vtbl }, 1, 0 };
+
+IFWXFirewall *firewall_get(void)
+{
+    IFWXFirewall_AddRef(&the_firewall.IFWXFirewall_iface);
+    return &the_firewall.IFWXFirewall_iface;
+}

@@ -1,0 +1,60 @@
+/*
+ * fwxhost.h — what every Firewall-side COM object of the host shares: the
+ * include order that keeps Wine's Winsock and Windows headers consistent,
+ * the generated FWX interfaces, and the constructors of the host objects.
+ *
+ * Files in shim/com/ are winelib C (winegcc); Linux socket code stays in
+ * shim/core/, reached only through its plain-C headers.
+ */
+#ifndef FWX_HOST_H
+#define FWX_HOST_H
+
+#define COBJMACROS
+#define CONST_VTABLE   /* our vtables are static const, as in Wine */
+#define NONAMELESSUNION
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <objbase.h>
+
+#include "wspfwext.h"
+#include "fxlog.h"
+
+/* Wine's CONTAINING_RECORD idiom for impl_from_*(). */
+#ifndef CONTAINING_RECORD
+#define CONTAINING_RECORD(address, type, field) \
+    ((type *)((char *)(address) - offsetof(type, field)))
+#endif
+
+/* Logs "IFACE::METHOD is not implemented" the first time a call site is
+ * reached, then stays quiet; evaluates to E_NOTIMPL. */
+#define FX_NOTIMPL(iface, method)                                              \
+    ({ static LONG once_;                                                      \
+       if (!InterlockedExchange(&once_, 1))                                    \
+           fx_log(FX_LOG_WARN, "%s::%s is not implemented; returning E_NOTIMPL", \
+                  (iface), (method));                                          \
+       E_NOTIMPL; })
+
+/* Compares two IIDs and logs an unknown one once per object kind. */
+void fx_log_unknown_iid(const char *object, REFIID riid);
+
+/* "{XXXXXXXX-...}" into buf (39 bytes). */
+const char *fx_guid_str(const GUID *g, char buf[39]);
+
+/* ---- iobuffer.c ---- */
+HRESULT iobuffer_create(DWORD capacity, IFWXIOBuffer **out);
+HRESULT iobuffer_create_const(BYTE *data, DWORD length, IFWXIOBuffer **out);
+HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD length,
+                               IFWXIOBuffer **out);
+/* Fast access for host code; works for any IFWXIOBuffer (filter-supplied
+ * ones go through their vtable). */
+HRESULT iobuffer_data(IFWXIOBuffer *buf, BYTE **data, DWORD *size, DWORD *capacity);
+LONG iobuffer_live_count(void);
+
+/* ---- firewall.c ---- */
+/* The process's one IFWXFirewall; returned with a reference. */
+IFWXFirewall *firewall_get(void);
+/* Copies hooks (and its port ranges) into one CoTaskMem block. */
+HRESULT hooks_duplicate(const FwxFilterHookEvents *src, FwxFilterHookEvents **out);
+
+#endif /* FWX_HOST_H */

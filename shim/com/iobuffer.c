@@ -1,0 +1,303 @@
+/*
+ * iobuffer.c — the host's IFWXIOBuffer: a reference-counted block with a
+ * capacity ("allocated size") and a fill level ("data size").
+ *
+ * Three kinds: heap buffers (data follows the object in one allocation),
+ * const buffers (wrap caller memory that we neither copy, write nor free)
+ * and window buffers (a view of part of another buffer, which they keep
+ * alive). Every method checks its offsets and sizes against the buffer and
+ * answers E_INVALIDARG / E_POINTER / FWX_E_BUFFERFULL instead of touching
+ * memory out of range: filters are old code and hand us nonsense.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdlib.h>
+#include <string.h>
+#include "guard.h"
+
+
+enum iobuffer_kind { IOBUF_HEAP, IOBUF_CONST, IOBUF_WINDOW };
+
+struct iobuffer {
+    IFWXIOBuffer IFWXIOBuffer_iface;
+    LONG ref;
+    enum iobuffer_kind kind;
+    BYTE *data;
+    DWORD capacity;
+    DWORD size;
+    IFWXIOBuffer *original;       /* window buffers: the buffer viewed */
+    BYTE inline_data[];           /* heap buffers */
+};
+
+static LONG iobuffer_live;
+
+static const IFWXIOBufferVtbl iobuffer_vtbl;
+
+static inline struct iobuffer *impl_from_IFWXIOBuffer(IFWXIOBuffer *iface)
+{
+    return CONTAINING_RECORD(iface, struct iobuffer, IFWXIOBuffer_iface);
+}
+
+static struct iobuffer *unsafe_impl(IFWXIOBuffer *iface)
+{
+    return iface && iface->lpVtbl == &iobuffer_vtbl ? impl_from_IFWXIOBuffer(iface) : NULL;
+}
+
+static HRESULT WINAPI iobuffer_QueryInterface(IFWXIOBuffer *iface, REFIID riid, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXIOBuffer)) {
+        *out = iface;
+        IFWXIOBuffer_AddRef(iface);
+        return S_OK;
+    }
+    fx_log_unknown_iid("IFWXIOBuffer", riid);
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI iobuffer_AddRef(IFWXIOBuffer *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXIOBuffer(iface)->ref);
+}
+
+static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    LONG ref = InterlockedDecrement(&buf->ref);
+
+    if (ref == 0) {
+        if (buf->original)
+            IFWXIOBuffer_Release(buf->original);
+        InterlockedDecrement(&iobuffer_live);
+        free(buf);
+    } else if (ref < 0) {
+        /* A filter released more than it owned. Keep the object (leaking
+         * it) rather than free it twice. */
+        fx_log(FX_LOG_ERROR, "IFWXIOBuffer %p released more often than referenced", (void *)iface);
+        InterlockedExchange(&buf->ref, 0x40000000);
+    }
+    return ref < 0 ? 0 : (ULONG)ref;
+}
+
+static HRESULT WINAPI iobuffer_GetBufferAndSize(IFWXIOBuffer *iface, BYTE **data, DWORD *size)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    if (!data || !size)
+        return E_POINTER;
+    *data = buf->data;
+    *size = buf->size;
+    return S_OK;
+}
+
+static HRESULT WINAPI iobuffer_SetDataSize(IFWXIOBuffer *iface, DWORD size)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    if (size > buf->capacity)
+        return E_INVALIDARG;
+    buf->size = size;
+    return S_OK;
+}
+
+static HRESULT WINAPI iobuffer_Append(IFWXIOBuffer *iface, const void *src, ULONG count,
+                                      ULONG *written)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    ULONG room, n;
+
+    if (written)
+        *written = 0;
+    if (!src && count)
+        return E_POINTER;
+    if (buf->kind == IOBUF_CONST)
+        return E_ACCESSDENIED;
+    room = buf->capacity - buf->size;
+    n = count < room ? count : room;
+    if (n)
+        memmove(buf->data + buf->size, src, n);
+    buf->size += n;
+    if (written)
+        *written = n;
+    return n < count ? FWX_E_BUFFERFULL : S_OK;
+}
+
+static HRESULT WINAPI iobuffer_ReadAt(IFWXIOBuffer *iface, ULONG offset, void *dst, ULONG count,
+                                      ULONG *read)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    ULONG n;
+
+    if (read)
+        *read = 0;
+    if (!dst && count)
+        return E_POINTER;
+    if (offset > buf->size)
+        return E_INVALIDARG;
+    n = buf->size - offset;
+    if (count < n)
+        n = count;
+    if (n)
+        memcpy(dst, buf->data + offset, n);
+    if (read)
+        *read = n;
+    return S_OK;
+}
+
+static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *dest, ULONG offset,
+                                            ULONG count, ULONG *copied)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    ULONG n, done = 0;
+    HRESULT hr;
+
+    if (copied)
+        *copied = 0;
+    if (!dest)
+        return E_POINTER;
+    if (offset > buf->size || count > buf->size - offset)
+        return E_INVALIDARG;
+    n = count;
+    /* A filter's own buffer class gets the bytes through its Append. */
+    if (unsafe_impl(dest))
+        hr = iobuffer_Append(dest, buf->data + offset, n, &done);
+    else
+        GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "Append",
+                     IFWXIOBuffer_Append(dest, buf->data + offset, n, &done));
+    if (copied)
+        *copied = done;
+    return hr;
+}
+
+static HRESULT WINAPI iobuffer_GetBufferSizes(IFWXIOBuffer *iface, DWORD *allocated, DWORD *actual)
+{
+    struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    if (!allocated || !actual)
+        return E_POINTER;
+    *allocated = buf->capacity;
+    *actual = buf->size;
+    return S_OK;
+}
+
+static const IFWXIOBufferVtbl iobuffer_vtbl = {
+    iobuffer_QueryInterface,
+    iobuffer_AddRef,
+    iobuffer_Release,
+    iobuffer_GetBufferAndSize,
+    iobuffer_SetDataSize,
+    iobuffer_Append,
+    iobuffer_ReadAt,
+    iobuffer_SendToBuffer,
+    iobuffer_GetBufferSizes,
+};
+
+/* Filters ask for buffers by the size they want; refuse absurd requests
+ * (a garbage DWORD) instead of trying to allocate gigabytes. */
+#define IOBUFFER_MAX (64u << 20)
+
+static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_size)
+{
+    struct iobuffer *buf = malloc(sizeof(*buf) + inline_size);
+    if (!buf)
+        return NULL;
+    buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl;
+    buf->ref = 1;
+    buf->kind = kind;
+    buf->data = buf->inline_data;
+    buf->capacity = (DWORD)inline_size;
+    buf->size = 0;
+    buf->original = NULL;
+    InterlockedIncrement(&iobuffer_live);
+    return buf;
+}
+
+HRESULT iobuffer_create(DWORD capacity, IFWXIOBuffer **out)
+{
+    struct iobuffer *buf;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (capacity > IOBUFFER_MAX)
+        return E_INVALIDARG;
+    if (!(buf = iobuffer_alloc(IOBUF_HEAP, capacity)))
+        return E_OUTOFMEMORY;
+    *out = &buf->IFWXIOBuffer_iface;
+    return S_OK;
+}
+
+HRESULT iobuffer_create_const(BYTE *data, DWORD length, IFWXIOBuffer **out)
+{
+    struct iobuffer *buf;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (!data && length)
+        return E_POINTER;
+    if (!(buf = iobuffer_alloc(IOBUF_CONST, 0)))
+        return E_OUTOFMEMORY;
+    buf->data = data;
+    buf->capacity = buf->size = length;
+    *out = &buf->IFWXIOBuffer_iface;
+    return S_OK;
+}
+
+HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD length,
+                               IFWXIOBuffer **out)
+{
+    struct iobuffer *buf;
+    BYTE *data;
+    DWORD size, capacity;
+    HRESULT hr;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (!original)
+        return E_POINTER;
+    if (FAILED(hr = iobuffer_data(original, &data, &size, &capacity)))
+        return hr;
+    /* The window covers data the original already holds. */
+    if (offset > size || length > size - offset)
+        return E_INVALIDARG;
+    if (!(buf = iobuffer_alloc(IOBUF_WINDOW, 0)))
+        return E_OUTOFMEMORY;
+    buf->data = data + offset;
+    buf->capacity = buf->size = length;
+    buf->original = original;
+    IFWXIOBuffer_AddRef(original);
+    *out = &buf->IFWXIOBuffer_iface;
+    return S_OK;
+}
+
+HRESULT iobuffer_data(IFWXIOBuffer *iface, BYTE **data, DWORD *size, DWORD *capacity)
+{
+    struct iobuffer *buf = unsafe_impl(iface);
+    HRESULT hr;
+
+    if (buf) {
+        *data = buf->data;
+        *size = buf->size;
+        *capacity = buf->capacity;
+        return S_OK;
+    }
+    /* A filter-implemented buffer: ask it, and do not trust the answer. */
+    if (!iface)
+        return E_POINTER;
+    GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "GetBufferSizes",
+                 IFWXIOBuffer_GetBufferSizes(iface, capacity, size));
+    if (FAILED(hr))
+        return hr;
+    GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "GetBufferAndSize",
+                 IFWXIOBuffer_GetBufferAndSize(iface, data, size));
+    if (FAILED(hr))
+        return hr;
+    if (*size > *capacity || (!*data && *capacity))
+        return E_UNEXPECTED;
+    return S_OK;
+}
+
+LONG iobuffer_live_count(void)
+{
+    return iobuffer_live;
+}

@@ -1,0 +1,944 @@
+/*
+ * fxconf.c - configuration parsing and validation (see fxconf.h).
+ *
+ * Owns the fx_config model and the mapping from INI text to it.  libinih
+ * does the INI syntax; we feed it lines through our own reader, which is
+ * how we know the physical line number of everything (the Debian build of
+ * libinih 55 does not pass line numbers to the handler), see section
+ * headers even when a section has no keys, and strip indentation so that
+ * an indented key is never taken for a continuation of the previous value.
+ */
+#define _GNU_SOURCE
+#include "fxconf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fxlog.h"
+
+enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
+
+#define FX_MSG_MAX 512
+
+static const char *const fx_host_keys[] = {
+    "workers", "log-level", "max-sessions", "connect-timeout",
+    "idle-timeout", "max-buffer", "trace", NULL
+};
+static const char *const fx_filter_keys[] = {
+    "path", "clsid", "enabled", "profile", "setting.NAME", NULL
+};
+static const char *const fx_rule_keys[] = {
+    "type", "listen", "target", "protocol", NULL
+};
+
+static void fx_msg(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fx_msg(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    if (buf == NULL || len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- small parsers ---------------------------------------------------- */
+
+static int fx_parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    if (s == NULL || *s == '\0')
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (max - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+static int fx_parse_size(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char num[32];
+    size_t n = strlen(s);
+    unsigned long long mult = 1, v;
+
+    if (n == 0 || n >= sizeof(num))
+        return -1;
+    memcpy(num, s, n + 1);
+    switch (num[n - 1]) {
+    case 'k': case 'K': mult = 1024ull; num[--n] = '\0'; break;
+    case 'm': case 'M': mult = 1024ull * 1024ull; num[--n] = '\0'; break;
+    default: break;
+    }
+    if (fx_parse_uint(num, max / mult, &v) < 0)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+static int fx_parse_bool(const char *s)
+{
+    static const char *const yes[] = { "yes", "true", "on", "1" };
+    static const char *const no[] = { "no", "false", "off", "0" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(s, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static int fx_hex(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int fx_guid_parse(const char *text, fx_guid *out)
+{
+    /* Hex digits per group; between groups a '-'. */
+    static const int groups[] = { 8, 4, 4, 4, 12 };
+    unsigned char bytes[16];
+    size_t nb = 0;
+    const char *p = text;
+    int braced;
+
+    if (text == NULL)
+        return -1;
+    braced = (*p == '{');
+    if (braced)
+        p++;
+    for (int g = 0; g < 5; g++) {
+        if (g > 0 && *p++ != '-')
+            return -1;
+        for (int i = 0; i < groups[g]; i += 2) {
+            int hi = fx_hex((unsigned char)p[0]), lo;
+            if (hi < 0)
+                return -1;
+            lo = fx_hex((unsigned char)p[1]);
+            if (lo < 0)
+                return -1;
+            bytes[nb++] = (unsigned char)(hi << 4 | lo);
+            p += 2;
+        }
+    }
+    if (braced && *p++ != '}')
+        return -1;
+    if (*p != '\0')
+        return -1;
+    out->data1 = (uint32_t)bytes[0] << 24 | (uint32_t)bytes[1] << 16 |
+                 (uint32_t)bytes[2] << 8 | bytes[3];
+    out->data2 = (uint16_t)(bytes[4] << 8 | bytes[5]);
+    out->data3 = (uint16_t)(bytes[6] << 8 | bytes[7]);
+    memcpy(out->data4, bytes + 8, 8);
+    return 0;
+}
+
+void fx_guid_format(const fx_guid *g, char *buf, size_t len)
+{
+    snprintf(buf, len, "{%08X-%04X-%04X-%02X%02X-%02X%02X%02X%02X%02X%02X}",
+             (unsigned)g->data1, (unsigned)g->data2, (unsigned)g->data3,
+             g->data4[0], g->data4[1], g->data4[2], g->data4[3],
+             g->data4[4], g->data4[5], g->data4[6], g->data4[7]);
+}
+
+const char *fx_profile_name(enum fx_profile p)
+{
+    switch (p) {
+    case FX_PROFILE_ISA2000: return "isa2000";
+    case FX_PROFILE_TMG:     return "tmg";
+    default:                 return "auto";
+    }
+}
+
+/* Case-insensitive Levenshtein distance; keys are short (inih caps them at
+ * 50 bytes), longer input just never matches. */
+static size_t fx_edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+
+    if (la >= 63 || lb >= 63)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            size_t best = diag + cost;
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Writes the nearest known key (close enough to be a typo) to out. */
+static int fx_suggest(const char *key, const char *const *known, char *out, size_t outlen)
+{
+    size_t best = (size_t)-1;
+    const char *dot = strchr(key, '.');
+
+    out[0] = '\0';
+    for (size_t i = 0; known[i] != NULL; i++) {
+        char cand[80];
+        if (strcmp(known[i], "setting.NAME") == 0) {
+            if (dot == NULL)
+                continue;
+            snprintf(cand, sizeof(cand), "setting%s", dot);
+        } else {
+            snprintf(cand, sizeof(cand), "%s", known[i]);
+        }
+        size_t d = fx_edit_distance(key, cand);
+        if (d < best && d <= 2 && d < strlen(cand)) {
+            best = d;
+            snprintf(out, outlen, "%s", cand);
+        }
+    }
+    return out[0] != '\0';
+}
+
+static void fx_unknown_key(const char *key, const char *secdesc, const char *const *known,
+                           char *msg, size_t msglen)
+{
+    char sug[80], list[200] = "";
+    if (fx_suggest(key, known, sug, sizeof(sug))) {
+        fx_msg(msg, msglen, "unknown key '%s' in %s (did you mean '%s'?)", key, secdesc, sug);
+        return;
+    }
+    for (size_t i = 0; known[i] != NULL; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof(list) - l, "%s%s", i ? ", " : "", known[i]);
+    }
+    fx_msg(msg, msglen, "unknown key '%s' in %s (known keys: %s)", key, secdesc, list);
+}
+
+/* ---- model ------------------------------------------------------------ */
+
+fx_config *fx_config_new_empty(void)
+{
+    fx_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    cfg->host.workers = 0;
+    cfg->host.log_level = FX_LOG_INFO;
+    cfg->host.max_sessions = 10000;
+    cfg->host.connect_timeout = 10;
+    cfg->host.idle_timeout = 300;
+    cfg->host.max_buffer = 262144;
+    return cfg;
+}
+
+static void fx_filter_free(fx_filter_conf *f)
+{
+    free(f->name);
+    free(f->path);
+    for (size_t i = 0; i < f->nsettings; i++) {
+        free(f->settings[i].name);
+        free(f->settings[i].value);
+    }
+    free(f->settings);
+}
+
+void fx_config_free(fx_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->nfilters; i++)
+        fx_filter_free(&cfg->filters[i]);
+    for (size_t i = 0; i < cfg->nrules; i++)
+        free(cfg->rules[i].name);
+    free(cfg->filters);
+    free(cfg->rules);
+    free(cfg->host.trace);
+    free(cfg->path);
+    free(cfg);
+}
+
+static int fx_replace_str(char **dst, const char *src, char *msg, size_t msglen)
+{
+    char *s = strdup(src);
+    if (s == NULL) {
+        fx_msg(msg, msglen, "out of memory");
+        return -1;
+    }
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static char *fx_trim(char *s)
+{
+    char *e;
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Splits "filter NAME" into kind and name, checking the shape.  name
+ * points into buf.  Returns the kind, or FX_SEC_NONE with a message. */
+static int fx_section_kind(const char *text, char *buf, size_t buflen, const char **name,
+                           char *msg, size_t msglen)
+{
+    static const char *const kinds[] = { "host", "filter", "rule", NULL };
+    char *t, *sp;
+    int kind = FX_SEC_NONE;
+
+    snprintf(buf, buflen, "%s", text);
+    t = fx_trim(buf);
+    sp = t + strcspn(t, " \t");
+    if (*sp != '\0')
+        *sp++ = '\0';
+    *name = fx_trim(sp);
+
+    if (strcasecmp(t, "host") == 0)
+        kind = FX_SEC_HOST;
+    else if (strcasecmp(t, "filter") == 0)
+        kind = FX_SEC_FILTER;
+    else if (strcasecmp(t, "rule") == 0)
+        kind = FX_SEC_RULE;
+
+    if (kind == FX_SEC_NONE) {
+        char sug[80];
+        if (fx_suggest(t, kinds, sug, sizeof(sug)))
+            fx_msg(msg, msglen, "unknown section [%s] (did you mean [%s%s%s]?)", text, sug,
+                   **name ? " " : "", *name);
+        else
+            fx_msg(msg, msglen, "unknown section [%s] (expected [host], [filter NAME] or [rule NAME])",
+                   text);
+        return FX_SEC_NONE;
+    }
+    if (kind == FX_SEC_HOST && **name != '\0') {
+        fx_msg(msg, msglen, "section [host] takes no name (found [%s])", text);
+        return FX_SEC_NONE;
+    }
+    if (kind != FX_SEC_HOST && **name == '\0') {
+        fx_msg(msg, msglen, "section [%s] needs a name, e.g. [%s web]",
+               kind == FX_SEC_FILTER ? "filter" : "rule",
+               kind == FX_SEC_FILTER ? "filter" : "rule");
+        return FX_SEC_NONE;
+    }
+    return kind;
+}
+
+static void *fx_grow(void *arr, size_t n, size_t elsize)
+{
+    /* Grow by one, keeping capacity implicit: configs are small. */
+    return realloc(arr, (n + 1) * elsize);
+}
+
+/* Finds or creates the section.  *idx is its index in filters/rules.
+ * *found tells whether it existed (and its line). */
+static int fx_section_get(fx_config *cfg, int kind, const char *name, int line,
+                          size_t *idx, int *found_line, char *msg, size_t msglen)
+{
+    *found_line = 0;
+    if (kind == FX_SEC_FILTER) {
+        for (size_t i = 0; i < cfg->nfilters; i++) {
+            if (strcmp(cfg->filters[i].name, name) == 0) {
+                *idx = i;
+                *found_line = cfg->filters[i].line > 0 ? cfg->filters[i].line : -1;
+                return 0;
+            }
+        }
+        fx_filter_conf *nf = fx_grow(cfg->filters, cfg->nfilters, sizeof(*nf));
+        if (nf == NULL)
+            goto oom;
+        cfg->filters = nf;
+        fx_filter_conf *f = &nf[cfg->nfilters];
+        memset(f, 0, sizeof(*f));
+        if ((f->name = strdup(name)) == NULL)
+            goto oom;
+        f->line = line;
+        f->enabled = 1;
+        f->profile = FX_PROFILE_AUTO;
+        *idx = cfg->nfilters++;
+        return 0;
+    }
+    if (kind == FX_SEC_RULE) {
+        for (size_t i = 0; i < cfg->nrules; i++) {
+            if (strcmp(cfg->rules[i].name, name) == 0) {
+                *idx = i;
+                *found_line = cfg->rules[i].line > 0 ? cfg->rules[i].line : -1;
+                return 0;
+            }
+        }
+        fx_rule_conf *nr = fx_grow(cfg->rules, cfg->nrules, sizeof(*nr));
+        if (nr == NULL)
+            goto oom;
+        cfg->rules = nr;
+        fx_rule_conf *r = &nr[cfg->nrules];
+        memset(r, 0, sizeof(*r));
+        if ((r->name = strdup(name)) == NULL)
+            goto oom;
+        r->line = line;
+        r->type = FX_RULE_PUBLISH;
+        r->protocol = FX_PROTO_TCP;
+        *idx = cfg->nrules++;
+        return 0;
+    }
+    *idx = 0;
+    return 0;
+
+oom:
+    fx_msg(msg, msglen, "out of memory");
+    return -1;
+}
+
+/* ---- setting one key -------------------------------------------------- */
+
+static int fx_bad_value(const char *key, const char *value, const char *expected,
+                        char *msg, size_t msglen)
+{
+    fx_msg(msg, msglen, "bad value '%s' for '%s' (expected %s)", value, key, expected);
+    return -1;
+}
+
+static int fx_set_host(fx_config *cfg, const char *key, const char *value,
+                       char *msg, size_t msglen)
+{
+    fx_host_conf *h = &cfg->host;
+    unsigned long long v;
+
+    if (strcasecmp(key, "workers") == 0) {
+        if (fx_parse_uint(value, 64, &v) < 0)
+            return fx_bad_value(key, value, "a number from 1 to 64, or 0 for one per CPU core",
+                                msg, msglen);
+        h->workers = (int)v;
+    } else if (strcasecmp(key, "log-level") == 0) {
+        int lv = fx_log_level_parse(value);
+        if (lv < 0)
+            return fx_bad_value(key, value, "error, warn, notice, info or debug", msg, msglen);
+        h->log_level = lv;
+    } else if (strcasecmp(key, "max-sessions") == 0) {
+        if (fx_parse_uint(value, 1000000, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "a number from 1 to 1000000", msg, msglen);
+        h->max_sessions = (unsigned)v;
+    } else if (strcasecmp(key, "connect-timeout") == 0) {
+        if (fx_parse_uint(value, 3600, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 3600", msg, msglen);
+        h->connect_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "idle-timeout") == 0) {
+        if (fx_parse_uint(value, 604800, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
+        h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "max-buffer") == 0) {
+        if (fx_parse_size(value, 64ull << 20, &v) < 0 || v < 4096)
+            return fx_bad_value(key, value, "bytes from 4096 to 64m, optionally with suffix k or m",
+                                msg, msglen);
+        h->max_buffer = (size_t)v;
+    } else if (strcasecmp(key, "trace") == 0) {
+        if (*value == '\0')
+            return fx_bad_value(key, value, "a file path", msg, msglen);
+        return fx_replace_str(&h->trace, value, msg, msglen);
+    } else {
+        fx_unknown_key(key, "[host]", fx_host_keys, msg, msglen);
+        return -1;
+    }
+    return 0;
+}
+
+static int fx_set_filter(fx_filter_conf *f, const char *key, const char *value,
+                         char *msg, size_t msglen)
+{
+    char secdesc[96];
+
+    if (strcasecmp(key, "path") == 0) {
+        if (*value == '\0')
+            return fx_bad_value(key, value, "the path of the filter DLL", msg, msglen);
+        return fx_replace_str(&f->path, value, msg, msglen);
+    }
+    if (strcasecmp(key, "clsid") == 0) {
+        if (fx_guid_parse(value, &f->clsid) < 0)
+            return fx_bad_value(key, value, "a GUID like {4B8E9C5A-0D12-4F6B-9A3E-2C7D1F0E8B64}",
+                                msg, msglen);
+        f->has_clsid = 1;
+        return 0;
+    }
+    if (strcasecmp(key, "enabled") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes, no, true, false, 1 or 0", msg, msglen);
+        f->enabled = b;
+        return 0;
+    }
+    if (strcasecmp(key, "profile") == 0) {
+        if (strcasecmp(value, "isa2000") == 0)
+            f->profile = FX_PROFILE_ISA2000;
+        else if (strcasecmp(value, "tmg") == 0)
+            f->profile = FX_PROFILE_TMG;
+        else
+            return fx_bad_value(key, value, "isa2000 or tmg", msg, msglen);
+        return 0;
+    }
+    if (strncasecmp(key, "setting.", 8) == 0) {
+        const char *name = key + 8;
+        if (*name == '\0') {
+            fx_msg(msg, msglen, "empty setting name in '%s' (expected setting.NAME = VALUE)", key);
+            return -1;
+        }
+        for (size_t i = 0; i < f->nsettings; i++)
+            if (strcmp(f->settings[i].name, name) == 0)
+                return fx_replace_str(&f->settings[i].value, value, msg, msglen);
+        fx_setting *ns = fx_grow(f->settings, f->nsettings, sizeof(*ns));
+        if (ns == NULL)
+            goto oom;
+        f->settings = ns;
+        ns[f->nsettings].name = strdup(name);
+        ns[f->nsettings].value = strdup(value);
+        if (ns[f->nsettings].name == NULL || ns[f->nsettings].value == NULL) {
+            free(ns[f->nsettings].name);
+            free(ns[f->nsettings].value);
+            goto oom;
+        }
+        f->nsettings++;
+        return 0;
+    }
+    snprintf(secdesc, sizeof(secdesc), "[filter %s]", f->name);
+    fx_unknown_key(key, secdesc, fx_filter_keys, msg, msglen);
+    return -1;
+
+oom:
+    fx_msg(msg, msglen, "out of memory");
+    return -1;
+}
+
+static int fx_set_addr(const char *key, const char *value, fx_sockaddr *sa, int *salen,
+                       char *msg, size_t msglen)
+{
+    char perr[256];
+    int len = (int)sizeof(*sa);
+    if (fx_addr_parse(value, sa, &len, perr, sizeof(perr)) < 0) {
+        fx_msg(msg, msglen, "bad value for '%s': %s", key, perr);
+        return -1;
+    }
+    *salen = len;
+    return 0;
+}
+
+static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int line,
+                       char *msg, size_t msglen)
+{
+    char secdesc[96];
+
+    if (strcasecmp(key, "type") == 0) {
+        if (strcasecmp(value, "publish") == 0)
+            r->type = FX_RULE_PUBLISH;
+        else if (strcasecmp(value, "outbound") == 0)
+            r->type = FX_RULE_OUTBOUND;
+        else
+            return fx_bad_value(key, value, "publish or outbound", msg, msglen);
+        r->type_line = line;
+        return 0;
+    }
+    if (strcasecmp(key, "listen") == 0) {
+        if (fx_set_addr(key, value, &r->listen, &r->listen_len, msg, msglen) < 0)
+            return -1;
+        r->has_listen = 1;
+        r->listen_line = line;
+        return 0;
+    }
+    if (strcasecmp(key, "target") == 0) {
+        fx_sockaddr sa;
+        int len;
+        if (fx_set_addr(key, value, &sa, &len, msg, msglen) < 0)
+            return -1;
+        /* Port bytes sit at offset 2 in both sockaddr_in and sockaddr_in6. */
+        if (sa.bytes[2] == 0 && sa.bytes[3] == 0) {
+            fx_msg(msg, msglen, "bad value for '%s': port 0 in '%s' is not a destination", key, value);
+            return -1;
+        }
+        r->target = sa;
+        r->target_len = len;
+        r->has_target = 1;
+        r->target_line = line;
+        return 0;
+    }
+    if (strcasecmp(key, "protocol") == 0) {
+        if (strcasecmp(value, "tcp") == 0)
+            r->protocol = FX_PROTO_TCP;
+        else if (strcasecmp(value, "udp") == 0)
+            r->protocol = FX_PROTO_UDP;
+        else
+            return fx_bad_value(key, value, "tcp or udp", msg, msglen);
+        return 0;
+    }
+    snprintf(secdesc, sizeof(secdesc), "[rule %s]", r->name);
+    fx_unknown_key(key, secdesc, fx_rule_keys, msg, msglen);
+    return -1;
+}
+
+static int fx_set_in(fx_config *cfg, int kind, size_t idx, const char *key, const char *value,
+                     int line, char *msg, size_t msglen)
+{
+    if (value == NULL)
+        value = "";
+    switch (kind) {
+    case FX_SEC_HOST:   return fx_set_host(cfg, key, value, msg, msglen);
+    case FX_SEC_FILTER: return fx_set_filter(&cfg->filters[idx], key, value, msg, msglen);
+    case FX_SEC_RULE:   return fx_set_rule(&cfg->rules[idx], key, value, line, msg, msglen);
+    default:
+        fx_msg(msg, msglen, "key '%s' is outside any section (put it under [host], [filter NAME] or [rule NAME])",
+               key);
+        return -1;
+    }
+}
+
+int fx_config_set(fx_config *cfg, const char *section, const char *key,
+                  const char *value, char *err, size_t errlen)
+{
+    char buf[256];
+    const char *name;
+    size_t idx;
+    int kind, found;
+
+    kind = fx_section_kind(section, buf, sizeof(buf), &name, err, errlen);
+    if (kind == FX_SEC_NONE)
+        return -1;
+    if (fx_section_get(cfg, kind, name, 0, &idx, &found, err, errlen) < 0)
+        return -1;
+    return fx_set_in(cfg, kind, idx, key, value, 0, err, errlen);
+}
+
+int fx_config_add_filter(fx_config *cfg, const char *name, const char *path,
+                         const char *clsid, char *err, size_t errlen)
+{
+    char sec[256];
+    snprintf(sec, sizeof(sec), "filter %s", name);
+    if (fx_config_set(cfg, sec, "path", path, err, errlen) < 0)
+        return -1;
+    if (clsid != NULL && fx_config_set(cfg, sec, "clsid", clsid, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+int fx_config_add_rule(fx_config *cfg, const char *name, const char *type,
+                       const char *listen, const char *target,
+                       const char *protocol, char *err, size_t errlen)
+{
+    char sec[256];
+    snprintf(sec, sizeof(sec), "rule %s", name);
+    if (type != NULL && fx_config_set(cfg, sec, "type", type, err, errlen) < 0)
+        return -1;
+    if (fx_config_set(cfg, sec, "listen", listen, err, errlen) < 0)
+        return -1;
+    if (target != NULL && fx_config_set(cfg, sec, "target", target, err, errlen) < 0)
+        return -1;
+    if (protocol != NULL && fx_config_set(cfg, sec, "protocol", protocol, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- whole-config checks ---------------------------------------------- */
+
+static int fx_check_fail(const fx_config *cfg, int line, char *err, size_t errlen,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int fx_check_fail(const fx_config *cfg, int line, char *err, size_t errlen,
+                         const char *fmt, ...)
+{
+    char msg[FX_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (cfg->path != NULL && line > 0)
+        fx_msg(err, errlen, "%s:%d: %s", cfg->path, line, msg);
+    else if (cfg->path != NULL)
+        fx_msg(err, errlen, "%s: %s", cfg->path, msg);
+    else
+        fx_msg(err, errlen, "%s", msg);
+    return -1;
+}
+
+int fx_config_check(const fx_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nfilters; i++) {
+        const fx_filter_conf *f = &cfg->filters[i];
+        if (f->path == NULL)
+            return fx_check_fail(cfg, f->line, err, errlen,
+                                 "[filter %s]: missing required key 'path'", f->name);
+    }
+    for (size_t i = 0; i < cfg->nrules; i++) {
+        const fx_rule_conf *r = &cfg->rules[i];
+        if (!r->has_listen)
+            return fx_check_fail(cfg, r->line, err, errlen,
+                                 "[rule %s]: missing required key 'listen'", r->name);
+        if (r->type == FX_RULE_PUBLISH && !r->has_target)
+            return fx_check_fail(cfg, r->line, err, errlen,
+                                 "[rule %s]: missing required key 'target' (a publish rule needs one)",
+                                 r->name);
+        if (r->type == FX_RULE_OUTBOUND && r->has_target)
+            return fx_check_fail(cfg, r->target_line ? r->target_line : r->line, err, errlen,
+                                 "[rule %s]: 'target' is not allowed in an outbound rule (it goes to the original destination)",
+                                 r->name);
+        for (size_t j = 0; j < i; j++) {
+            const fx_rule_conf *o = &cfg->rules[j];
+            char a[FX_ADDRSTRLEN];
+            if (o->protocol != r->protocol || o->listen_len != r->listen_len ||
+                memcmp(&o->listen, &r->listen, (size_t)r->listen_len) != 0)
+                continue;
+            if (r->listen.bytes[2] == 0 && r->listen.bytes[3] == 0)
+                continue;   /* port 0: each gets its own free port */
+            fx_addr_format(&r->listen, r->listen_len, a, sizeof(a));
+            return fx_check_fail(cfg, r->listen_line ? r->listen_line : r->line, err, errlen,
+                                 "[rule %s]: listen address %s %s is already used by [rule %s]",
+                                 r->name, r->protocol == FX_PROTO_UDP ? "udp" : "tcp", a, o->name);
+        }
+    }
+    if (cfg->nrules == 0)
+        return fx_check_fail(cfg, 0, err, errlen,
+                             "no rules: add a [rule NAME] section with 'listen' and 'target'");
+    return 0;
+}
+
+/* ---- loading a file --------------------------------------------------- */
+
+struct fx_load {
+    fx_config *cfg;
+    const char *path;
+    FILE *f;
+    char *line;
+    size_t linecap;
+    int lineno;
+    int err_line;
+    char err[FX_MSG_MAX];
+    int kind;                 /* current section */
+    size_t idx;
+    int host_line;
+    struct fx_seen { char *key; int line; } *seen;   /* keys of the current section */
+    size_t nseen;
+    size_t capseen;
+};
+
+static void fx_load_error(struct fx_load *ld, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void fx_load_error(struct fx_load *ld, const char *fmt, ...)
+{
+    va_list ap;
+    if (ld->err_line)
+        return;
+    ld->err_line = ld->lineno > 0 ? ld->lineno : 1;
+    va_start(ap, fmt);
+    vsnprintf(ld->err, sizeof(ld->err), fmt, ap);
+    va_end(ap);
+}
+
+static void fx_load_forget_keys(struct fx_load *ld)
+{
+    for (size_t i = 0; i < ld->nseen; i++)
+        free(ld->seen[i].key);
+    ld->nseen = 0;
+}
+
+static int fx_load_remember_key(struct fx_load *ld, const char *key)
+{
+    if (ld->nseen == ld->capseen) {
+        size_t ncap = ld->capseen ? ld->capseen * 2 : 16;
+        struct fx_seen *ns = realloc(ld->seen, ncap * sizeof(*ns));
+        if (ns == NULL)
+            return -1;
+        ld->seen = ns;
+        ld->capseen = ncap;
+    }
+    if ((ld->seen[ld->nseen].key = strdup(key)) == NULL)
+        return -1;
+    ld->seen[ld->nseen++].line = ld->lineno;
+    return 0;
+}
+
+static void fx_load_section(struct fx_load *ld, const char *text)
+{
+    char buf[256], msg[FX_MSG_MAX];
+    const char *name;
+    size_t idx;
+    int found, kind;
+
+    kind = fx_section_kind(text, buf, sizeof(buf), &name, msg, sizeof(msg));
+    if (kind == FX_SEC_NONE) {
+        fx_load_error(ld, "%s", msg);
+        return;
+    }
+    if (kind == FX_SEC_HOST) {
+        if (ld->host_line) {
+            fx_load_error(ld, "duplicate section [host] (first defined on line %d)", ld->host_line);
+            return;
+        }
+        ld->host_line = ld->lineno;
+    }
+    if (fx_section_get(ld->cfg, kind, name, ld->lineno, &idx, &found, msg, sizeof(msg)) < 0) {
+        fx_load_error(ld, "%s", msg);
+        return;
+    }
+    if (found) {
+        fx_load_error(ld, "duplicate section [%s %s] (first defined on line %d)",
+                      kind == FX_SEC_FILTER ? "filter" : "rule", name, found);
+        return;
+    }
+    ld->kind = kind;
+    ld->idx = idx;
+    fx_load_forget_keys(ld);
+}
+
+/* fgets-style reader for ini_parse_stream: one physical line per call, so
+ * inih's line count and ours agree. */
+static char *fx_load_reader(char *str, int num, void *stream)
+{
+    struct fx_load *ld = stream;
+    ssize_t n;
+    char *s, *e;
+    size_t len;
+
+    if (ld->err_line)
+        return NULL;
+    n = getline(&ld->line, &ld->linecap, ld->f);
+    if (n < 0) {
+        if (ferror(ld->f)) {
+            ld->lineno++;
+            fx_load_error(ld, "read error: %s", strerror(errno));
+        }
+        return NULL;
+    }
+    ld->lineno++;
+    s = ld->line;
+    if (ld->lineno == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
+        (unsigned char)s[2] == 0xBF)
+        s += 3;
+    if (strlen(s) != (size_t)(n - (s - ld->line))) {
+        fx_load_error(ld, "NUL byte in line (is this a text file?)");
+        return NULL;
+    }
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == '\n' || e[-1] == '\r'))
+        *--e = '\0';
+    len = (size_t)(e - s);
+    if (num < 4 || len > (size_t)num - 3) {
+        fx_load_error(ld, "line too long (at most %d characters)", num > 3 ? num - 3 : 0);
+        return NULL;
+    }
+    if (*s == '[') {
+        char *close = strchr(s, ']');
+        if (close == NULL) {
+            fx_load_error(ld, "missing ']' in section header");
+            return NULL;
+        }
+        *close = '\0';
+        fx_load_section(ld, s + 1);
+        *close = ']';
+        if (ld->err_line)
+            return NULL;
+    }
+    memcpy(str, s, len + 1);
+    return str;
+}
+
+static int fx_load_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct fx_load *ld = user;
+    char msg[FX_MSG_MAX];
+
+    (void)section;  /* we track sections ourselves, with their lines */
+    if (ld->err_line)
+        return 0;
+    if (name == NULL)
+        return 1;   /* section-start call, if libinih was built with it */
+
+    /* A repeated key is almost always a copy-paste slip: refuse it rather
+     * than let the last one win silently. */
+    for (size_t i = 0; i < ld->nseen; i++) {
+        if (strcasecmp(ld->seen[i].key, name) == 0) {
+            fx_load_error(ld, "duplicate key '%s' (first set on line %d)", name, ld->seen[i].line);
+            return 0;
+        }
+    }
+    if (fx_set_in(ld->cfg, ld->kind, ld->idx, name, value, ld->lineno, msg, sizeof(msg)) < 0) {
+        fx_load_error(ld, "%s", msg);
+        return 0;
+    }
+    if (fx_load_remember_key(ld, name) < 0) {
+        fx_load_error(ld, "out of memory");
+        return 0;
+    }
+    return 1;
+}
+
+fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+{
+    struct fx_load ld;
+    fx_config *cfg = NULL;
+    int rc;
+
+    memset(&ld, 0, sizeof(ld));
+    ld.path = path;
+    ld.f = fopen(path, "r");
+    if (ld.f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    cfg = fx_config_new_empty();
+    if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
+        fx_msg(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    ld.cfg = cfg;
+
+    rc = ini_parse_stream(fx_load_reader, &ld, fx_load_handler, &ld);
+    if (rc > 0 && (ld.err_line == 0 || rc < ld.err_line)) {
+        fx_msg(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
+        goto fail;
+    }
+    if (ld.err_line) {
+        fx_msg(err, errlen, "%s:%d: %s", path, ld.err_line, ld.err);
+        goto fail;
+    }
+    if (rc < 0) {
+        fx_msg(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    if (fx_config_check(cfg, err, errlen) < 0)
+        goto fail;
+
+    fclose(ld.f);
+    free(ld.line);
+    fx_load_forget_keys(&ld);
+    free(ld.seen);
+    return cfg;
+
+fail:
+    if (ld.f != NULL)
+        fclose(ld.f);
+    free(ld.line);
+    fx_load_forget_keys(&ld);
+    free(ld.seen);
+    fx_config_free(cfg);
+    return NULL;
+}

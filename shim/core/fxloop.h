@@ -1,0 +1,84 @@
+/*
+ * fxloop.h - the epoll event loop: one per worker thread.
+ *
+ * Owns: fd readiness dispatch (level-triggered), one-shot timers, the
+ * deferred-task queue (loop thread only) and the posted-task queue (any
+ * thread).  The loop never creates a thread: the host runs fx_loop_run on
+ * threads made by Wine's CreateThread, because only those have a TEB and
+ * may call into filter code.
+ *
+ * Ordering guarantees, which the COM layer relies on to deliver
+ * completions "from the loop, never from inside the call":
+ *   - a deferred task runs after the callback that deferred it returns and
+ *     before the loop next waits; deferred tasks run FIFO, and tasks
+ *     deferred by a deferred task run in the same drain;
+ *   - a posted task runs on a later loop iteration (after at least one
+ *     epoll_wait), FIFO among posted tasks;
+ *   - after fx_loop_del_fd returns, the fd's callback is never called
+ *     again, even for events already fetched in the current batch.
+ */
+#ifndef FX_LOOP_H
+#define FX_LOOP_H
+
+#include <stdint.h>
+
+typedef struct fx_loop fx_loop;
+typedef struct fx_timer fx_timer;
+
+enum {
+    FX_READ  = 1,
+    FX_WRITE = 2,
+    FX_HUP   = 4,   /* reported only: peer closed both directions */
+    FX_ERR   = 8    /* reported only: pending socket error (see fx_sock_error) */
+};
+
+typedef void (*fx_io_cb)(fx_loop *loop, int fd, unsigned events, void *data);
+typedef void (*fx_task_cb)(void *arg);
+
+/* NULL with errno set on failure. */
+fx_loop *fx_loop_new(void);
+
+/* Not while fx_loop_run is running.  Registered fds are not closed (they
+ * belong to whoever added them); pending timers and tasks are dropped
+ * without being called. */
+void fx_loop_free(fx_loop *loop);
+
+/* Loop thread (or before the loop runs).  events is FX_READ|FX_WRITE or 0;
+ * FX_HUP/FX_ERR may be reported whenever the fd is armed.  With events 0
+ * the fd stays registered but is "parked": no callbacks at all, not even
+ * for hang-ups, which keeps a peer's reset from spinning a level-triggered
+ * loop while its owner is not interested.
+ * Return 0 or -errno (-EEXIST if already registered). */
+int  fx_loop_add_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *data);
+int  fx_loop_mod_fd(fx_loop *loop, int fd, unsigned events);
+/* Unknown fds are ignored.  Call before close(fd). */
+void fx_loop_del_fd(fx_loop *loop, int fd);
+
+/* Any thread.  Wakes the loop.  Aborts the process if memory runs out (a
+ * lost completion would hang a connection forever, which is worse). */
+void fx_loop_post(fx_loop *loop, fx_task_cb cb, void *arg);
+
+/* Loop thread only (or before the loop runs: the task then runs first
+ * thing in fx_loop_run).  Aborts on out of memory, as fx_loop_post. */
+void fx_loop_defer(fx_loop *loop, fx_task_cb cb, void *arg);
+
+/* Loop thread.  One-shot, fires no earlier than ms from now; timers with
+ * the same deadline fire in start order.  NULL on out of memory.  The
+ * handle is valid until its callback has returned or it is cancelled;
+ * cancelling from inside its own callback is a harmless no-op. */
+fx_timer *fx_timer_start(fx_loop *loop, uint64_t ms, fx_task_cb cb, void *arg);
+void fx_timer_cancel(fx_loop *loop, fx_timer *timer);
+
+/* Runs on the calling thread until fx_loop_stop.  Returns 0, or -errno if
+ * epoll_wait fails.  A stop requested before run starts makes it return
+ * after one iteration (the stop request is consumed on return). */
+int  fx_loop_run(fx_loop *loop);
+/* Any thread; the loop returns after finishing its current iteration. */
+void fx_loop_stop(fx_loop *loop);
+/* Nonzero when the calling thread is the one inside fx_loop_run. */
+int  fx_loop_in_thread(const fx_loop *loop);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t fx_now_ms(void);
+
+#endif /* FX_LOOP_H */
