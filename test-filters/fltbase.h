@@ -20,6 +20,7 @@
 #include <ws2tcpip.h>
 #include <windows.h>
 #include <objbase.h>
+#include <stdio.h>   /* __MINGW_PRINTF_FORMAT: the printf flavour vsnprintf has */
 #include "wspfwext.h"
 
 #ifdef __cplusplus

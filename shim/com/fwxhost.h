@@ -13,7 +13,6 @@
 #define CONST_VTABLE   /* our vtables are static const, as in Wine */
 #define NONAMELESSUNION
 #include <winsock2.h>
-#include <ws2tcpip.h>
 #include <windows.h>
 #include <objbase.h>
 

@@ -143,6 +143,11 @@ int fx_filter_load(struct fx_filter *f, GUID *classes, int max_classes, int *n_c
     int rc = -1, has_export = 0;
     HRESULT hr;
 
+    GUID local[16];
+    if (!classes || max_classes <= 0) {
+        classes = local;
+        max_classes = 16;
+    }
     if (n_classes)
         *n_classes = 0;
     /* Our own PE reader gives precise reasons that LoadLibrary does not. */

@@ -20,6 +20,7 @@ struct fx_filter {
     FwxFilterHookEvents hooks;     /* our copy of FilterInit's hook events */
     FwxPortRangeEvents *ranges;    /* our copy of its port ranges */
     LONG faults;                   /* exceptions caught in this filter's code */
+    BOOL disabled;                 /* gets no more events */
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */

@@ -93,13 +93,17 @@ fx_config *fx_config_new_empty(void);
 void fx_config_free(fx_config *cfg);
 
 /* Set one key as if read from the file: section is "host", "filter NAME"
- * or "rule NAME" (created on first use).  Returns 0, or -1 with a message.
- * Pointers into cfg->filters / cfg->rules may move on each call. */
+ * or "rule NAME" (created on first use, and kept even if the value is
+ * then refused: callers treat any error as fatal).  Setting a key twice
+ * keeps the last value, as on a command line; only fx_config_load
+ * refuses duplicates.  Returns 0, or -1 with a message.  Pointers into
+ * cfg->filters / cfg->rules may move on each call. */
 int fx_config_set(fx_config *cfg, const char *section, const char *key,
                   const char *value, char *err, size_t errlen);
 
-/* Shorthands for the command line.  clsid, target may be NULL; protocol
- * NULL = tcp.  Return 0 or -1 with a message. */
+/* Shorthands for the command line, built on fx_config_set.  clsid, type,
+ * target and protocol may be NULL (type NULL = publish, protocol NULL =
+ * tcp).  Return 0 or -1 with a message. */
 int fx_config_add_filter(fx_config *cfg, const char *name, const char *path,
                          const char *clsid, char *err, size_t errlen);
 int fx_config_add_rule(fx_config *cfg, const char *name, const char *type,

@@ -562,6 +562,5 @@ void fx_loop_stop(fx_loop *loop)
 
 int fx_loop_in_thread(const fx_loop *loop)
 {
-    fx_loop *l = (fx_loop *)loop;  /* atomic_load wants a non-const object */
-    return atomic_load(&l->running) && pthread_equal(atomic_load(&l->owner), pthread_self());
+    return atomic_load(&loop->running) && pthread_equal(atomic_load(&loop->owner), pthread_self());
 }

@@ -70,8 +70,10 @@ fx_timer *fx_timer_start(fx_loop *loop, uint64_t ms, fx_task_cb cb, void *arg);
 void fx_timer_cancel(fx_loop *loop, fx_timer *timer);
 
 /* Runs on the calling thread until fx_loop_stop.  Returns 0, or -errno if
- * epoll_wait fails.  A stop requested before run starts makes it return
- * after one iteration (the stop request is consumed on return). */
+ * epoll_wait fails.  A stop requested before run starts is not lost: run
+ * then returns as soon as it has drained the deferred tasks.  The stop
+ * request is consumed on return, so the loop can be run again; posted
+ * tasks still queued then run in that next run. */
 int  fx_loop_run(fx_loop *loop);
 /* Any thread; the loop returns after finishing its current iteration. */
 void fx_loop_stop(fx_loop *loop);

@@ -11,7 +11,8 @@
  *    keeps flowing.  The relay ends when both directions have ended.
  *  - Abort: a reset or any error on either side resets the other side
  *    (fx_close_abort), so a client sees the server's RST and vice versa.
- *  - Idle relays hold no buffer: it is freed whenever it drains.
+ *  - Idle relays hold no buffer: it is freed whenever it drains.  With
+ *    FX_RELAY_SPLICE a relay holds two pipes (four fds) for its lifetime.
  */
 #ifndef FX_RELAY_H
 #define FX_RELAY_H
@@ -41,7 +42,7 @@ typedef struct fx_relay_opts {
 } fx_relay_opts;
 
 /* Loop thread.  fd_a and fd_b must be connected stream sockets; they are
- * made non-blocking.  From a non-NULL return on, the relay owns both fds
+ * made non-blocking (even if the call then fails).  From a non-NULL return on, the relay owns both fds
  * and calls done exactly once, from the loop (never from inside
  * fx_relay_start or fx_relay_abort), after both are closed; the handle is
  * invalid once done has been called.  NULL (errno set) leaves the fds to

@@ -1,0 +1,192 @@
+/*
+ * fwxhost.c — the Firewall service: runs ISA 2000 application filters in
+ * front of real TCP traffic. Command line, configuration, signals, ready
+ * message; the work is in shim/com/host.c.
+ *
+ *   fwxhost --filter DLL[=CLSID] ... --listen ADDR:PORT --target ADDR:PORT
+ *   fwxhost --config FILE
+ *
+ * SIGTERM/SIGINT: stop accepting, drain live connections, exit 0.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fxconf.h"
+#include "host.h"
+#include "hostobj.h"
+
+static int signal_pipe[2] = { -1, -1 };
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+        "usage: fwxhost --filter DLL[=CLSID] [--filter ...] --listen ADDR:PORT --target ADDR:PORT\n"
+        "       fwxhost --config FILE\n"
+        "\n"
+        "Runs ISA Server 2000 application-filter DLLs in front of real TCP traffic.\n"
+        "With --listen/--target: one publishing rule (clients connect to ADDR:PORT,\n"
+        "the host connects to the target; filters see fwx_AcceptedConnection).\n"
+        "\n"
+        "  --filter DLL[=CLSID]  load a filter (repeatable; chain order = order given)\n"
+        "  --listen ADDR:PORT    where clients connect (e.g. 127.0.0.1:8080, *:80)\n"
+        "  --target ADDR:PORT    the published server\n"
+        "  --config FILE         INI configuration (see docs/configuration.md)\n"
+        "  --workers N           worker threads (default: one per CPU core)\n"
+        "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
+        "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  -h, --help            this text\n"
+        "\n"
+        "Prints \"fwxhost: ready\" on stderr once listening. Exit status: 0 after a\n"
+        "clean stop, 2 for a configuration or start-up error.\n");
+}
+
+/* Async-signal-safe: one byte into a pipe the main thread waits on. */
+static void on_signal(int sig)
+{
+    char c = (char)sig;
+    if (write(signal_pipe[1], &c, 1) < 0) {
+        /* nothing to do: the main thread is already waking up */
+    }
+}
+
+static int want_value(int argc, char **argv, int i)
+{
+    if (i + 1 >= argc) {
+        fprintf(stderr, "fwxhost: %s needs a value (see --help)\n", argv[i]);
+        exit(2);
+    }
+    return i + 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
+    const char *level_text = "notice";
+    unsigned drain = 10;
+    char err[2048];
+    fx_config *cfg = NULL;
+    static struct host host;
+    int nfilters = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--config")) {
+            config_path = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--listen")) {
+            listen = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--target")) {
+            target = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--workers")) {
+            workers = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--log-level")) {
+            level_text = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--drain")) {
+            drain = (unsigned)atoi(argv[i = want_value(argc, argv, i)]);
+        } else if (!strcmp(a, "--filter")) {
+            i = want_value(argc, argv, i);
+            nfilters++;
+        } else {
+            fprintf(stderr, "fwxhost: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    int level = fx_log_level_parse(level_text);
+    if (level < 0) {
+        fprintf(stderr, "fwxhost: --log-level: unknown level '%s'\n", level_text);
+        return 2;
+    }
+    fx_log_init("fwxhost", level);
+
+    if (config_path) {
+        if (listen || target || nfilters) {
+            fprintf(stderr, "fwxhost: --config cannot be combined with --filter/--listen/--target\n");
+            return 2;
+        }
+        if (!(cfg = fx_config_load(config_path, err, sizeof(err)))) {
+            fprintf(stderr, "fwxhost: %s\n", err);
+            return 2;
+        }
+    } else {
+        if (!listen || !target) {
+            fprintf(stderr, "fwxhost: need --config FILE, or --listen and --target (see --help)\n");
+            return 2;
+        }
+        cfg = fx_config_new_empty();
+        int n = 0;
+        for (int i = 1; cfg && i < argc; i++) {
+            if (strcmp(argv[i], "--filter"))
+                continue;
+            char name[32], *spec = strdup(argv[++i]), *eq = strchr(spec, '=');
+            if (eq)
+                *eq++ = 0;
+            snprintf(name, sizeof(name), "f%d", ++n);
+            if (fx_config_add_filter(cfg, name, spec, eq, err, sizeof(err)) != 0) {
+                fprintf(stderr, "fwxhost: --filter %s: %s\n", argv[i], err);
+                return 2;
+            }
+            free(spec);
+        }
+        if (!cfg || fx_config_add_rule(cfg, "cmdline", "publish", listen, target, NULL, err,
+                                       sizeof(err)) != 0) {
+            fprintf(stderr, "fwxhost: %s\n", cfg ? err : "out of memory");
+            return 2;
+        }
+    }
+    if (workers && fx_config_set(cfg, "host", "workers", workers, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --workers: %s\n", err);
+        return 2;
+    }
+    if (fx_config_check(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
+    }
+    if (config_path && cfg->host.log_level > 0 && !strcmp(level_text, "notice"))
+        fx_log_set_level(cfg->host.log_level);
+
+    if (pipe(signal_pipe) != 0) {
+        fprintf(stderr, "fwxhost: pipe: %s\n", strerror(errno));
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    fx_log(FX_LOG_NOTICE, "fwxshim %s (%s-bit host) starting", FWX_VERSION,
+           sizeof(void *) == 8 ? "64" : "32");
+    if (host_start(&host, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        host_stop(&host, 0);
+        return 2;
+    }
+    for (int r = 0; r < host.nrules; r++) {
+        char l[64], t[64];
+        fx_addr_format(&host.rules[r].conf->listen, host.rules[r].conf->listen_len, l, sizeof(l));
+        fx_addr_format(&host.rules[r].conf->target, host.rules[r].conf->target_len, t, sizeof(t));
+        fprintf(stderr, "fwxhost: ready: rule %s listening on %s -> %s, %d filter(s), %d worker(s)\n",
+                host.rules[r].conf->name, l, t, host.nfilters, host.nworkers);
+    }
+    fflush(stderr);
+
+    char sig = 0;
+    while (read(signal_pipe[0], &sig, 1) < 0)
+        ;
+    fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
+    host_stop(&host, drain);
+    fx_log(FX_LOG_NOTICE, "stopped: %ld connections served, %ld denied", (long)host.total_connections,
+           (long)host.denied_connections);
+    fx_config_free(cfg);
+    CoUninitialize();
+    return 0;
+}

@@ -1,0 +1,645 @@
+/*
+ * connection.c — IFWXConnection and the life of one proxied TCP connection:
+ * events and FilterAccess arbitration, the connect to the target, building
+ * the data-filter chain (ordered by priority class, SetSockets on each),
+ * pump passes on the worker's loop, and teardown (pending operations fail,
+ * IFWXDataFilter::Detach, fwx_ConnectionTerminating, release).
+ *
+ * Without data filters, bytes move through fx_relay (core), never entering
+ * filter code.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fxrelay.h"
+#include "guard.h"
+#include "hostobj.h"
+
+static const IFWXConnectionVtbl connection_vtbl;
+static LONG next_connection_id;
+
+static inline struct connection *impl_from_IFWXConnection(IFWXConnection *iface)
+{
+    return CONTAINING_RECORD(iface, struct connection, IFWXConnection_iface);
+}
+
+struct connection *connection_from_iface(IFWXConnection *iface)
+{
+    return iface && iface->lpVtbl == &connection_vtbl ? impl_from_IFWXConnection(iface) : NULL;
+}
+
+static const char *rule_name(struct connection *c)
+{
+    return c->rule && c->rule->conf ? c->rule->conf->name : "?";
+}
+
+/* ------------------------------------------------------------ completions */
+
+void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
+                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user)
+{
+    struct completion *cp = malloc(sizeof(*cp));
+    if (!cp) {
+        /* Losing a completion would hang the filter; dying loudly is
+         * better (same policy as fx_loop_post). */
+        fx_log(FX_LOG_ERROR, "out of memory queueing a completion");
+        abort();
+    }
+    cp->next = NULL;
+    cp->sink = sink;
+    cp->owner = owner;
+    cp->success = ok;
+    cp->error = ok ? 0 : err;
+    cp->buffer = buf;
+    cp->user = user;
+    *c->pending_tail = cp;
+    c->pending_tail = &cp->next;
+}
+
+static struct completion *take_completions(struct connection *c)
+{
+    struct completion *list = c->pending;
+    c->pending = NULL;
+    c->pending_tail = &c->pending;
+    return list;
+}
+
+/* No lock held. Returns FALSE if a filter faulted. */
+static BOOL deliver(struct connection *c, struct completion *list)
+{
+    BOOL healthy = TRUE;
+    struct completion *cp, *next;
+    HRESULT hr;
+
+    for (cp = list; cp; cp = next) {
+        next = cp->next;
+        GUARDED_CALL(hr, cp->owner, "IFWXIOCompletion", "CompleteAsyncIO",
+                     IFWXIOCompletion_CompleteAsyncIO(cp->sink, cp->success, cp->error, cp->buffer,
+                                                      cp->user, NULL, 0));
+        if (hr == FX_E_FILTER_FAULT)
+            healthy = FALSE;
+        GUARDED_VOID(cp->owner, "IFWXIOCompletion", "Release", IFWXIOCompletion_Release(cp->sink));
+        if (cp->buffer)
+            IFWXIOBuffer_Release(cp->buffer);
+        free(cp);
+    }
+    return healthy;
+}
+
+/* ------------------------------------------------------------ teardown */
+
+static void connection_teardown(struct connection *c)
+{
+    struct completion *list;
+    struct sock *socks[2 * CHAIN_MAX];
+    int nsocks;
+
+    EnterCriticalSection(&c->lock);
+    if (c->terminated) {
+        LeaveCriticalSection(&c->lock);
+        return;
+    }
+    c->terminated = TRUE;
+    c->state = CONN_DONE;
+    DWORD err = c->aborted ? WSAECONNABORTED : ERROR_OPERATION_ABORTED;
+    for (int i = 0; i < c->nsocks; i++)
+        sock_abort_all(c->socks[i], err);
+    nsocks = c->nsocks;
+    memcpy(socks, c->socks, nsocks * sizeof(socks[0]));
+    c->nsocks = 0;
+    list = take_completions(c);
+    LeaveCriticalSection(&c->lock);
+
+    /* Fds that never got a socket object (events, connecting). */
+    if (c->client_fd >= 0) {
+        if (c->aborted || c->denied)
+            fx_close_abort(c->client_fd);
+        else
+            close(c->client_fd);
+        c->client_fd = -1;
+    }
+    if (c->server_fd >= 0) {
+        fx_loop_del_fd(c->worker->loop, c->server_fd);
+        fx_close_abort(c->server_fd);
+        c->server_fd = -1;
+    }
+    if (c->connect_timer) {
+        fx_timer_cancel(c->worker->loop, c->connect_timer);
+        c->connect_timer = NULL;
+    }
+    deliver(c, list);
+
+    for (int i = 0; i < c->nchain; i++) {
+        struct chain_link *l = &c->chain[i];
+        HRESULT hr;
+        GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "Detach", IFWXDataFilter_Detach(l->df));
+        if (hr != S_OK && hr != FX_E_FILTER_FAULT)
+            fx_log(FX_LOG_WARN, "filter %s: IFWXDataFilter::Detach returned 0x%08lx",
+                   fx_filter_name(l->owner), (unsigned long)hr);
+        GUARDED_VOID(l->owner, "IFWXDataFilter", "Release", IFWXDataFilter_Release(l->df));
+        if (l->context)
+            GUARDED_VOID(l->owner, "IUnknown", "Release", IUnknown_Release(l->context));
+    }
+    c->nchain = 0;
+    session_raise_terminating(c->session, c);
+    for (int i = 0; i < nsocks; i++)
+        sock_release(socks[i]);
+
+    fx_log(FX_LOG_INFO, "conn %lu rule %s: closed%s, %llu bytes from client, %llu to client",
+           c->id, rule_name(c), c->aborted ? " (aborted)" : "", c->bytes_in, c->bytes_out);
+    InterlockedDecrement(&c->worker->connections);
+    InterlockedDecrement(&the_host->live_connections);
+    IFWXConnection_Release(connection_iface(c));    /* the connection's life reference */
+}
+
+/* ------------------------------------------------------------ pump passes */
+
+void connection_run_now(struct connection *c)
+{
+    struct completion *list;
+    BOOL finished;
+
+    for (int round = 0; round < 64; round++) {
+        EnterCriticalSection(&c->lock);
+        c->kick_pending = FALSE;
+        if (c->terminated) {
+            LeaveCriticalSection(&c->lock);
+            return;
+        }
+        for (int i = 0; i < c->nsocks; i++)
+            sock_pump(c->socks[i]);
+        finished = c->aborted;
+        if (!finished && c->nsocks) {
+            finished = TRUE;
+            for (int i = 0; i < c->nsocks; i++)
+                finished &= sock_is_finished(c->socks[i]);
+        }
+        list = take_completions(c);
+        LeaveCriticalSection(&c->lock);
+        if (!list && !finished)
+            return;
+        if (!deliver(c, list)) {
+            connection_abort(c, "a filter faulted in a completion");
+            finished = TRUE;
+            c->aborted = TRUE;
+        }
+        if (finished) {
+            connection_teardown(c);
+            return;
+        }
+    }
+    connection_kick(c);     /* a busy connection yields to the others on its loop */
+}
+
+static void run_task(void *arg)
+{
+    struct connection *c = arg;
+    connection_run_now(c);
+    IFWXConnection_Release(connection_iface(c));
+}
+
+void connection_kick(struct connection *c)
+{
+    fx_loop *loop = c->worker->loop;
+    EnterCriticalSection(&c->lock);
+    if (c->kick_pending || c->terminated) {
+        LeaveCriticalSection(&c->lock);
+        return;
+    }
+    c->kick_pending = TRUE;
+    LeaveCriticalSection(&c->lock);
+    IFWXConnection_AddRef(connection_iface(c));
+    if (fx_loop_in_thread(loop))
+        fx_loop_defer(loop, run_task, c);
+    else
+        fx_loop_post(loop, run_task, c);
+}
+
+static void abort_task(void *arg)
+{
+    struct connection *c = arg;
+    if (c->relay) {
+        fx_relay_abort(c->relay);
+    } else {
+        connection_teardown(c);
+    }
+    IFWXConnection_Release(connection_iface(c));
+}
+
+void connection_abort(struct connection *c, const char *why)
+{
+    EnterCriticalSection(&c->lock);
+    BOOL first = !c->aborted && !c->terminated;
+    c->aborted = TRUE;
+    LeaveCriticalSection(&c->lock);
+    if (!first)
+        return;
+    fx_log(FX_LOG_NOTICE, "conn %lu rule %s: aborting: %s", c->id, rule_name(c), why);
+    IFWXConnection_AddRef(connection_iface(c));
+    if (fx_loop_in_thread(c->worker->loop))
+        fx_loop_defer(c->worker->loop, abort_task, c);
+    else
+        fx_loop_post(c->worker->loop, abort_task, c);
+}
+
+/* ------------------------------------------------------------ chain */
+
+static void relay_done(void *arg, const fx_relay_stats *st)
+{
+    struct connection *c = arg;
+    c->relay = NULL;
+    c->client_fd = c->server_fd = -1;    /* the relay closed them */
+    c->bytes_in = st->bytes_ab;
+    c->bytes_out = st->bytes_ba;
+    if (st->aborted)
+        c->aborted = TRUE;
+    connection_teardown(c);
+}
+
+static int by_priority(const void *a, const void *b)
+{
+    const struct chain_link *x = a, *y = b;
+    return (int)x->priority - (int)y->priority;
+}
+
+static void start_pump(struct connection *c)
+{
+    int n = c->nchain;
+
+    c->state = CONN_PUMPING;
+    if (n == 0) {
+        c->relay = fx_relay_start(c->worker->loop, c->client_fd, c->server_fd, FX_RELAY_SPLICE,
+                                  relay_done, c);
+        if (!c->relay) {
+            connection_abort(c, "out of memory starting the relay");
+            return;
+        }
+        return;
+    }
+    /* Stable order inside a class is not promised by ISA; ours is attach order. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && by_priority(&c->chain[j - 1], &c->chain[j]) > 0; j--) {
+            struct chain_link t = c->chain[j];
+            c->chain[j] = c->chain[j - 1];
+            c->chain[j - 1] = t;
+        }
+
+    struct sock *internal[CHAIN_MAX], *external[CHAIN_MAX];
+    EnterCriticalSection(&c->lock);
+    internal[0] = sock_create_net(c, c->client_fd, 0);
+    external[n - 1] = sock_create_net(c, c->server_fd, 1);
+    BOOL ok = internal[0] && external[n - 1];
+    for (int k = 0; ok && k + 1 < n; k++) {
+        external[k] = sock_create_pipe(c);
+        internal[k + 1] = sock_create_pipe(c);
+        ok = external[k] && internal[k + 1];
+        if (ok)
+            sock_pair(external[k], internal[k + 1]);
+    }
+    if (internal[0])
+        c->socks[c->nsocks++] = internal[0];
+    for (int k = 0; k + 1 < n; k++) {
+        if (ok || external[k])
+            c->socks[c->nsocks++] = external[k];
+        if (ok || internal[k + 1])
+            c->socks[c->nsocks++] = internal[k + 1];
+    }
+    if (external[n - 1])
+        c->socks[c->nsocks++] = external[n - 1];
+    /* The sockets own the fds now. */
+    if (internal[0])
+        c->client_fd = -1;
+    if (external[n - 1])
+        c->server_fd = -1;
+    LeaveCriticalSection(&c->lock);
+    if (!ok) {
+        connection_abort(c, "out of memory building the data-filter chain");
+        return;
+    }
+    for (int k = 0; k < n; k++) {
+        struct chain_link *l = &c->chain[k];
+        HRESULT hr;
+        GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "SetSockets",
+                     IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]), sock_iface(external[k]),
+                                               connection_iface(c), l->context));
+        l->sockets_set = TRUE;
+        if (hr == FX_E_FILTER_FAULT) {
+            connection_abort(c, "a data filter faulted in SetSockets");
+            return;
+        }
+        if (FAILED(hr))
+            fx_log(FX_LOG_WARN, "filter %s: SetSockets returned 0x%08lx", fx_filter_name(l->owner),
+                   (unsigned long)hr);
+    }
+    connection_kick(c);
+}
+
+static void connect_timeout(void *arg)
+{
+    struct connection *c = arg;
+    char text[64];
+    c->connect_timer = NULL;
+    fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
+    fx_log(FX_LOG_WARN, "conn %lu rule %s: target %s did not answer within %u s", c->id,
+           rule_name(c), text, the_host->config->host.connect_timeout);
+    c->aborted = TRUE;
+    connection_teardown(c);
+}
+
+static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct connection *c = data;
+    int err = fx_sock_error(fd);
+    char text[64];
+
+    fx_loop_del_fd(loop, fd);
+    if (c->connect_timer) {
+        fx_timer_cancel(loop, c->connect_timer);
+        c->connect_timer = NULL;
+    }
+    if (err) {
+        fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
+        fx_log(FX_LOG_WARN, "conn %lu rule %s: connect to target %s failed: %s", c->id,
+               rule_name(c), text, strerror(err));
+        c->aborted = TRUE;
+        connection_teardown(c);
+        return;
+    }
+    fx_set_nodelay(fd);
+    unsigned char sa[28];
+    int salen = sizeof(sa);
+    c->win_ext_len = sizeof(c->win_ext);
+    if (fx_getsockname(fd, sa, &salen) != 0 || fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
+        c->win_ext_len = 0;
+    start_pump(c);
+}
+
+static void start_connect(struct connection *c)
+{
+    int in_progress = 0;
+    char text[64];
+
+    c->state = CONN_CONNECTING;
+    c->server_fd = fx_tcp_connect(c->target_addr, c->target_len, &in_progress);
+    if (c->server_fd < 0) {
+        fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
+        fx_log(FX_LOG_WARN, "conn %lu rule %s: connect to target %s failed: %s", c->id,
+               rule_name(c), text, strerror(-c->server_fd));
+        c->server_fd = -1;
+        c->aborted = TRUE;
+        connection_teardown(c);
+        return;
+    }
+    fx_loop_add_fd(c->worker->loop, c->server_fd, FX_WRITE, on_connected, c);
+    c->connect_timer = fx_timer_start(c->worker->loop,
+                                      (uint64_t)the_host->config->host.connect_timeout * 1000,
+                                      connect_timeout, c);
+}
+
+void connection_accept(struct worker *w, struct rule *rule, int client_fd,
+                       const void *client_sa, int client_len)
+{
+    struct connection *c = calloc(1, sizeof(*c));
+    FwxFirewallEvent ev;
+    HRESULT hr;
+    char who[64];
+
+    if (!c) {
+        fx_close_abort(client_fd);
+        return;
+    }
+    c->IFWXConnection_iface.lpVtbl = &connection_vtbl;
+    c->ref = 1;
+    InitializeCriticalSection(&c->lock);
+    c->pending_tail = &c->pending;
+    c->session = rule->session;
+    IFWXSession_AddRef(session_iface(c->session));
+    c->worker = w;
+    c->rule = rule;
+    c->id = (unsigned long)InterlockedIncrement(&next_connection_id);
+    c->client_fd = client_fd;
+    c->server_fd = -1;
+    c->state = CONN_EVENTS;
+    memcpy(c->client_addr, client_sa, client_len);
+    c->client_len = client_len;
+    c->local_len = sizeof(c->local_addr);
+    fx_getsockname(client_fd, c->local_addr, &c->local_len);
+    memcpy(c->target_addr, &rule->conf->target, rule->conf->target_len);
+    c->target_len = rule->conf->target_len;
+    c->win_remote_len = sizeof(c->win_remote);
+    fx_sa_to_win32(c->client_addr, c->client_len, &c->win_remote, &c->win_remote_len);
+    c->win_local_len = sizeof(c->win_local);
+    fx_sa_to_win32(c->local_addr, c->local_len, &c->win_local, &c->win_local_len);
+    c->win_target_len = sizeof(c->win_target);
+    fx_sa_to_win32(c->target_addr, c->target_len, &c->win_target, &c->win_target_len);
+    InterlockedIncrement(&w->connections);
+    InterlockedIncrement(&the_host->live_connections);
+    InterlockedIncrement(&the_host->total_connections);
+    fx_set_nodelay(client_fd);
+    fx_addr_format(c->client_addr, c->client_len, who, sizeof(who));
+    fx_log(FX_LOG_INFO, "conn %lu rule %s: accepted from %s", c->id, rule_name(c), who);
+
+    /* Publishing: fwx_AcceptedConnection in the published server's session. */
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_AcceptedConnection;
+    ev.Parameters.Accept.RemoteAddress = (LPSOCKADDR)&c->win_remote;
+    ev.Parameters.Accept.RemoteAddressLength = c->win_remote_len;
+    ev.Parameters.Accept.LocalAddress = (LPSOCKADDR)&c->win_local;
+    ev.Parameters.Accept.LocalAddressLength = c->win_local_len;
+    ev.Parameters.Accept.piConnectionAccepted = connection_iface(c);
+    ev.Parameters.Accept.FilterAccess = FWX_PASS;
+    unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
+    hr = session_raise(c->session, &ev, port, c);
+    session_apply_factories(c->session, fwx_AcceptedConnection, &c->win_local, c->win_local_len, c);
+
+    if (c->denied || FAILED(hr)) {
+        if (c->denied) {
+            InterlockedIncrement(&the_host->denied_connections);
+            fx_log(FX_LOG_NOTICE, "conn %lu rule %s: connection from %s denied by filter %s",
+                   c->id, rule_name(c), who, c->denied_by);
+        } else {
+            fx_log(FX_LOG_WARN, "conn %lu rule %s: connection from %s refused: %s", c->id,
+                   rule_name(c), who,
+                   hr == FX_E_FILTER_FAULT ? "a filter faulted handling the event"
+                                           : "a filter failed the event (E_OUTOFMEMORY)");
+        }
+        c->aborted = TRUE;
+        connection_teardown(c);
+        return;
+    }
+    start_connect(c);
+}
+
+/* ------------------------------------------------------------ IFWXConnection */
+
+static HRESULT WINAPI connection_QueryInterface(IFWXConnection *iface, REFIID riid, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXConnection)) {
+        *out = iface;
+        IFWXConnection_AddRef(iface);
+        return S_OK;
+    }
+    fx_log_unknown_iid("IFWXConnection", riid);
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI connection_AddRef(IFWXConnection *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXConnection(iface)->ref);
+}
+
+static ULONG WINAPI connection_Release(IFWXConnection *iface)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+    LONG ref = InterlockedDecrement(&c->ref);
+    if (ref == 0) {
+        IFWXSession_Release(session_iface(c->session));
+        DeleteCriticalSection(&c->lock);
+        free(c);
+    } else if (ref < 0) {
+        fx_log(FX_LOG_ERROR, "IFWXConnection %p released more often than referenced", (void *)iface);
+        InterlockedExchange(&c->ref, 0x40000000);
+        ref = 0;
+    }
+    return (ULONG)ref;
+}
+
+/* Is the calling thread inside the handler of one of these events for c? */
+static struct event_ctx *in_context(struct connection *c, DWORD allowed)
+{
+    struct event_ctx *ctx = event_ctx_current();
+    return ctx && ctx->conn == c && (ctx->type & allowed) ? ctx : NULL;
+}
+
+static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDataFilter *df,
+                                                  FwxDataFilterPriorityClass priority,
+                                                  IUnknown *context)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_Connect_Tcp | fwx_Bind_Udp | fwx_AcceptedConnection |
+                                              fwx_Udp_Destination);
+    HRESULT hr = S_OK;
+
+    if (!ctx)
+        return FWX_E_BAD_CONTEXT;
+    if (!df || (unsigned)priority > fwx_dfpc_Emulation)
+        return E_INVALIDARG;
+    EnterCriticalSection(&c->lock);
+    if (c->terminated || c->state != CONN_EVENTS) {
+        hr = FWX_E_TERMINATING;
+    } else if (c->nchain >= CHAIN_MAX) {
+        hr = E_OUTOFMEMORY;
+    } else {
+        struct chain_link *l = &c->chain[c->nchain++];
+        l->df = df;
+        l->priority = priority;
+        l->context = context;
+        l->owner = ctx->filter;
+        l->sockets_set = FALSE;
+        IFWXDataFilter_AddRef(df);
+        if (context)
+            IUnknown_AddRef(context);
+    }
+    LeaveCriticalSection(&c->lock);
+    return hr;
+}
+
+static HRESULT WINAPI connection_AttachDataFilterWithDestination(IFWXConnection *iface,
+                                                                 IFWXDataFilter *df,
+                                                                 FwxDataFilterPriorityClass prio,
+                                                                 IUnknown *context,
+                                                                 LPSOCKADDR addr, INT len)
+{
+    if (!in_context(impl_from_IFWXConnection(iface), fwx_Udp_Destination))
+        return FWX_E_BAD_CONTEXT;
+    return FX_NOTIMPL("IFWXConnection", "AttachDataFilterWithDestination");
+}
+
+static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDataFilter *df,
+                                                   LPSOCKADDR remote, DWORD remote_len,
+                                                   LPSOCKADDR local, DWORD local_len,
+                                                   IFWXConnection **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXConnection", "EmulateConnection");
+}
+
+static HRESULT WINAPI connection_SetSocketName(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
+{
+    return FX_NOTIMPL("IFWXConnection", "SetSocketName");
+}
+
+static HRESULT WINAPI connection_GetExternalSocketName(IFWXConnection *iface, LPSOCKADDR addr,
+                                                       LPINT len)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+
+    if (!addr || !len)
+        return HRESULT_FROM_WIN32(WSAEFAULT);
+    if (c->terminated)
+        return FWX_E_TERMINATING;
+    /* Known once the connection to the target exists (reference 3.10). */
+    if (!c->win_ext_len)
+        return HRESULT_FROM_WIN32(WSAEINVAL);
+    if (*len < c->win_ext_len)
+        return HRESULT_FROM_WIN32(WSAEFAULT);
+    memcpy(addr, &c->win_ext, c->win_ext_len);
+    *len = c->win_ext_len;
+    return S_OK;
+}
+
+static HRESULT WINAPI connection_SetClientAddress(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
+{
+    return FX_NOTIMPL("IFWXConnection", "SetClientAddress");
+}
+
+static HRESULT WINAPI connection_Deny(IFWXConnection *iface, DWORD reserved)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_Connect_Tcp | fwx_Bind_Tcp | fwx_Bind_Udp |
+                                              fwx_AcceptedConnection);
+    if (!ctx)
+        return FWX_E_BAD_CONTEXT;
+    if (reserved)
+        return E_INVALIDARG;
+    EnterCriticalSection(&c->lock);
+    if (!c->denied)
+        snprintf(c->denied_by, sizeof(c->denied_by), "%s", fx_filter_name(ctx->filter));
+    c->denied = TRUE;     /* deny wins over any allow (reference 2.6) */
+    LeaveCriticalSection(&c->lock);
+    return S_OK;
+}
+
+static HRESULT WINAPI connection_SetProtocol(IFWXConnection *iface, REFGUID guid, DWORD flags)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+    if (!in_context(c, fwx_Connect_Tcp | fwx_Bind_Tcp | fwx_Bind_Udp))
+        return FWX_E_BAD_CONTEXT;
+    if (!guid)
+        return E_INVALIDARG;
+    if (flags & FWX_FLAG_EMULATE_PROTOCOL)
+        return FX_NOTIMPL("IFWXConnection", "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL)");
+    c->protocol = *guid;
+    return S_OK;
+}
+
+static const IFWXConnectionVtbl connection_vtbl = {
+    connection_QueryInterface,
+    connection_AddRef,
+    connection_Release,
+    connection_AttachDataFilter,
+    connection_AttachDataFilterWithDestination,
+    connection_EmulateConnection,
+    connection_SetSocketName,
+    connection_GetExternalSocketName,
+    connection_SetClientAddress,
+    connection_Deny,
+    connection_SetProtocol,
+};

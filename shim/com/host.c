@@ -1,0 +1,244 @@
+/*
+ * host.c — the Firewall service's start and stop: load and FilterInit
+ * every enabled filter, create each rule's session and listening sockets,
+ * run one epoll loop per worker on threads made by Wine's CreateThread,
+ * and on stop drain connections, detach sessions, FilterShutdown, unload.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "guard.h"
+#include "host.h"
+#include "hostobj.h"
+
+struct host *the_host;
+
+/* A listening fd belongs to one worker; it carries both in its callback. */
+struct listener {
+    struct worker *worker;
+    struct rule *rule;
+    int fd;
+};
+
+static void on_accept(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct listener *l = data;
+    struct host *h = the_host;
+
+    for (int i = 0; i < 64; i++) {
+        unsigned char sa[28];
+        int salen = sizeof(sa);
+        int cfd = fx_tcp_accept(fd, sa, &salen);
+        if (cfd < 0)
+            return;     /* EAGAIN, or a connection that died in the backlog */
+        if (h->stopping) {
+            fx_close_abort(cfd);
+            continue;
+        }
+        if ((unsigned)h->live_connections >= h->config->host.max_sessions) {
+            static LONG warned;
+            if (!InterlockedExchange(&warned, 1))
+                fx_log(FX_LOG_WARN, "rule %s: max-sessions (%u) reached; refusing new connections",
+                       l->rule->conf->name, h->config->host.max_sessions);
+            fx_close_abort(cfd);
+            continue;
+        }
+        connection_accept(l->worker, l->rule, cfd, sa, salen);
+    }
+}
+
+static DWORD WINAPI worker_main(void *arg)
+{
+    struct worker *w = arg;
+    /* Filters are free-threaded and expect callers in the MTA. */
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    fx_loop_run(w->loop);
+    CoUninitialize();
+    return 0;
+}
+
+static int load_filters(struct host *h, char *err, size_t errlen)
+{
+    fx_config *cfg = h->config;
+    for (size_t i = 0; i < cfg->nfilters; i++) {
+        fx_filter_conf *fc = &cfg->filters[i];
+        struct fx_filter *f;
+        char why[1024];
+        HRESULT init_hr;
+
+        if (!fc->enabled)
+            continue;
+        if (h->nfilters >= HOST_MAX_FILTERS) {
+            snprintf(err, errlen, "too many filters (at most %d)", HOST_MAX_FILTERS);
+            return -1;
+        }
+        f = &h->filters[h->nfilters];
+        memset(f, 0, sizeof(*f));
+        f->name = fc->name;
+        f->path = fc->path;
+        if (fc->has_clsid) {
+            memcpy(&f->clsid, &fc->clsid, sizeof(GUID));
+            f->has_clsid = TRUE;
+        }
+        if (fx_filter_load(f, NULL, 0, NULL, why, sizeof(why)) != 0 ||
+            fx_filter_init(f, h->firewall, &init_hr, why, sizeof(why)) != 0) {
+            if (cfg->path && fc->line)
+                snprintf(err, errlen, "%s:%d: filter %s: %s", cfg->path, fc->line, fc->name, why);
+            else
+                snprintf(err, errlen, "filter %s: %s", fc->name, why);
+            fx_filter_unload(f);
+            return -1;
+        }
+        h->nfilters++;
+        char text[39], mask[256];
+        fx_log(FX_LOG_NOTICE, "filter %s: %s, class %s, %s-bit, hook events %s, %lu port ranges",
+               f->name, f->path, fx_guid_str(&f->clsid, text), sizeof(void *) == 8 ? "64" : "32",
+               fx_event_mask_str(f->hooks.dwGlobalEvents, mask, sizeof(mask)),
+               (unsigned long)f->hooks.dwNumPortRanges);
+    }
+    return 0;
+}
+
+static int open_listeners(struct host *h, char *err, size_t errlen)
+{
+    for (int r = 0; r < h->nrules; r++) {
+        struct rule *rule = &h->rules[r];
+        char text[64], why[256];
+        fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
+        for (int w = 0; w < h->nworkers; w++) {
+            int fd = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1024,
+                                   h->nworkers > 1, why, sizeof(why));
+            if (fd < 0) {
+                if (h->config->path && rule->conf->listen_line)
+                    snprintf(err, errlen, "%s:%d: rule %s: %s", h->config->path,
+                             rule->conf->listen_line, rule->conf->name, why);
+                else
+                    snprintf(err, errlen, "rule %s: %s", rule->conf->name, why);
+                return -1;
+            }
+            rule->listen_fds[w] = fd;
+            struct listener *l = calloc(1, sizeof(*l));
+            if (!l) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            l->worker = &h->workers[w];
+            l->rule = rule;
+            l->fd = fd;
+            fx_loop_add_fd(h->workers[w].loop, fd, FX_READ, on_accept, l);
+        }
+    }
+    return 0;
+}
+
+int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
+{
+    memset(h, 0, sizeof(*h));
+    h->config = cfg;
+    the_host = h;
+    h->firewall = firewall_get();
+    if (load_filters(h, err, errlen) != 0)
+        return -1;
+
+    h->nworkers = cfg->host.workers > 0 ? cfg->host.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (h->nworkers < 1)
+        h->nworkers = 1;
+    if (h->nworkers > 64)
+        h->nworkers = 64;
+    h->workers = calloc(h->nworkers, sizeof(*h->workers));
+    h->rules = calloc(cfg->nrules ? cfg->nrules : 1, sizeof(*h->rules));
+    if (!h->workers || !h->rules) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int w = 0; w < h->nworkers; w++) {
+        h->workers[w].index = w;
+        if (!(h->workers[w].loop = fx_loop_new())) {
+            snprintf(err, errlen, "cannot create the event loop of worker %d", w);
+            return -1;
+        }
+    }
+    for (size_t r = 0; r < cfg->nrules; r++) {
+        struct rule *rule = &h->rules[h->nrules];
+        fx_rule_conf *rc = &cfg->rules[r];
+        SOCKADDR_STORAGE win;
+        int wlen = sizeof(win);
+        char name[64];
+
+        if (rc->type != FX_RULE_PUBLISH || rc->protocol != FX_PROTO_TCP) {
+            snprintf(err, errlen, "%s%s%d%srule %s: only TCP publishing rules are implemented so far",
+                     cfg->path ? cfg->path : "", cfg->path ? ":" : "", cfg->path ? rc->line : 0,
+                     cfg->path ? ": " : "", rc->name);
+            return -1;
+        }
+        rule->conf = rc;
+        fx_sa_to_win32(&rc->target, rc->target_len, &win, &wlen);
+        snprintf(name, sizeof(name), "rule %s", rc->name);
+        /* Publishing: the published server's session (docs/abi-decisions.md). */
+        if (!(rule->session = session_create(&win, wlen, name))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        h->nrules++;
+    }
+    if (open_listeners(h, err, errlen) != 0)
+        return -1;
+    for (int w = 0; w < h->nworkers; w++) {
+        h->workers[w].thread = CreateThread(NULL, 0, worker_main, &h->workers[w], 0,
+                                            &h->workers[w].thread_id);
+        if (!h->workers[w].thread) {
+            snprintf(err, errlen, "CreateThread failed for worker %d (error %lu)", w,
+                     (unsigned long)GetLastError());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void close_listeners_task(void *arg)
+{
+    struct worker *w = arg;
+    struct host *h = the_host;
+    for (int r = 0; r < h->nrules; r++) {
+        int fd = h->rules[r].listen_fds[w->index];
+        if (fd > 0) {
+            fx_loop_del_fd(w->loop, fd);
+            close(fd);
+            h->rules[r].listen_fds[w->index] = -1;
+        }
+    }
+}
+
+void host_stop(struct host *h, unsigned drain_seconds)
+{
+    InterlockedExchange(&h->stopping, 1);
+    for (int w = 0; w < h->nworkers; w++)
+        if (h->workers[w].loop && h->workers[w].thread)
+            fx_loop_post(h->workers[w].loop, close_listeners_task, &h->workers[w]);
+    /* Drain: live connections finish on their own; past the deadline the
+     * rest are left to FilterShutdown's order-undefined Detach. */
+    uint64_t deadline = fx_now_ms() + (uint64_t)drain_seconds * 1000;
+    while (h->live_connections > 0 && fx_now_ms() < deadline)
+        Sleep(50);
+    if (h->live_connections > 0)
+        fx_log(FX_LOG_WARN, "stopping with %ld connections still open", (long)h->live_connections);
+    for (int w = 0; w < h->nworkers; w++)
+        if (h->workers[w].loop)
+            fx_loop_stop(h->workers[w].loop);
+    for (int w = 0; w < h->nworkers; w++)
+        if (h->workers[w].thread) {
+            WaitForSingleObject(h->workers[w].thread, INFINITE);
+            CloseHandle(h->workers[w].thread);
+        }
+    for (int r = 0; r < h->nrules; r++) {
+        session_end(h->rules[r].session);
+        IFWXSession_Release(session_iface(h->rules[r].session));
+    }
+    for (int i = 0; i < h->nfilters; i++)
+        fx_filter_unload(&h->filters[i]);
+    if (h->firewall)
+        IFWXFirewall_Release(h->firewall);
+}

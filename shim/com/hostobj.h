@@ -1,0 +1,214 @@
+/*
+ * hostobj.h — the host's run-time objects and how they refer to each other:
+ * the host (filters, rules, workers), sessions, connections, sockets.
+ *
+ *   host ── filters[]          (loaded DLLs, loader.h)
+ *        ── rules[] ── session (publishing: the published server's session)
+ *        ── workers[] ── fx_loop (one epoll loop per Wine thread)
+ *   connection ── session, worker, data-filter chain, sockets[]
+ *
+ * Locking: a connection's mutex guards its chain and every socket queue of
+ * it; a session's mutex guards its session-filter list. No host lock is
+ * ever held while filter code runs (guard.h).
+ */
+#ifndef FWX_HOSTOBJ_H
+#define FWX_HOSTOBJ_H
+
+#include "fwxhost.h"
+#include "fxconf.h"
+#include "fxloop.h"
+#include "fxnet.h"
+#include "loader.h"
+
+#define HOST_MAX_FILTERS 32
+#define CHAIN_MAX 16
+
+struct connection;
+struct session;
+struct sock;
+
+struct worker {
+    int index;
+    fx_loop *loop;
+    HANDLE thread;
+    DWORD thread_id;
+    LONG connections;              /* live on this worker */
+};
+
+struct rule {
+    fx_rule_conf *conf;
+    struct session *session;       /* publishing: the published server's */
+    int listen_fds[64];            /* one per worker (SO_REUSEPORT) */
+};
+
+struct host {
+    fx_config *config;
+    struct fx_filter filters[HOST_MAX_FILTERS];
+    int nfilters;
+    struct rule *rules;
+    int nrules;
+    struct worker *workers;
+    int nworkers;
+    IFWXFirewall *firewall;
+    volatile LONG stopping;
+    LONG live_connections;
+    LONG total_connections;
+    LONG denied_connections;
+    LONG live_sessions;
+};
+
+extern struct host *the_host;
+
+/* ---- session.c ---- */
+struct session_filter {
+    struct fx_filter *filter;
+    IFWXSessionFilter *sf;
+    FwxFilterHookEvents *hooks;    /* from AttachToSession, CoTaskMem, ours */
+    BOOL detached;
+};
+
+struct data_factory {
+    struct data_factory *next;
+    DWORD event;
+    unsigned char addr[28];
+    int addrlen;
+    IClassFactory *factory;
+    FwxDataFilterPriorityClass priority;
+    IUnknown *context;
+    IFWXFirewallAction *action;
+    BOOL cancelled;
+};
+
+struct session {
+    IFWXSession IFWXSession_iface;
+    LONG ref;
+    CRITICAL_SECTION lock;
+    SOCKADDR_STORAGE client;       /* Win32 layout */
+    int client_len;
+    DWORD source;                  /* fwxSourceNAT for everything we host */
+    struct session_filter sfs[HOST_MAX_FILTERS];
+    int nsfs;
+    struct data_factory *factories;
+    BOOL ended;
+    char name[64];                 /* for logs */
+};
+
+struct session *session_create(const void *win_client, int len, const char *name);
+void session_end(struct session *s);      /* Detach every session filter */
+static inline IFWXSession *session_iface(struct session *s) { return &s->IFWXSession_iface; }
+
+/* Raises one event in a session (reference 2.4-2.6): for every filter whose
+ * hook events match (event bit, source bit, port), AttachToSession if needed,
+ * then FirewallEventHandler with this thread's event context set to conn.
+ * Returns S_OK, or the first FX_E_FILTER_FAULT / E_OUTOFMEMORY seen. */
+HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
+                      struct connection *conn);
+/* fwx_ConnectionTerminating goes to every session filter of the session. */
+void session_raise_terminating(struct session *s, struct connection *conn);
+/* Data-filter factories registered for this event and address. */
+void session_apply_factories(struct session *s, DWORD event, const void *win_addr, int len,
+                             struct connection *conn);
+
+/* ---- event context (session.c): per thread, for FWX_E_BAD_CONTEXT ---- */
+struct event_ctx {
+    DWORD type;
+    struct connection *conn;
+    struct fx_filter *filter;
+    struct event_ctx *outer;
+};
+struct event_ctx *event_ctx_current(void);
+
+/* ---- action.c ---- */
+HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out);
+
+/* ---- connection.c ---- */
+struct sock;
+
+struct chain_link {
+    IFWXDataFilter *df;
+    FwxDataFilterPriorityClass priority;
+    IUnknown *context;
+    struct fx_filter *owner;       /* for logs and fault accounting */
+    BOOL sockets_set;
+};
+
+enum conn_state { CONN_EVENTS, CONN_CONNECTING, CONN_PUMPING, CONN_CLOSING, CONN_DONE };
+
+struct connection {
+    IFWXConnection IFWXConnection_iface;
+    LONG ref;
+    CRITICAL_SECTION lock;
+    struct session *session;
+    struct worker *worker;
+    struct rule *rule;
+    unsigned long id;
+    enum conn_state state;
+    int client_fd, server_fd;
+    unsigned char client_addr[28], local_addr[28], target_addr[28];   /* Linux layout */
+    int client_len, local_len, target_len;
+    SOCKADDR_STORAGE win_remote, win_local, win_target;               /* Win32 layout */
+    int win_remote_len, win_local_len, win_target_len;
+    SOCKADDR_STORAGE win_ext;      /* our address towards the target, once connected */
+    int win_ext_len;
+    struct chain_link chain[CHAIN_MAX];
+    int nchain;
+    struct sock *socks[2 * CHAIN_MAX];
+    int nsocks;
+    BOOL denied;
+    char denied_by[64];
+    GUID protocol;
+    BOOL kick_pending;             /* a pump pass is queued on the loop */
+    BOOL aborted;
+    BOOL terminated;               /* teardown ran */
+    fx_timer *connect_timer;
+    unsigned long long bytes_in, bytes_out;
+    size_t inflight[2];            /* bytes read from an end, not yet written to the other */
+    struct completion *pending;    /* queued under the lock, delivered without it */
+    struct completion **pending_tail;
+    struct fx_relay *relay;        /* no data filters: the kernel-side pump */
+};
+
+static inline IFWXConnection *connection_iface(struct connection *c) { return &c->IFWXConnection_iface; }
+struct connection *connection_from_iface(IFWXConnection *iface);   /* NULL if not ours */
+
+/* Publishing: a client connected to rule's listener on worker w. Runs the
+ * events, then connects to the target and starts the pump. */
+void connection_accept(struct worker *w, struct rule *rule, int client_fd,
+                       const void *client_sa, int client_len);
+
+/* Run a pump pass now (loop thread, no lock held). */
+void connection_run_now(struct connection *c);
+/* Schedule a pump pass on the connection's loop (any thread). */
+void connection_kick(struct connection *c);
+/* Ends the connection: abort both ends. Any thread. */
+void connection_abort(struct connection *c, const char *why);
+
+/* ---- socket.c ---- */
+enum sock_kind { SOCK_NET, SOCK_PIPE };
+
+struct sock *sock_create_net(struct connection *c, int fd, int end);   /* end 0 client, 1 server */
+struct sock *sock_create_pipe(struct connection *c);
+void sock_pair(struct sock *a, struct sock *b);
+IFWXSocket *sock_iface(struct sock *s);
+/* Loop thread, connection lock held: progress every queue; completions are
+ * appended to the connection's pending list for delivery without the lock. */
+void sock_pump(struct sock *s);
+/* Loop thread: fail every pending operation (teardown). */
+void sock_abort_all(struct sock *s, DWORD error);
+int sock_is_finished(struct sock *s);    /* net end: both directions done */
+void sock_release(struct sock *s);
+
+/* Completions collected under the lock, delivered after unlocking. */
+struct completion {
+    struct completion *next;
+    IFWXIOCompletion *sink;
+    struct fx_filter *owner;
+    BOOL success;
+    DWORD error;
+    IFWXIOBuffer *buffer;
+    UserContextType user;
+};
+void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
+                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user);
+
+#endif /* FWX_HOSTOBJ_H */

@@ -1,0 +1,585 @@
+/*
+ * session.c — IFWXSession, the session filters attached to a session, and
+ * event dispatch into them (reference §2.4–§2.7):
+ *
+ *   - which filters an event reaches (hook masks: event bit, source bit,
+ *     port ranges; the per-session set replaces the global one once a
+ *     session filter exists);
+ *   - AttachToSession on the first matching event (CoTaskMem hook events
+ *     become ours and are freed here);
+ *   - FirewallEventHandler with a per-thread event context, which the
+ *     context-restricted calls check (FWX_E_BAD_CONTEXT outside it);
+ *   - data-filter factories (SetDataFilterFactory).
+ *
+ * Two threads may attach the same filter to one session at once (a busy
+ * publishing rule). Rather than hold a lock across filter code, both
+ * attach; the loser's session filter is detached and released at once.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "guard.h"
+#include "hostobj.h"
+
+static __thread struct event_ctx *current_ctx;
+
+struct event_ctx *event_ctx_current(void)
+{
+    return current_ctx;
+}
+
+static inline struct session *impl_from_IFWXSession(IFWXSession *iface)
+{
+    return CONTAINING_RECORD(iface, struct session, IFWXSession_iface);
+}
+
+static HRESULT WINAPI session_QueryInterface(IFWXSession *iface, REFIID riid, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSession)) {
+        *out = iface;
+        IFWXSession_AddRef(iface);
+        return S_OK;
+    }
+    fx_log_unknown_iid("IFWXSession", riid);
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI session_AddRef(IFWXSession *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXSession(iface)->ref);
+}
+
+static void free_factories(struct session *s)
+{
+    struct data_factory *f, *next;
+    for (f = s->factories; f; f = next) {
+        next = f->next;
+        GUARDED_VOID(NULL, "IClassFactory", "Release", IClassFactory_Release(f->factory));
+        if (f->context)
+            GUARDED_VOID(NULL, "IUnknown", "Release", IUnknown_Release(f->context));
+        free(f);
+    }
+    s->factories = NULL;
+}
+
+static ULONG WINAPI session_Release(IFWXSession *iface)
+{
+    struct session *s = impl_from_IFWXSession(iface);
+    LONG ref = InterlockedDecrement(&s->ref);
+    if (ref == 0) {
+        free_factories(s);
+        DeleteCriticalSection(&s->lock);
+        if (the_host)
+            InterlockedDecrement(&the_host->live_sessions);
+        free(s);
+    } else if (ref < 0) {
+        fx_log(FX_LOG_ERROR, "session %s released more often than referenced", s->name);
+        InterlockedExchange(&s->ref, 0x40000000);
+        ref = 0;
+    }
+    return (ULONG)ref;
+}
+
+static HRESULT WINAPI session_GetClientAddress(IFWXSession *iface, LPSOCKADDR address, LPDWORD len)
+{
+    struct session *s = impl_from_IFWXSession(iface);
+    if (!address || !len)
+        return E_POINTER;
+    if (*len < (DWORD)s->client_len) {
+        *len = s->client_len;
+        return HRESULT_FROM_WIN32(WSAEFAULT);
+    }
+    memcpy(address, &s->client, s->client_len);
+    ((SOCKADDR_IN *)address)->sin_port = 0;    /* documented: the port is 0 */
+    *len = s->client_len;
+    return S_OK;
+}
+
+static HRESULT WINAPI session_GetClientMachineName(IFWXSession *iface, LPSTR *name)
+{
+    if (name)
+        *name = NULL;
+    /* Only Firewall (WSP) clients report a machine name; ours are SecureNAT. */
+    return FWX_E_NOT_SUPPORTED;
+}
+
+static HRESULT WINAPI session_ImpersonateClient(IFWXSession *iface)
+{
+    return FWX_E_NOT_AUTHENTICATED;
+}
+
+static HRESULT WINAPI session_RevertToSelf(IFWXSession *iface)
+{
+    return S_OK;
+}
+
+static HRESULT WINAPI session_AccessCheck(IFWXSession *iface, REFGUID filter, REFGUID protocol)
+{
+    return FX_NOTIMPL("IFWXSession", "AccessCheck");
+}
+
+static HRESULT WINAPI session_HostAccessCheck(IFWXSession *iface, REFGUID filter, REFGUID protocol,
+                                              LPHOSTENT hostent, USHORT port, LPCSTR path,
+                                              LPCSTR mime, DWORD flags, IUnknown **data)
+{
+    return FX_NOTIMPL("IFWXSession", "HostAccessCheck");
+}
+
+static HRESULT WINAPI session_AllowFutureConnect(IFWXSession *iface, LPSOCKADDR addr, DWORD len,
+                                                 LPSOCKADDR ext, DWORD ext_len, INT protocol,
+                                                 DWORD flags, REFGUID guid,
+                                                 IFWXSessionFilter *sf, IUnknown *ctx,
+                                                 IFWXFirewallAction **action)
+{
+    if (action)
+        *action = NULL;
+    return FX_NOTIMPL("IFWXSession", "AllowFutureConnect");
+}
+
+static HRESULT WINAPI session_BindForClient(IFWXSession *iface, LPSOCKADDR *clients, DWORD len,
+                                            LPSOCKADDR proxy, DWORD proxy_len, INT protocol,
+                                            DWORD count, DWORD flags, INT backlog, REFGUID guid,
+                                            IFWXSessionFilter *sf, IUnknown *ctx,
+                                            IFWXIpFilter *ipf, IFWXConnection **conns)
+{
+    return FX_NOTIMPL("IFWXSession", "BindForClient");
+}
+
+static HRESULT WINAPI session_EmulateClientBind(IFWXSession *iface, LPSOCKADDR client, DWORD len,
+                                                LPSOCKADDR proxy, DWORD proxy_len, INT protocol,
+                                                REFGUID guid, IFWXConnection **conn)
+{
+    if (conn)
+        *conn = NULL;
+    return FX_NOTIMPL("IFWXSession", "EmulateClientBind");
+}
+
+static HRESULT WINAPI session_GetSessionFlags(IFWXSession *iface, LPDWORD flags)
+{
+    struct session *s = impl_from_IFWXSession(iface);
+    if (!flags)
+        return E_POINTER;
+    *flags = FWX_SESSION_NAT | (s->ended ? FWX_SESSION_TERMINATED : 0);
+    return S_OK;
+}
+
+static HRESULT WINAPI session_RedirectConnections(IFWXSession *iface, LPSOCKADDR *addrs, DWORD len,
+                                                  DWORD count, LPSOCKADDR internal,
+                                                  LPDWORD internal_len, LPSOCKADDR ext,
+                                                  DWORD ext_len, INT protocol, DWORD flags,
+                                                  REFGUID guid, IFWXSessionFilter *sf,
+                                                  IUnknown *ctx, IFWXFirewallAction **actions)
+{
+    return FX_NOTIMPL("IFWXSession", "RedirectConnections");
+}
+
+static struct session_filter *find_session_filter(struct session *s, struct fx_filter *f)
+{
+    for (int i = 0; i < s->nsfs; i++)
+        if (s->sfs[i].filter == f && !s->sfs[i].detached)
+            return &s->sfs[i];
+    return NULL;
+}
+
+/* Detach and release one session filter; no lock held. */
+static void detach_session_filter(struct fx_filter *f, IFWXSessionFilter *sf,
+                                  FwxFilterHookEvents *hooks)
+{
+    HRESULT hr;
+    GUARDED_CALL(hr, f, "IFWXSessionFilter", "Detach", IFWXSessionFilter_Detach(sf));
+    if (hr != S_OK)
+        fx_log(FX_LOG_WARN, "filter %s: IFWXSessionFilter::Detach returned 0x%08lx",
+               fx_filter_name(f), (unsigned long)hr);
+    GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
+    CoTaskMemFree(hooks);
+}
+
+/* AttachToSession for f unless the session already has a session filter of
+ * it. Returns the entry, or NULL (the filter declined, faulted, or the
+ * session ended meanwhile). */
+static struct session_filter *attach(struct session *s, struct fx_filter *f, HRESULT *result)
+{
+    struct session_filter *entry;
+    IFWXSessionFilter *sf = NULL;
+    PFwxFilterHookEvents hooks = NULL;
+    HRESULT hr;
+
+    *result = S_OK;
+    EnterCriticalSection(&s->lock);
+    entry = find_session_filter(s, f);
+    LeaveCriticalSection(&s->lock);
+    if (entry)
+        return entry;
+
+    GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
+                 IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    if (FAILED(hr) || !sf) {
+        if (hr != FX_E_FILTER_FAULT && hr != E_OUTOFMEMORY)
+            fx_log(FX_LOG_WARN, "filter %s: AttachToSession returned 0x%08lx%s", fx_filter_name(f),
+                   (unsigned long)hr, sf ? "" : " and no session filter");
+        *result = FAILED(hr) ? hr : E_POINTER;
+        /* On a fault the out-parameters are not trustworthy: leak them. */
+        if (hr != FX_E_FILTER_FAULT) {
+            if (sf)
+                GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
+            CoTaskMemFree(hooks);
+        }
+        return NULL;
+    }
+    EnterCriticalSection(&s->lock);
+    entry = find_session_filter(s, f);
+    if (!entry && !s->ended && s->nsfs < HOST_MAX_FILTERS) {
+        entry = &s->sfs[s->nsfs++];
+        entry->filter = f;
+        entry->sf = sf;
+        entry->hooks = hooks;
+        entry->detached = FALSE;
+        sf = NULL;
+    }
+    LeaveCriticalSection(&s->lock);
+    if (sf)    /* lost the race, or the session ended: undo ours */
+        detach_session_filter(f, sf, hooks);
+    return entry;
+}
+
+static BOOL port_in_ranges(const FwxFilterHookEvents *h, DWORD type, unsigned port)
+{
+    for (DWORD i = 0; h->PortRangeEvents && i < h->dwNumPortRanges; i++) {
+        const FwxPortRangeEvents *r = &h->PortRangeEvents[i];
+        if ((r->dwEvents & type) && port >= r->dwLowPort && port <= r->dwHighPort)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+/* Does a hook set ask for this event? A mask without any source bit is
+ * read as "all sources" (reference 9.1.9 leaves it open; ABI decision). */
+static BOOL hooks_match(const FwxFilterHookEvents *h, DWORD type, DWORD source, unsigned port)
+{
+    DWORD global = h->dwGlobalEvents;
+    DWORD sources = global & FWX_ALL_SOURCES;
+    if (sources && !(sources & source))
+        return FALSE;
+    return (global & type) || port_in_ranges(h, type, port);
+}
+
+HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
+                      struct connection *conn)
+{
+    struct host *h = the_host;
+    HRESULT first_error = S_OK;
+    DWORD type = ev->EventType;
+
+    ev->EventSource = s->source;
+    for (int i = 0; h && i < h->nfilters; i++) {
+        struct fx_filter *f = &h->filters[i];
+        struct session_filter *entry;
+        IFWXSessionFilter *sf;
+        HRESULT hr;
+
+        if (!f->filter || f->disabled)
+            continue;
+        EnterCriticalSection(&s->lock);
+        entry = find_session_filter(s, f);
+        BOOL match = entry ? entry->hooks && hooks_match(entry->hooks, type, s->source, port)
+                           : hooks_match(&f->hooks, type, s->source, port);
+        LeaveCriticalSection(&s->lock);
+        if (!match)
+            continue;
+        if (!entry) {
+            entry = attach(s, f, &hr);
+            if (!entry) {
+                if (FAILED(hr) && first_error == S_OK)
+                    first_error = hr;
+                continue;
+            }
+            /* The triggering event goes to the new session filter only if
+             * its per-session hooks still want it (reference 2.4, [I]). */
+            EnterCriticalSection(&s->lock);
+            match = entry->hooks ? hooks_match(entry->hooks, type, s->source, port) : TRUE;
+            LeaveCriticalSection(&s->lock);
+            if (!match)
+                continue;
+        }
+        EnterCriticalSection(&s->lock);
+        sf = entry->detached ? NULL : entry->sf;
+        if (sf)
+            IFWXSessionFilter_AddRef(sf);   /* ours while we call it; Release is filter code */
+        LeaveCriticalSection(&s->lock);
+        if (!sf)
+            continue;
+
+        struct event_ctx ctx = { type, conn, f, current_ctx };
+        current_ctx = &ctx;
+        GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
+                     IFWXSessionFilter_FirewallEventHandler(sf, ev));
+        current_ctx = ctx.outer;
+        GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
+        if (hr == FX_E_FILTER_FAULT || hr == E_OUTOFMEMORY) {
+            if (first_error == S_OK)
+                first_error = hr;
+        } else if (FAILED(hr) && hr != FWX_E_TERMINATING) {
+            fx_log(FX_LOG_INFO, "filter %s: FirewallEventHandler returned 0x%08lx",
+                   fx_filter_name(f), (unsigned long)hr);
+        }
+    }
+    return first_error;
+}
+
+void session_raise_terminating(struct session *s, struct connection *conn)
+{
+    FwxFirewallEvent ev;
+    struct {
+        struct fx_filter *f;
+        IFWXSessionFilter *sf;
+    } targets[HOST_MAX_FILTERS];
+    int n = 0;
+    HRESULT hr;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_ConnectionTerminating;
+    ev.EventSource = s->source;
+    ev.Parameters.EndConnect.piConnection = connection_iface(conn);
+
+    /* Every session filter may hold the connection (reference 8.1.3): no
+     * hook check, no attach. */
+    EnterCriticalSection(&s->lock);
+    for (int i = 0; i < s->nsfs; i++) {
+        if (s->sfs[i].detached)
+            continue;
+        targets[n].f = s->sfs[i].filter;
+        targets[n].sf = s->sfs[i].sf;
+        IFWXSessionFilter_AddRef(targets[n].sf);
+        n++;
+    }
+    LeaveCriticalSection(&s->lock);
+    for (int i = 0; i < n; i++) {
+        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, targets[i].f, current_ctx };
+        current_ctx = &ctx;
+        GUARDED_CALL(hr, targets[i].f, "IFWXSessionFilter", "FirewallEventHandler",
+                     IFWXSessionFilter_FirewallEventHandler(targets[i].sf, &ev));
+        current_ctx = ctx.outer;
+        if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
+            fx_log(FX_LOG_INFO, "filter %s: fwx_ConnectionTerminating handler returned 0x%08lx",
+                   fx_filter_name(targets[i].f), (unsigned long)hr);
+        GUARDED_VOID(targets[i].f, "IFWXSessionFilter", "Release",
+                     IFWXSessionFilter_Release(targets[i].sf));
+    }
+}
+
+static HRESULT WINAPI session_AttachFilter(IFWXSession *iface, REFCLSID clsid)
+{
+    struct session *s = impl_from_IFWXSession(iface);
+    struct host *h = the_host;
+    HRESULT hr;
+
+    if (!clsid)
+        return E_POINTER;
+    for (int i = 0; h && i < h->nfilters; i++) {
+        if (h->filters[i].filter && IsEqualGUID(&h->filters[i].clsid, clsid))
+            return attach(s, &h->filters[i], &hr) ? S_OK : hr;
+    }
+    return REGDB_E_CLASSNOTREG;
+}
+
+static void factory_cancel(void *arg)
+{
+    struct data_factory *f = arg;
+    f->cancelled = TRUE;
+}
+
+static HRESULT WINAPI session_SetDataFilterFactory(IFWXSession *iface, ProxyEventType event,
+                                                   LPSOCKADDR address, DWORD len,
+                                                   IClassFactory *factory,
+                                                   DataFilterPriorityClass priority,
+                                                   IUnknown *context, DWORD flags,
+                                                   IFWXFirewallAction **action)
+{
+    struct session *s = impl_from_IFWXSession(iface);
+    struct data_factory *f;
+    HRESULT hr;
+
+    if (action)
+        *action = NULL;
+    if (!factory || !address)
+        return E_POINTER;
+    if (event != fwx_Connect_Tcp && event != fwx_Bind_Udp && event != fwx_AcceptedConnection &&
+        event != fwx_Udp_Destination)
+        return E_INVALIDARG;
+    if (len < sizeof(SOCKADDR_IN) || len > sizeof(f->addr) || address->sa_family != AF_INET)
+        return E_INVALIDARG;
+    if ((unsigned)priority > fwx_dfpc_Emulation)
+        return E_INVALIDARG;
+    if (!(f = calloc(1, sizeof(*f))))
+        return E_OUTOFMEMORY;
+    f->event = event;
+    memcpy(f->addr, address, len);
+    f->addrlen = len;
+    f->factory = factory;
+    f->priority = priority;
+    f->context = context;
+    IClassFactory_AddRef(factory);
+    if (context)
+        IUnknown_AddRef(context);
+    if (action && FAILED(hr = action_create(factory_cancel, f, action))) {
+        IClassFactory_Release(factory);
+        if (context)
+            IUnknown_Release(context);
+        free(f);
+        return hr;
+    }
+    EnterCriticalSection(&s->lock);
+    f->next = s->factories;
+    s->factories = f;
+    LeaveCriticalSection(&s->lock);
+    return S_OK;
+}
+
+/* INADDR_ANY in a registration matches any address; the port must match
+ * unless it is 0. */
+static BOOL factory_matches(const struct data_factory *f, DWORD event, const void *win_addr, int len)
+{
+    const SOCKADDR_IN *want = (const SOCKADDR_IN *)f->addr, *have = win_addr;
+    if (f->cancelled || f->event != event || len < (int)sizeof(SOCKADDR_IN) ||
+        have->sin_family != AF_INET)
+        return FALSE;
+    if (want->sin_addr.s_addr != INADDR_ANY && want->sin_addr.s_addr != have->sin_addr.s_addr)
+        return FALSE;
+    return want->sin_port == 0 || want->sin_port == have->sin_port;
+}
+
+void session_apply_factories(struct session *s, DWORD event, const void *win_addr, int len,
+                             struct connection *conn)
+{
+    struct data_factory *f;
+    IClassFactory *todo[CHAIN_MAX];
+    FwxDataFilterPriorityClass prio[CHAIN_MAX];
+    IUnknown *ctxs[CHAIN_MAX];
+    int n = 0;
+    HRESULT hr;
+
+    EnterCriticalSection(&s->lock);
+    for (f = s->factories; f && n < CHAIN_MAX; f = f->next) {
+        if (!factory_matches(f, event, win_addr, len))
+            continue;
+        todo[n] = f->factory;
+        prio[n] = f->priority;
+        ctxs[n] = f->context;
+        IClassFactory_AddRef(todo[n]);
+        n++;
+    }
+    LeaveCriticalSection(&s->lock);
+    for (int i = 0; i < n; i++) {
+        IFWXDataFilter *df = NULL;
+        GUARDED_CALL(hr, NULL, "IClassFactory", "CreateInstance",
+                     IClassFactory_CreateInstance(todo[i], NULL, &IID_IFWXDataFilter, (void **)&df));
+        if (SUCCEEDED(hr) && df) {
+            struct event_ctx ctx = { event, conn, NULL, current_ctx };
+            current_ctx = &ctx;
+            IFWXConnection_AttachDataFilter(connection_iface(conn), df, prio[i], ctxs[i]);
+            current_ctx = ctx.outer;
+            GUARDED_VOID(NULL, "IFWXDataFilter", "Release", IFWXDataFilter_Release(df));
+        } else {
+            fx_log(FX_LOG_WARN, "session %s: data-filter factory CreateInstance returned 0x%08lx",
+                   s->name, (unsigned long)hr);
+        }
+        GUARDED_VOID(NULL, "IClassFactory", "Release", IClassFactory_Release(todo[i]));
+    }
+}
+
+static HRESULT WINAPI session_RetroactiveAllowBind(IFWXSession *iface, INT protocol,
+                                                   LPSOCKADDR addr, DWORD len, REFGUID guid,
+                                                   DWORD flags, IFWXIpFilter *ipf)
+{
+    return FX_NOTIMPL("IFWXSession", "RetroactiveAllowBind");
+}
+
+static HRESULT WINAPI session_EnableInternalAddressTranslation(IFWXSession *iface, BOOL enable)
+{
+    return FX_NOTIMPL("IFWXSession", "EnableInternalAddressTranslation");
+}
+
+static HRESULT WINAPI session_CreateNetworkSocket(IFWXSession *iface, INT protocol,
+                                                  IFWXNetworkSocket **out)
+{
+    if (out)
+        *out = NULL;
+    return FX_NOTIMPL("IFWXSession", "CreateNetworkSocket");
+}
+
+static HRESULT WINAPI session_GetHostByName(IFWXSession *iface, const char *name, char *buf,
+                                            int *buflen)
+{
+    return FX_NOTIMPL("IFWXSession", "GetHostByName");
+}
+
+static HRESULT WINAPI session_GetHostByAddr(IFWXSession *iface, const char *addr, int len, int type,
+                                            char *buf, int *buflen)
+{
+    return FX_NOTIMPL("IFWXSession", "GetHostByAddr");
+}
+
+static const IFWXSessionVtbl session_vtbl = {
+    session_QueryInterface,
+    session_AddRef,
+    session_Release,
+    session_GetClientAddress,
+    session_GetClientMachineName,
+    session_ImpersonateClient,
+    session_RevertToSelf,
+    session_AccessCheck,
+    session_HostAccessCheck,
+    session_AllowFutureConnect,
+    session_BindForClient,
+    session_EmulateClientBind,
+    session_GetSessionFlags,
+    session_RedirectConnections,
+    session_AttachFilter,
+    session_SetDataFilterFactory,
+    session_RetroactiveAllowBind,
+    session_EnableInternalAddressTranslation,
+    session_CreateNetworkSocket,
+    session_GetHostByName,
+    session_GetHostByAddr,
+};
+
+struct session *session_create(const void *win_client, int len, const char *name)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->IFWXSession_iface.lpVtbl = &session_vtbl;
+    s->ref = 1;
+    InitializeCriticalSection(&s->lock);
+    if (len > (int)sizeof(s->client))
+        len = sizeof(s->client);
+    memcpy(&s->client, win_client, len);
+    s->client_len = len;
+    s->source = fwxSourceNAT;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    if (the_host)
+        InterlockedIncrement(&the_host->live_sessions);
+    return s;
+}
+
+void session_end(struct session *s)
+{
+    struct session_filter sfs[HOST_MAX_FILTERS];
+    int n;
+
+    EnterCriticalSection(&s->lock);
+    s->ended = TRUE;
+    n = s->nsfs;
+    memcpy(sfs, s->sfs, n * sizeof(sfs[0]));
+    for (int i = 0; i < n; i++)
+        s->sfs[i].detached = TRUE;
+    LeaveCriticalSection(&s->lock);
+    for (int i = 0; i < n; i++)
+        if (!sfs[i].detached)
+            detach_session_filter(sfs[i].filter, sfs[i].sf, sfs[i].hooks);
+}

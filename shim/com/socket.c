@@ -1,0 +1,574 @@
+/*
+ * socket.c — IFWXSocket, the endpoints handed to data filters, and the
+ * byte pump between them (reference §2.7, §8.2, §8.3; the seed).
+ *
+ * Two kinds of socket make up a chain  client ↔ f1 ↔ … ↔ fN ↔ server:
+ *   SOCK_NET   an end of the chain, backed by a native nonblocking fd;
+ *   SOCK_PIPE  one side of an in-memory link between two filters: a Send
+ *              on it lands in its peer's receive queue and completes when
+ *              a Recv of the peer has taken the buffer ("the next link
+ *              accepted it"); buffers pass by reference.
+ *
+ * Filter calls (Send/Recv/Shutdown/Close) only queue work under the
+ * connection lock and kick the connection; the loop thread does the work
+ * in sock_pump and the completions are delivered after the lock is
+ * dropped — never inside the call that started the I/O.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "guard.h"
+#include "hostobj.h"
+
+/* fx_recv/fx_send return -errno; Linux EAGAIN (errno.h is Wine's here). */
+#define LINUX_EAGAIN 11
+
+/* Read size for host-supplied buffers. */
+#define SOCK_READ_SIZE (32 * 1024)
+
+struct op {
+    struct op *next;
+    IFWXIOBuffer *buf;             /* referenced; NULL for Recv(NULL) */
+    IFWXIOCompletion *sink;        /* referenced; may be NULL for sends */
+    UserContextType user;
+    struct fx_filter *owner;
+    DWORD done;                    /* net sends: bytes already written */
+};
+
+struct opq {
+    struct op *head, **tail;
+};
+
+struct sock {
+    IFWXSocket IFWXSocket_iface;
+    LONG ref;
+    struct connection *conn;       /* referenced */
+    enum sock_kind kind;
+    int end;                       /* SOCK_NET: 0 client side, 1 server side */
+    int fd;
+    unsigned armed;                /* FX_READ|FX_WRITE currently registered */
+    struct sock *peer;             /* SOCK_PIPE */
+    struct opq recvs;              /* pending Recv */
+    struct opq rx;                 /* SOCK_PIPE: the peer's sends, waiting for a Recv */
+    DWORD rx_offset;               /* bytes of rx.head already copied out */
+    struct opq sends;              /* SOCK_NET: waiting to be written */
+    BOOL rx_eof;                   /* SOCK_PIPE: the peer shut down its sending side */
+    BOOL rx_reset;                 /* SOCK_PIPE: the peer aborted */
+    BOOL read_eof;                 /* SOCK_NET: the remote end finished sending */
+    BOOL shut_pending, shut_done;  /* our sending side: requested, done */
+    BOOL closed;                   /* Close called: no more Recv */
+    BOOL dead;                     /* torn down: every call answers FWX_E_TERMINATING */
+};
+
+static const IFWXSocketVtbl sock_vtbl;
+
+static inline struct sock *impl_from_IFWXSocket(IFWXSocket *iface)
+{
+    return CONTAINING_RECORD(iface, struct sock, IFWXSocket_iface);
+}
+
+IFWXSocket *sock_iface(struct sock *s)
+{
+    return &s->IFWXSocket_iface;
+}
+
+static void opq_init(struct opq *q)
+{
+    q->head = NULL;
+    q->tail = &q->head;
+}
+
+static void opq_push(struct opq *q, struct op *op)
+{
+    op->next = NULL;
+    *q->tail = op;
+    q->tail = &op->next;
+}
+
+static struct op *opq_pop(struct opq *q)
+{
+    struct op *op = q->head;
+    if (op && !(q->head = op->next))
+        q->tail = &q->head;
+    return op;
+}
+
+/* The op's references move into the completion (or are dropped). */
+static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err, IFWXIOBuffer *buf)
+{
+    if (op->sink)
+        completion_queue(c, op->sink, op->owner, ok, err, buf, op->user);
+    else if (buf)
+        IFWXIOBuffer_Release(buf);
+    if (op->buf)
+        IFWXIOBuffer_Release(op->buf);
+    free(op);
+}
+
+static void fail_queue(struct connection *c, struct opq *q, DWORD err)
+{
+    struct op *op;
+    while ((op = opq_pop(q)))
+        op_complete(c, op, FALSE, err, NULL);
+}
+
+/* ------------------------------------------------------------ net ends */
+
+static void net_set_interest(struct sock *s, unsigned want)
+{
+    if (s->fd < 0 || want == s->armed)
+        return;
+    if (fx_loop_mod_fd(s->conn->worker->loop, s->fd, want) == 0)
+        s->armed = want;
+}
+
+static BOOL read_gate_open(struct sock *s)
+{
+    struct connection *c = s->conn;
+    size_t limit = the_host ? the_host->config->host.max_buffer : 262144;
+    return c->inflight[s->end] < limit;
+}
+
+static void net_pump_sends(struct sock *s)
+{
+    struct connection *c = s->conn;
+    struct op *op;
+
+    while ((op = s->sends.head)) {
+        BYTE *data;
+        DWORD size, cap;
+        if (FAILED(iobuffer_data(op->buf, &data, &size, &cap))) {
+            opq_pop(&s->sends);
+            op_complete(c, op, FALSE, ERROR_INVALID_PARAMETER, NULL);
+            continue;
+        }
+        while (op->done < size) {
+            long n = fx_send(s->fd, data + op->done, size - op->done);
+            if (n == -LINUX_EAGAIN)
+                return;
+            if (n < 0) {
+                DWORD err = fx_errno_to_wsa((int)-n);
+                fail_queue(c, &s->sends, err);
+                c->aborted = TRUE;
+                return;
+            }
+            op->done += (DWORD)n;
+            c->bytes_out += (unsigned long long)n;
+            size_t *inflight = &c->inflight[1 - s->end];
+            *inflight = *inflight > (size_t)n ? *inflight - (size_t)n : 0;
+        }
+        opq_pop(&s->sends);
+        op_complete(c, op, TRUE, 0, NULL);
+    }
+    if (s->shut_pending && !s->shut_done) {
+        fx_shutdown_write(s->fd);
+        s->shut_done = TRUE;
+    }
+}
+
+static void net_pump_recvs(struct sock *s)
+{
+    struct connection *c = s->conn;
+    struct op *op;
+
+    while ((op = s->recvs.head)) {
+        IFWXIOBuffer *buf = op->buf;
+        BYTE *data;
+        DWORD size, cap;
+        long n = 0;
+
+        if (!s->read_eof && !read_gate_open(s))
+            return;
+        if (buf) {
+            IFWXIOBuffer_AddRef(buf);
+        } else if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf))) {
+            return;    /* out of memory: retry on the next pass */
+        }
+        if (FAILED(iobuffer_data(buf, &data, &size, &cap))) {
+            IFWXIOBuffer_Release(buf);
+            opq_pop(&s->recvs);
+            op_complete(c, op, FALSE, ERROR_INVALID_PARAMETER, NULL);
+            continue;
+        }
+        if (!s->read_eof) {
+            n = fx_recv(s->fd, data, cap);
+            if (n == -LINUX_EAGAIN) {
+                IFWXIOBuffer_Release(buf);
+                return;
+            }
+            if (n < 0) {
+                IFWXIOBuffer_Release(buf);
+                opq_pop(&s->recvs);
+                op_complete(c, op, FALSE, fx_errno_to_wsa((int)-n), NULL);
+                c->aborted = TRUE;
+                continue;
+            }
+            if (n == 0)
+                s->read_eof = TRUE;
+        }
+        /* 0 bytes in a successful completion is the end of the stream. */
+        IFWXIOBuffer_SetDataSize(buf, (DWORD)n);
+        c->bytes_in += (unsigned long long)n;
+        c->inflight[s->end] += (size_t)n;
+        opq_pop(&s->recvs);
+        op_complete(c, op, TRUE, 0, buf);
+    }
+}
+
+static void net_pump(struct sock *s)
+{
+    unsigned want = 0;
+
+    if (s->fd < 0)
+        return;
+    net_pump_sends(s);
+    if (s->closed)
+        fail_queue(s->conn, &s->recvs, ERROR_OPERATION_ABORTED);
+    else
+        net_pump_recvs(s);
+    if (s->sends.head)
+        want |= FX_WRITE;
+    if (s->recvs.head && !s->read_eof && read_gate_open(s))
+        want |= FX_READ;
+    net_set_interest(s, want);
+}
+
+/* ------------------------------------------------------------ pipe links */
+
+static void pipe_pump(struct sock *s)
+{
+    struct connection *c = s->conn;
+    struct op *recv, *send;
+
+    while ((recv = s->recvs.head)) {
+        if (s->closed || s->rx_reset) {
+            opq_pop(&s->recvs);
+            op_complete(c, recv, FALSE, s->closed ? ERROR_OPERATION_ABORTED : WSAECONNRESET, NULL);
+            continue;
+        }
+        if (!(send = s->rx.head)) {
+            if (!s->rx_eof)
+                return;
+            IFWXIOBuffer *empty;
+            if (recv->buf) {
+                empty = recv->buf;
+                IFWXIOBuffer_AddRef(empty);
+            } else if (FAILED(iobuffer_create(0, &empty))) {
+                return;
+            }
+            IFWXIOBuffer_SetDataSize(empty, 0);
+            opq_pop(&s->recvs);
+            op_complete(c, recv, TRUE, 0, empty);
+            continue;
+        }
+        BYTE *src;
+        DWORD size, cap;
+        if (FAILED(iobuffer_data(send->buf, &src, &size, &cap)) || s->rx_offset > size) {
+            opq_pop(&s->rx);
+            s->rx_offset = 0;
+            op_complete(c, send, FALSE, ERROR_INVALID_PARAMETER, NULL);
+            continue;
+        }
+        if (size == 0) {
+            /* An empty Send moves nothing; completing it keeps the sender
+             * going without faking an end of stream to the receiver. */
+            opq_pop(&s->rx);
+            op_complete(c, send, TRUE, 0, NULL);
+            continue;
+        }
+        IFWXIOBuffer *out;
+        if (!recv->buf) {
+            /* The common case: hand the sender's buffer over by reference. */
+            if (s->rx_offset == 0) {
+                out = send->buf;
+                IFWXIOBuffer_AddRef(out);
+            } else if (FAILED(iobuffer_create_window(send->buf, s->rx_offset,
+                                                     size - s->rx_offset, &out))) {
+                return;
+            }
+            s->rx_offset = size;
+        } else {
+            BYTE *dst;
+            DWORD dsize, dcap, n;
+            out = recv->buf;
+            IFWXIOBuffer_AddRef(out);
+            if (FAILED(iobuffer_data(out, &dst, &dsize, &dcap))) {
+                IFWXIOBuffer_Release(out);
+                opq_pop(&s->recvs);
+                op_complete(c, recv, FALSE, ERROR_INVALID_PARAMETER, NULL);
+                continue;
+            }
+            n = size - s->rx_offset < dcap ? size - s->rx_offset : dcap;
+            memcpy(dst, src + s->rx_offset, n);
+            IFWXIOBuffer_SetDataSize(out, n);
+            s->rx_offset += n;
+        }
+        opq_pop(&s->recvs);
+        op_complete(c, recv, TRUE, 0, out);
+        if (s->rx_offset >= size) {
+            opq_pop(&s->rx);
+            s->rx_offset = 0;
+            op_complete(c, send, TRUE, 0, NULL);
+        }
+    }
+}
+
+void sock_pump(struct sock *s)
+{
+    if (s->dead)
+        return;
+    if (s->kind == SOCK_NET)
+        net_pump(s);
+    else
+        pipe_pump(s);
+}
+
+void sock_abort_all(struct sock *s, DWORD error)
+{
+    struct connection *c = s->conn;
+    fail_queue(c, &s->recvs, error);
+    fail_queue(c, &s->rx, error);
+    fail_queue(c, &s->sends, error);
+    if (s->fd >= 0) {
+        fx_loop_del_fd(c->worker->loop, s->fd);
+        if (c->aborted || !s->shut_done || !s->read_eof)
+            fx_close_abort(s->fd);
+        else
+            close(s->fd);
+        s->fd = -1;
+    }
+    s->dead = TRUE;
+}
+
+int sock_is_finished(struct sock *s)
+{
+    if (s->kind != SOCK_NET || s->dead)
+        return 1;
+    return s->read_eof && s->shut_done && !s->sends.head;
+}
+
+/* ------------------------------------------------------------ IFWXSocket */
+
+static HRESULT WINAPI sock_QueryInterface(IFWXSocket *iface, REFIID riid, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSocket)) {
+        *out = iface;
+        IFWXSocket_AddRef(iface);
+        return S_OK;
+    }
+    fx_log_unknown_iid("IFWXSocket", riid);
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG WINAPI sock_AddRef(IFWXSocket *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXSocket(iface)->ref);
+}
+
+static ULONG WINAPI sock_Release(IFWXSocket *iface)
+{
+    struct sock *s = impl_from_IFWXSocket(iface);
+    LONG ref = InterlockedDecrement(&s->ref);
+    if (ref == 0) {
+        /* Teardown emptied the queues; the connection outlives its sockets. */
+        IFWXConnection_Release(connection_iface(s->conn));
+        free(s);
+    } else if (ref < 0) {
+        fx_log(FX_LOG_ERROR, "IFWXSocket %p released more often than referenced", (void *)iface);
+        InterlockedExchange(&s->ref, 0x40000000);
+        ref = 0;
+    }
+    return (ULONG)ref;
+}
+
+void sock_release(struct sock *s)
+{
+    sock_Release(&s->IFWXSocket_iface);
+}
+
+/* Current filter, for blaming faults in completions on the right DLL. */
+static struct fx_filter *caller_filter(struct sock *s)
+{
+    struct event_ctx *ctx = event_ctx_current();
+    (void)s;
+    return ctx ? ctx->filter : NULL;
+}
+
+static HRESULT queue_op(struct sock *s, struct opq *q, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
+                        UserContextType user)
+{
+    struct op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return E_OUTOFMEMORY;
+    op->buf = buf;
+    op->sink = sink;
+    op->user = user;
+    op->owner = caller_filter(s);
+    if (buf)
+        IFWXIOBuffer_AddRef(buf);
+    if (sink)
+        IFWXIOCompletion_AddRef(sink);
+    opq_push(q, op);
+    return S_OK;
+}
+
+static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
+                                UserContextType user)
+{
+    struct sock *s = impl_from_IFWXSocket(iface);
+    struct connection *c = s->conn;
+    HRESULT hr;
+
+    if (!buf)
+        return E_POINTER;
+    EnterCriticalSection(&c->lock);
+    if (s->dead || c->terminated)
+        hr = FWX_E_TERMINATING;
+    else if (s->shut_pending || s->closed)
+        hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
+    else if (s->kind == SOCK_NET)
+        hr = queue_op(s, &s->sends, buf, sink, user);
+    else if (!s->peer || s->peer->closed || s->peer->dead)
+        hr = HRESULT_FROM_WIN32(WSAECONNRESET);
+    else
+        hr = queue_op(s, &s->peer->rx, buf, sink, user);
+    LeaveCriticalSection(&c->lock);
+    if (SUCCEEDED(hr))
+        connection_kick(c);
+    return hr;
+}
+
+static HRESULT WINAPI sock_SendTo(IFWXSocket *iface, IFWXIOBuffer *buf, SOCKADDR *addr, INT len,
+                                  IFWXIOCompletion *sink, UserContextType user)
+{
+    /* TCP sockets ignore the address, as Winsock's sendto does. */
+    return sock_Send(iface, buf, sink, user);
+}
+
+static HRESULT WINAPI sock_Recv(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
+                                UserContextType user)
+{
+    struct sock *s = impl_from_IFWXSocket(iface);
+    struct connection *c = s->conn;
+    HRESULT hr;
+
+    if (!sink)
+        return E_POINTER;
+    EnterCriticalSection(&c->lock);
+    if (s->dead || c->terminated)
+        hr = FWX_E_TERMINATING;
+    else if (s->closed)
+        hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
+    else
+        hr = queue_op(s, &s->recvs, buf, sink, user);
+    LeaveCriticalSection(&c->lock);
+    if (SUCCEEDED(hr))
+        connection_kick(c);
+    return hr;
+}
+
+static HRESULT sock_end(struct sock *s, BOOLEAN abortive, BOOL close_too)
+{
+    struct connection *c = s->conn;
+    BOOL abort_conn = FALSE;
+
+    EnterCriticalSection(&c->lock);
+    if (s->dead || c->terminated) {
+        LeaveCriticalSection(&c->lock);
+        return close_too ? S_OK : FWX_E_TERMINATING;
+    }
+    if (abortive) {
+        if (s->kind == SOCK_PIPE && s->peer)
+            s->peer->rx_reset = TRUE;
+        abort_conn = s->kind == SOCK_NET;
+        s->closed = TRUE;
+    } else {
+        if (s->kind == SOCK_PIPE && s->peer)
+            s->peer->rx_eof = TRUE;
+        else
+            s->shut_pending = TRUE;
+        if (close_too)
+            s->closed = TRUE;
+    }
+    LeaveCriticalSection(&c->lock);
+    if (abort_conn)
+        connection_abort(c, "a data filter closed a network socket abortively");
+    else
+        connection_kick(c);
+    return S_OK;
+}
+
+static HRESULT WINAPI sock_Shutdown(IFWXSocket *iface, BOOLEAN abortive)
+{
+    return sock_end(impl_from_IFWXSocket(iface), abortive, FALSE);
+}
+
+static HRESULT WINAPI sock_Close(IFWXSocket *iface, BOOLEAN abortive)
+{
+    return sock_end(impl_from_IFWXSocket(iface), abortive, TRUE);
+}
+
+static const IFWXSocketVtbl sock_vtbl = {
+    sock_QueryInterface,
+    sock_AddRef,
+    sock_Release,
+    sock_Send,
+    sock_SendTo,
+    sock_Recv,
+    sock_Shutdown,
+    sock_Close,
+};
+
+static void sock_io(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct sock *s = data;
+    connection_run_now(s->conn);
+}
+
+static struct sock *sock_new(struct connection *c, enum sock_kind kind)
+{
+    struct sock *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->IFWXSocket_iface.lpVtbl = &sock_vtbl;
+    s->ref = 1;
+    s->conn = c;
+    s->kind = kind;
+    s->fd = -1;
+    opq_init(&s->recvs);
+    opq_init(&s->rx);
+    opq_init(&s->sends);
+    IFWXConnection_AddRef(connection_iface(c));
+    return s;
+}
+
+struct sock *sock_create_net(struct connection *c, int fd, int end)
+{
+    struct sock *s = sock_new(c, SOCK_NET);
+    if (!s)
+        return NULL;
+    s->end = end;
+    s->fd = fd;
+    if (fx_loop_add_fd(c->worker->loop, fd, 0, sock_io, s) != 0) {
+        s->fd = -1;
+        sock_release(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct sock *sock_create_pipe(struct connection *c)
+{
+    return sock_new(c, SOCK_PIPE);
+}
+
+void sock_pair(struct sock *a, struct sock *b)
+{
+    a->peer = b;
+    b->peer = a;
+}

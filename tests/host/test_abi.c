@@ -1,0 +1,1244 @@
+/*
+ * test_abi.c - the ISA 2000 ABI of idl/wspfwext.idl as the compiler sees it,
+ * for the flavour this program is built for (x86 = i386, x64 = x86_64), and
+ * the behaviour of the host's IFWXIOBuffer and IFWXFirewall helpers.
+ *
+ *   layout     every IDL structure: size and each member's offset. i386
+ *              values are those of reference 6.3 (ISA 2000); x86_64 values
+ *              are the natural-alignment layout, written out by hand below
+ *              (never "sizeof of itself"), so a change to the IDL shows up
+ *              as a difference here. Plus the Win32 types the structures
+ *              point at (SOCKADDR_IN, hostent) and UserContextType.
+ *   vtables    the slot of every method of each interface whose ISA 2000
+ *              order is confirmed [C] (reference section 3), and the vtable
+ *              length (so that nothing is inserted or appended unnoticed).
+ *   constants  enum values, event and source bits, FWX_ALL_SOURCES,
+ *              FWX_PROTOCOL_*, FWX_FLAG_*, FWX_SESSION_*, FWX_E_* codes and
+ *              the project-assigned GUIDs (docs/abi-decisions.md ABI-001).
+ *   behaviour  shim/com/iobuffer.c and firewall.c through their COM
+ *              vtables (reference 3.8, 3.13, 8.2): Append/ReadAt/SetDataSize/
+ *              SendToBuffer limits and errors, const and window buffers,
+ *              CreateBuffer limits, per-thread heavy-blocking nesting,
+ *              DuplicateFilterHookEvents.
+ *
+ * Per-arch expectations use A(i386, x86_64); test_arch_is_consistent checks
+ * that _WIN64 and sizeof(void *) agree, so the two cannot drift apart.
+ */
+#define FWX_DEFINE_CLSID_FWXFILTERADMIN /* this TU defines the CLSID (ABI-001) */
+#include "fwxhost.h" /* first: Winsock must precede every libc header */
+#include <winsock2.h>
+#include <windows.h>
+#include "wspfwext.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h> /* uintptr_t: -D_UINTPTR_T stops cmocka.h from defining it */
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fxlog.h"
+
+#ifdef _WIN64
+#define A(i386, x86_64) ((size_t)(x86_64))
+#define ARCH_NAME "x86_64"
+#else
+#define A(i386, x86_64) ((size_t)(i386))
+#define ARCH_NAME "i386"
+#endif
+
+/* ------------------------------------------------------------------------
+ * Table checks: report every mismatch of a group, then fail once.
+ * ------------------------------------------------------------------------ */
+
+static int check_failures;
+
+static void check_eq(const char *what, size_t got, size_t want, const char *file, int line)
+{
+    if (got != want) {
+        print_error("%s:%d: %s is %lu on " ARCH_NAME ", expected %lu\n", file, line, what,
+                    (unsigned long)got, (unsigned long)want);
+        check_failures++;
+    }
+}
+
+#define CHECK(expr, want) check_eq(#expr, (size_t)(expr), (size_t)(want), __FILE__, __LINE__)
+#define SIZE(type, i386, x64) CHECK(sizeof(type), A(i386, x64))
+#define OFF(type, member, i386, x64) CHECK(offsetof(type, member), A(i386, x64))
+#define CHECKS_BEGIN() (check_failures = 0)
+#define CHECKS_END() assert_int_equal(check_failures, 0)
+
+static void test_arch_is_consistent(void **state)
+{
+    (void)state;
+#ifdef _WIN64
+    assert_int_equal(sizeof(void *), 8);
+#else
+    assert_int_equal(sizeof(void *), 4);
+#endif
+    assert_int_equal(sizeof(DWORD), 4);
+    assert_int_equal(sizeof(LONG), 4);
+    assert_int_equal(sizeof(BOOL), 4);
+    assert_int_equal(sizeof(INT), 4);
+    assert_int_equal(sizeof(BOOLEAN), 1);
+    assert_int_equal(sizeof(GUID), 16);
+    assert_int_equal(sizeof(HRESULT), 4);
+}
+
+/* ------------------------------------------------------------------------
+ * Structure layouts (reference 6.3; x86_64 by natural alignment)
+ * ------------------------------------------------------------------------ */
+
+static void test_layout_hook_events(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    SIZE(FwxPortRangeEvents, 12, 12);
+    OFF(FwxPortRangeEvents, dwEvents, 0, 0);
+    OFF(FwxPortRangeEvents, dwLowPort, 4, 4);
+    OFF(FwxPortRangeEvents, dwHighPort, 8, 8);
+
+    SIZE(FwxFilterHookEvents, 12, 16);
+    OFF(FwxFilterHookEvents, dwGlobalEvents, 0, 0);
+    OFF(FwxFilterHookEvents, dwNumPortRanges, 4, 4);
+    OFF(FwxFilterHookEvents, PortRangeEvents, 8, 8);
+    CHECK(sizeof(PFwxFilterHookEvents), sizeof(void *));
+    CHECK(sizeof(*(PFilterHookEvents)0), A(12, 16));
+    CHECKS_END();
+}
+
+static void test_layout_event_structs(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    /* fwx_Connect_Tcp */
+    SIZE(FwxConnectEvent, 16, 32);
+    OFF(FwxConnectEvent, Address, 0, 0);
+    OFF(FwxConnectEvent, AddressLength, 4, 8);
+    OFF(FwxConnectEvent, piConnection, 8, 16);
+    OFF(FwxConnectEvent, FilterAccess, 12, 24);
+
+    /* fwx_Udp_Destination */
+    SIZE(FwxUdpDestination, 20, 40);
+    OFF(FwxUdpDestination, Address, 0, 0);
+    OFF(FwxUdpDestination, AddressLength, 4, 8);
+    OFF(FwxUdpDestination, piConnection, 8, 16);
+    OFF(FwxUdpDestination, piUdpDestination, 12, 24);
+    OFF(FwxUdpDestination, FilterAccess, 16, 32);
+
+    /* fwx_Bind_Tcp / fwx_Bind_Udp: the GUID is 4-aligned, so on x86_64 it
+     * follows FilterAccess directly (28) and the size rounds up to 48. */
+    SIZE(FwxBindEvent, 32, 48);
+    OFF(FwxBindEvent, Address, 0, 0);
+    OFF(FwxBindEvent, AddressLength, 4, 8);
+    OFF(FwxBindEvent, piConnection, 8, 16);
+    OFF(FwxBindEvent, FilterAccess, 12, 24);
+    OFF(FwxBindEvent, ProtocolGuid, 16, 28);
+
+    /* fwx_Listen */
+    SIZE(FwxListenEvent, 12, 24);
+    OFF(FwxListenEvent, Address, 0, 0);
+    OFF(FwxListenEvent, AddressLength, 4, 8);
+    OFF(FwxListenEvent, piConnection, 8, 16);
+
+    /* fwx_AcceptedConnection */
+    SIZE(FwxAcceptEvent, 24, 48);
+    OFF(FwxAcceptEvent, RemoteAddress, 0, 0);
+    OFF(FwxAcceptEvent, RemoteAddressLength, 4, 8);
+    OFF(FwxAcceptEvent, LocalAddress, 8, 16);
+    OFF(FwxAcceptEvent, LocalAddressLength, 12, 24);
+    OFF(FwxAcceptEvent, piConnectionAccepted, 16, 32);
+    OFF(FwxAcceptEvent, FilterAccess, 20, 40);
+
+    /* fwx_GetHostByName */
+    SIZE(FwxGetHostByNameEvent, 24, 40);
+    OFF(FwxGetHostByNameEvent, Hostname, 0, 0);
+    OFF(FwxGetHostByNameEvent, Hostent, 4, 8);
+    OFF(FwxGetHostByNameEvent, HostentLength, 8, 16);
+    OFF(FwxGetHostByNameEvent, fBeforeAction, 12, 20);
+    OFF(FwxGetHostByNameEvent, FilterAccess, 16, 24);
+    OFF(FwxGetHostByNameEvent, piGetXByY, 20, 32);
+
+    /* fwx_GetHostByAddr */
+    SIZE(FwxGetHostByAddrEvent, 32, 48);
+    OFF(FwxGetHostByAddrEvent, Address, 0, 0);
+    OFF(FwxGetHostByAddrEvent, AddressLength, 4, 8);
+    OFF(FwxGetHostByAddrEvent, AddressType, 8, 12);
+    OFF(FwxGetHostByAddrEvent, Hostent, 12, 16);
+    OFF(FwxGetHostByAddrEvent, HostentLength, 16, 24);
+    OFF(FwxGetHostByAddrEvent, fBeforeAction, 20, 28);
+    OFF(FwxGetHostByAddrEvent, FilterAccess, 24, 32);
+    OFF(FwxGetHostByAddrEvent, piGetXByY, 28, 40);
+
+    /* fwx_ConnectionTerminating (2000 layout [?], ABI-016) */
+    SIZE(FwxEndConnectionEvent, 4, 8);
+    OFF(FwxEndConnectionEvent, piConnection, 0, 0);
+
+    /* fwx_EstablishedConnection */
+    SIZE(FwxEstablishedConnectionEvent, 20, 40);
+    OFF(FwxEstablishedConnectionEvent, Protocol, 0, 0);
+    OFF(FwxEstablishedConnectionEvent, Address, 4, 8);
+    OFF(FwxEstablishedConnectionEvent, AddressLength, 8, 16);
+    OFF(FwxEstablishedConnectionEvent, piConnection, 12, 24);
+    OFF(FwxEstablishedConnectionEvent, UserContext, 16, 32);
+    CHECKS_END();
+}
+
+static void test_layout_firewall_event(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    /* The union is as large as its largest members (Bind, GetHostByAddr;
+     * on x86_64 also Accept) and every member starts at 0. */
+    SIZE(FwxFirewallEventParameters, 32, 48);
+    OFF(FwxFirewallEventParameters, Connect, 0, 0);
+    OFF(FwxFirewallEventParameters, UdpDest, 0, 0);
+    OFF(FwxFirewallEventParameters, Bind, 0, 0);
+    OFF(FwxFirewallEventParameters, Listen, 0, 0);
+    OFF(FwxFirewallEventParameters, Accept, 0, 0);
+    OFF(FwxFirewallEventParameters, GetHostByAddr, 0, 0);
+    OFF(FwxFirewallEventParameters, GetHostByName, 0, 0);
+    OFF(FwxFirewallEventParameters, EndConnect, 0, 0);
+    OFF(FwxFirewallEventParameters, EstablishedConnection, 0, 0);
+
+    /* EventSource at +4 and Parameters at +8 are [I] for 2000 (ABI-015). */
+    SIZE(FwxFirewallEvent, 40, 56);
+    SIZE(FirewallEvent, 40, 56);
+    OFF(FwxFirewallEvent, EventType, 0, 0);
+    OFF(FwxFirewallEvent, EventSource, 4, 4);
+    OFF(FwxFirewallEvent, Parameters, 8, 8);
+    /* A few absolute offsets as a filter compiled for 2000 reads them. */
+    OFF(FwxFirewallEvent, Parameters.Connect.piConnection, 16, 24);
+    OFF(FwxFirewallEvent, Parameters.Connect.FilterAccess, 20, 32);
+    OFF(FwxFirewallEvent, Parameters.Bind.ProtocolGuid, 24, 36);
+    OFF(FwxFirewallEvent, Parameters.Accept.piConnectionAccepted, 24, 40);
+    OFF(FwxFirewallEvent, Parameters.GetHostByAddr.piGetXByY, 36, 48);
+    OFF(FwxFirewallEvent, Parameters.EstablishedConnection.UserContext, 24, 40);
+    CHECKS_END();
+}
+
+static void test_layout_win32_types(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    /* The Win32 layouts (reference 1.6), not the Linux ones. */
+    SIZE(SOCKADDR_IN, 16, 16);
+    OFF(SOCKADDR_IN, sin_family, 0, 0);
+    OFF(SOCKADDR_IN, sin_port, 2, 2);
+    OFF(SOCKADDR_IN, sin_addr, 4, 4);
+    OFF(SOCKADDR_IN, sin_zero, 8, 8);
+    SIZE(SOCKADDR, 16, 16);
+    SIZE(IN_ADDR, 4, 4);
+
+    SIZE(HOSTENT, 16, 32);
+    OFF(HOSTENT, h_name, 0, 0);
+    OFF(HOSTENT, h_aliases, 4, 8);
+    OFF(HOSTENT, h_addrtype, 8, 16);
+    OFF(HOSTENT, h_length, 10, 18);
+    OFF(HOSTENT, h_addr_list, 12, 24);
+    CHECK(sizeof(struct hostent), sizeof(HOSTENT));
+
+    /* UserContextType is pointer-sized (ABI-017): 4 on i386, 8 on x86_64. */
+    SIZE(UserContextType, 4, 8);
+    CHECK(sizeof(UserContextType), sizeof(void *));
+
+    /* Enumerations are 4 bytes, as with MSVC. */
+    SIZE(FwxFirewallEventType, 4, 4);
+    SIZE(FwxFirewallEventSource, 4, 4);
+    SIZE(FwxFilterAccess, 4, 4);
+    SIZE(FwxDataFilterPriorityClass, 4, 4);
+    SIZE(FwxScope, 4, 4);
+    SIZE(ProxyEventType, 4, 4);
+    SIZE(DataFilterPriorityClass, 4, 4);
+    SIZE(PFWXICONNECTION, 4, 8);
+    CHECKS_END();
+}
+
+/* ------------------------------------------------------------------------
+ * Vtable slots of the interfaces whose ISA 2000 order is [C]
+ * ------------------------------------------------------------------------ */
+
+#define AT(vtbl, method, slot)                                                 \
+    do {                                                                       \
+        CHECK(offsetof(vtbl, method) % sizeof(void *), 0);                     \
+        check_eq("slot of " #vtbl "::" #method,                                \
+                 offsetof(vtbl, method) / sizeof(void *), (slot), __FILE__, __LINE__); \
+    } while (0)
+#define IUNKNOWN_AT(vtbl)                                                      \
+    do {                                                                       \
+        AT(vtbl, QueryInterface, 0);                                           \
+        AT(vtbl, AddRef, 1);                                                   \
+        AT(vtbl, Release, 2);                                                  \
+    } while (0)
+#define NSLOTS(vtbl, n)                                                        \
+    check_eq("number of slots in " #vtbl, sizeof(vtbl) / sizeof(void *), (n), __FILE__, __LINE__)
+
+static void test_vtables_filter_side(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    IUNKNOWN_AT(IFWXFilterVtbl);
+    AT(IFWXFilterVtbl, FilterInit, 3);
+    AT(IFWXFilterVtbl, FilterShutdown, 4);
+    AT(IFWXFilterVtbl, AttachToSession, 5);
+    NSLOTS(IFWXFilterVtbl, 6);
+
+    IUNKNOWN_AT(IFWXSessionFilterVtbl);
+    AT(IFWXSessionFilterVtbl, FirewallEventHandler, 3);
+    AT(IFWXSessionFilterVtbl, Detach, 4);
+    NSLOTS(IFWXSessionFilterVtbl, 5);
+
+    IUNKNOWN_AT(IFWXDataFilterVtbl);
+    AT(IFWXDataFilterVtbl, SetSockets, 3);
+    AT(IFWXDataFilterVtbl, Detach, 4);
+    NSLOTS(IFWXDataFilterVtbl, 5);
+
+    IUNKNOWN_AT(IFWXIOCompletionVtbl);
+    AT(IFWXIOCompletionVtbl, CompleteAsyncIO, 3);
+    NSLOTS(IFWXIOCompletionVtbl, 4);
+
+    IUNKNOWN_AT(IFWXAcceptCompletionVtbl);
+    AT(IFWXAcceptCompletionVtbl, CompleteAsyncAccept, 3);
+    NSLOTS(IFWXAcceptCompletionVtbl, 4);
+
+    IUNKNOWN_AT(IFWXExternalIOCompletionVtbl);
+    AT(IFWXExternalIOCompletionVtbl, CompleteAsyncIO, 3);
+    NSLOTS(IFWXExternalIOCompletionVtbl, 4);
+
+    IUNKNOWN_AT(IFWXImpersonatorVtbl);
+    AT(IFWXImpersonatorVtbl, Impersonate, 3);
+    AT(IFWXImpersonatorVtbl, RevertToSelf, 4);
+    NSLOTS(IFWXImpersonatorVtbl, 5);
+    CHECKS_END();
+}
+
+static void test_vtables_session(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    /* 18 methods, slots 3..20, from the 2000 SDK's vtable listing. */
+    IUNKNOWN_AT(IFWXSessionVtbl);
+    AT(IFWXSessionVtbl, GetClientAddress, 3);
+    AT(IFWXSessionVtbl, GetClientMachineName, 4);
+    AT(IFWXSessionVtbl, ImpersonateClient, 5);
+    AT(IFWXSessionVtbl, RevertToSelf, 6);
+    AT(IFWXSessionVtbl, AccessCheck, 7);
+    AT(IFWXSessionVtbl, HostAccessCheck, 8);
+    AT(IFWXSessionVtbl, AllowFutureConnect, 9);
+    AT(IFWXSessionVtbl, BindForClient, 10);
+    AT(IFWXSessionVtbl, EmulateClientBind, 11);
+    AT(IFWXSessionVtbl, GetSessionFlags, 12);
+    AT(IFWXSessionVtbl, RedirectConnections, 13);
+    AT(IFWXSessionVtbl, AttachFilter, 14);
+    AT(IFWXSessionVtbl, SetDataFilterFactory, 15);
+    AT(IFWXSessionVtbl, RetroactiveAllowBind, 16);
+    AT(IFWXSessionVtbl, EnableInternalAddressTranslation, 17);
+    AT(IFWXSessionVtbl, CreateNetworkSocket, 18);
+    AT(IFWXSessionVtbl, GetHostByName, 19);
+    AT(IFWXSessionVtbl, GetHostByAddr, 20);
+    NSLOTS(IFWXSessionVtbl, 21);
+    CHECKS_END();
+}
+
+static void test_vtables_sockets(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    IUNKNOWN_AT(IFWXSocketVtbl);
+    AT(IFWXSocketVtbl, Send, 3);
+    AT(IFWXSocketVtbl, SendTo, 4);
+    AT(IFWXSocketVtbl, Recv, 5);
+    AT(IFWXSocketVtbl, Shutdown, 6);
+    AT(IFWXSocketVtbl, Close, 7);
+    NSLOTS(IFWXSocketVtbl, 8);
+
+    /* IFWXSocket's slots, then 8..16; 2000 has GetSockOpt before SetSockOpt.
+     * Nothing is declared after slot 16 (ABI-006). */
+    IUNKNOWN_AT(IFWXNetworkSocketVtbl);
+    AT(IFWXNetworkSocketVtbl, Send, 3);
+    AT(IFWXNetworkSocketVtbl, SendTo, 4);
+    AT(IFWXNetworkSocketVtbl, Recv, 5);
+    AT(IFWXNetworkSocketVtbl, Shutdown, 6);
+    AT(IFWXNetworkSocketVtbl, Close, 7);
+    AT(IFWXNetworkSocketVtbl, Connect, 8);
+    AT(IFWXNetworkSocketVtbl, Bind, 9);
+    AT(IFWXNetworkSocketVtbl, GetSockName, 10);
+    AT(IFWXNetworkSocketVtbl, GetPeerName, 11);
+    AT(IFWXNetworkSocketVtbl, Listen, 12);
+    AT(IFWXNetworkSocketVtbl, GetSockOpt, 13);
+    AT(IFWXNetworkSocketVtbl, SetSockOpt, 14);
+    AT(IFWXNetworkSocketVtbl, Accept, 15);
+    AT(IFWXNetworkSocketVtbl, SetPacketFilterOptions, 16);
+    NSLOTS(IFWXNetworkSocketVtbl, 17);
+    CHECKS_END();
+}
+
+static void test_vtables_host_misc(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    IUNKNOWN_AT(IFWXIOBufferVtbl);
+    AT(IFWXIOBufferVtbl, GetBufferAndSize, 3);
+    AT(IFWXIOBufferVtbl, SetDataSize, 4);
+    AT(IFWXIOBufferVtbl, Append, 5);
+    AT(IFWXIOBufferVtbl, ReadAt, 6);
+    AT(IFWXIOBufferVtbl, SendToBuffer, 7);
+    AT(IFWXIOBufferVtbl, GetBufferSizes, 8);
+    NSLOTS(IFWXIOBufferVtbl, 9);
+
+    IUNKNOWN_AT(IFWXOverlappedVtbl);
+    AT(IFWXOverlappedVtbl, GetOverlapped, 3);
+    AT(IFWXOverlappedVtbl, SetNotificationInterface, 4);
+    NSLOTS(IFWXOverlappedVtbl, 5);
+
+    IUNKNOWN_AT(IFWXFirewallActionVtbl);
+    AT(IFWXFirewallActionVtbl, Cancel, 3);
+    NSLOTS(IFWXFirewallActionVtbl, 4);
+
+    IUNKNOWN_AT(IFWXGetXByYVtbl);
+    AT(IFWXGetXByYVtbl, Deny, 3);
+    AT(IFWXGetXByYVtbl, SetResult, 4);
+    NSLOTS(IFWXGetXByYVtbl, 5);
+
+    IUNKNOWN_AT(IFWXIpFilterVtbl);
+    AT(IFWXIpFilterVtbl, IncludeRange, 3);
+    AT(IFWXIpFilterVtbl, ExcludeRange, 4);
+    AT(IFWXIpFilterVtbl, IncludeFilter, 5);
+    AT(IFWXIpFilterVtbl, ExcludeFilter, 6);
+    AT(IFWXIpFilterVtbl, IsIncluded, 7);
+    AT(IFWXIpFilterVtbl, Compare, 8);
+    AT(IFWXIpFilterVtbl, Clone, 9);
+    NSLOTS(IFWXIpFilterVtbl, 10);
+    CHECKS_END();
+}
+
+/* ------------------------------------------------------------------------
+ * Enumerations and constants (reference sections 5 and 7)
+ * ------------------------------------------------------------------------ */
+
+static void test_enums(void **state)
+{
+    (void)state;
+    CHECKS_BEGIN();
+    CHECK(fwx_Connect_Tcp, 0x00000001);
+    CHECK(fwx_Udp_Destination, 0x00000002);
+    CHECK(fwx_Bind_Tcp, 0x00000004);
+    CHECK(fwx_Bind_Udp, 0x00000008);
+    CHECK(fwx_Listen, 0x00000010);
+    CHECK(fwx_AcceptedConnection, 0x00000020);
+    CHECK(fwx_GetHostByName, 0x00000040);
+    CHECK(fwx_GetHostByAddr, 0x00000080);
+    CHECK(fwx_ConnectionTerminating, 0x00000100);
+    CHECK(fwx_EstablishedConnection, 0x00000200);
+
+    CHECK((DWORD)fwxSourceWSP, 0x40000000u);
+    CHECK((DWORD)fwxSourceNAT, 0x80000000u);
+    CHECK(FWX_ALL_SOURCES, 0xC0000000u);
+    CHECK(FWX_ALL_SOURCES, (DWORD)fwxSourceWSP | (DWORD)fwxSourceNAT);
+    CHECK(sizeof(FWX_ALL_SOURCES), 4);
+    /* Source bits and event-type bits never overlap. */
+    CHECK(FWX_ALL_SOURCES & 0x3ffu, 0);
+
+    CHECK(FWX_ALLOW, 0);
+    CHECK(FWX_DENY, 1);
+    CHECK(FWX_PASS, 2);
+    CHECK(FWX_EMULATE, 3);
+
+    CHECK(fwx_dfpc_NAT, 0);
+    CHECK(fwx_dfpc_Internal, 1);
+    CHECK(fwx_dfpc_PostTrust, 2);
+    CHECK(fwx_dfpc_Middle, 3);
+    CHECK(fwx_dfpc_PreTrust, 4);
+    CHECK(fwx_dfpc_External, 5);
+    CHECK(fwx_dfpc_Emulation, 6);
+
+    CHECK(fwx_ArrayScope, 0);
+    CHECK(fwx_EnterpriseScope, 1);
+    CHECKS_END();
+}
+
+static void test_flag_constants(void **state)
+{
+    static const DWORD flags[] = {
+        FWX_FLAG_ADDRESS_BASED, FWX_FLAG_ALLOW_MULTIPLE, FWX_FLAG_TIMEOUT,
+        FWX_FLAG_NO_KERNEL_MODE, FWX_FLAG_EMULATE_PROTOCOL, FWX_FLAG_BIDIRECTIONAL,
+        FWX_FLAG_USE_MIME, FWX_FLAG_USE_EXTENTION, FWX_FLAG_CHECK_PUBLISHING,
+        FWX_FLAG_BYPASS_ALLOW_ACCESS, FWX_FLAG_PROXY_MODE,
+    };
+    DWORD seen = 0;
+    (void)state;
+    CHECKS_BEGIN();
+    /* Values [?] (ABI-018..020): our choices, one bit each. */
+    CHECK(FWX_PROTOCOL_TCP, 1);
+    CHECK(FWX_PROTOCOL_UDP, 2);
+    CHECK(FWX_FLAG_ADDRESS_BASED, 0x001);
+    CHECK(FWX_FLAG_ALLOW_MULTIPLE, 0x002);
+    CHECK(FWX_FLAG_TIMEOUT, 0x004);
+    CHECK(FWX_FLAG_NO_KERNEL_MODE, 0x008);
+    CHECK(FWX_FLAG_EMULATE_PROTOCOL, 0x010);
+    CHECK(FWX_FLAG_BIDIRECTIONAL, 0x020);
+    CHECK(FWX_FLAG_USE_MIME, 0x040);
+    CHECK(FWX_FLAG_USE_EXTENTION, 0x080);
+    CHECK(FWX_FLAG_CHECK_PUBLISHING, 0x100);
+    CHECK(FWX_FLAG_BYPASS_ALLOW_ACCESS, 0x200);
+    CHECK(FWX_FLAG_PROXY_MODE, 0x400);
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        CHECK(flags[i] & (flags[i] - 1), 0); /* a single bit */
+        CHECK(seen & flags[i], 0);           /* not shared with another flag */
+        seen |= flags[i];
+    }
+    CHECK(FWX_SESSION_NAT, 1);
+    CHECK(FWX_SESSION_PRIVATE, 2);
+    CHECK(FWX_SESSION_AUTHENTICATED, 4);
+    CHECK(FWX_SESSION_TERMINATED, 8);
+    CHECKS_END();
+}
+
+static void test_hresults(void **state)
+{
+    static const HRESULT itf_codes[] = {
+        FWX_E_TERMINATING, FWX_E_INVALID_ARG, FWX_E_ALREADY_IN_BLOCKING_OP,
+        FWX_E_NOT_IN_BLOCKING_OP, FWX_E_FILTER_NOT_REGISTERED, FWX_E_BUFFERFULL,
+        FWX_E_ALREADY_EMULATED, FWX_E_BAD_CONTEXT, FWX_E_NOT_SUPPORTED,
+        FWX_E_NOT_AUTHENTICATED, FWX_E_POLICY_RULES_DENIED, FWX_E_MIME_NEEDED,
+        FWX_E_MUST_USE_DS, FWX_E_NOT_EMULATED, FWX_E_IS_BUSY,
+    };
+    (void)state;
+    CHECKS_BEGIN();
+    CHECK((DWORD)FWX_E_TERMINATING, 0xC0040001u);
+    CHECK((DWORD)FWX_E_INVALID_ARG, 0xC0040002u);
+    CHECK((DWORD)FWX_E_ALREADY_IN_BLOCKING_OP, 0xC0040003u);
+    CHECK((DWORD)FWX_E_NOT_IN_BLOCKING_OP, 0xC0040004u);
+    CHECK((DWORD)FWX_E_FILTER_NOT_REGISTERED, 0xC0040005u);
+    CHECK((DWORD)FWX_E_ALREADY_EXISTS, 0x800700B7u);
+    CHECK(FWX_E_ALREADY_EXISTS, HRESULT_FROM_WIN32(ERROR_ALREADY_EXISTS));
+    CHECK((DWORD)FWX_E_BUFFERFULL, 0xC0040007u);
+    CHECK((DWORD)FWX_E_ALREADY_EMULATED, 0xC0040009u);
+    CHECK((DWORD)FWX_E_BAD_CONTEXT, 0xC004000Au);
+    CHECK((DWORD)FWX_E_NOT_SUPPORTED, 0xC004000Bu);
+    CHECK((DWORD)FWX_E_NOT_AUTHENTICATED, 0xC004000Cu);
+    CHECK((DWORD)FWX_E_POLICY_RULES_DENIED, 0xC004000Du);
+    CHECK(FWX_E_PROTOCOL_RULES_DENIED, FWX_E_POLICY_RULES_DENIED);
+    CHECK((DWORD)FWX_E_MIME_NEEDED, 0xC004000Eu);
+    CHECK((DWORD)FWX_E_MUST_USE_DS, 0xC004000Fu);
+    CHECK((DWORD)FWX_E_NOT_EMULATED, 0xC0040010u);
+    CHECK((DWORD)FWX_E_IS_BUSY, 0xC0040011u);
+    for (size_t i = 0; i < sizeof(itf_codes) / sizeof(itf_codes[0]); i++) {
+        CHECK(FAILED(itf_codes[i]), 1);
+        CHECK(HRESULT_FACILITY(itf_codes[i]), FACILITY_ITF);
+    }
+    CHECK(FAILED(FWX_E_ALREADY_EXISTS), 1);
+    CHECKS_END();
+}
+
+/* The project-assigned GUIDs (ABI-001); a changed IDL uuid shows up here. */
+static void test_guids(void **state)
+{
+    static const struct {
+        const char *name;
+        const GUID *have;
+        const char *want;
+    } guids[] = {
+        { "IID_IFWXFilter", &IID_IFWXFilter, "{AFC5350C-C365-43CC-B8FA-F99431E1693F}" },
+        { "IID_IFWXSessionFilter", &IID_IFWXSessionFilter, "{97A3A3E1-2398-4D3B-83B7-A196A87EA898}" },
+        { "IID_IFWXDataFilter", &IID_IFWXDataFilter, "{DC97C189-7077-4B5B-8BFB-7136FFB0737B}" },
+        { "IID_IFWXIOCompletion", &IID_IFWXIOCompletion, "{26FFE492-6F65-4020-A024-AB6C902FD561}" },
+        { "IID_IFWXAcceptCompletion", &IID_IFWXAcceptCompletion, "{3A661A3F-E69E-4453-8C7A-406966967EF4}" },
+        { "IID_IFWXExternalIOCompletion", &IID_IFWXExternalIOCompletion, "{FDD9F961-DF64-4BE8-842A-FD4B7C06C389}" },
+        { "IID_IFWXImpersonator", &IID_IFWXImpersonator, "{65C55FA1-9FF5-4037-BB1E-35B5889092CF}" },
+        { "IID_IFWXFirewall", &IID_IFWXFirewall, "{A5D5E7FF-7316-4AC8-9C24-2E5C57074E81}" },
+        { "IID_IFWXSession", &IID_IFWXSession, "{3716F5A5-4028-4808-8E0C-40A4B4F7F76E}" },
+        { "IID_IFWXConnection", &IID_IFWXConnection, "{AEFC6EAA-9542-438B-99C2-D710B12F22A7}" },
+        { "IID_IFWXSocket", &IID_IFWXSocket, "{76B86A21-4B30-40A2-904F-973FB29B185D}" },
+        { "IID_IFWXNetworkSocket", &IID_IFWXNetworkSocket, "{8D827C6A-2E00-407B-A110-BB7BC4EC6EE9}" },
+        { "IID_IFWXIOBuffer", &IID_IFWXIOBuffer, "{4C08473B-BD56-4F17-9EDB-A866E4B4242B}" },
+        { "IID_IFWXOverlapped", &IID_IFWXOverlapped, "{5B3428B5-9D66-46F4-9B44-BEDAE0AB6F34}" },
+        { "IID_IFWXFirewallAction", &IID_IFWXFirewallAction, "{328C0AC0-FEE7-451C-B0EF-88A1CD25FF15}" },
+        { "IID_IFWXGetXByY", &IID_IFWXGetXByY, "{0919B08F-01BA-430B-A1FF-1910318BE333}" },
+        { "IID_IFWXUdpDestination", &IID_IFWXUdpDestination, "{810AC9AF-E6F5-4B8F-9CE1-A5D0F0641177}" },
+        { "IID_IFWXIpFilter", &IID_IFWXIpFilter, "{5DEC481E-8006-4351-B53E-D8D48C96C69D}" },
+        { "IID_IFWXFilterAdmin", &IID_IFWXFilterAdmin, "{4E1A361D-1B48-4E0E-A4A2-41A704854A2B}" },
+        { "CLSID_FWXFilterAdmin", &CLSID_FWXFilterAdmin, "{CF40835B-D212-41BD-A1EE-DDFEFA2DD45D}" },
+    };
+    int bad = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof(guids) / sizeof(guids[0]); i++) {
+        char text[39];
+        fx_guid_str(guids[i].have, text);
+        if (strcmp(text, guids[i].want) != 0) {
+            print_error("%s is %s, expected %s\n", guids[i].name, text, guids[i].want);
+            bad++;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (IsEqualGUID(guids[i].have, guids[j].have)) {
+                print_error("%s equals %s\n", guids[i].name, guids[j].name);
+                bad++;
+            }
+    }
+    assert_int_equal(bad, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * IFWXIOBuffer behaviour (reference 3.13, 8.2)
+ * ------------------------------------------------------------------------ */
+
+static LONG live_at_start;
+
+static int buffers_setup(void **state)
+{
+    (void)state;
+    live_at_start = iobuffer_live_count();
+    return 0;
+}
+
+/* Every test releases what it created: no buffer may outlive it. */
+static int buffers_teardown(void **state)
+{
+    (void)state;
+    if (iobuffer_live_count() != live_at_start) {
+        print_error("%ld IFWXIOBuffer object(s) leaked\n",
+                    (long)(iobuffer_live_count() - live_at_start));
+        return -1;
+    }
+    return 0;
+}
+
+static void expect_contents(IFWXIOBuffer *buf, const char *want, DWORD want_capacity)
+{
+    BYTE *data = NULL;
+    DWORD size = 12345, allocated = 12345, actual = 12345;
+
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(buf, &data, &size), S_OK);
+    assert_int_equal(size, strlen(want));
+    if (size)
+        assert_memory_equal(data, want, size);
+    assert_int_equal(IFWXIOBuffer_GetBufferSizes(buf, &allocated, &actual), S_OK);
+    assert_int_equal(allocated, want_capacity);
+    assert_int_equal(actual, size);
+}
+
+static void test_buffer_create_empty(void **state)
+{
+    IFWXIOBuffer *buf = NULL;
+    IFWXFirewall *fw = firewall_get();
+    (void)state;
+
+    /* CreateBuffer: an empty buffer with the given capacity. */
+    assert_int_equal(IFWXFirewall_CreateBuffer(fw, 16, &buf), S_OK);
+    assert_non_null(buf);
+    expect_contents(buf, "", 16);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+
+    assert_int_equal(iobuffer_create(0, &buf), S_OK);
+    expect_contents(buf, "", 0);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+
+    assert_int_equal(iobuffer_create(8, NULL), E_POINTER);
+    assert_int_equal(IFWXFirewall_CreateBuffer(fw, 8, NULL), E_POINTER);
+    IFWXFirewall_Release(fw);
+}
+
+static void test_buffer_create_huge_fails_cleanly(void **state)
+{
+    static const DWORD sizes[] = { 0xFFFFFFFFu, 0x80000000u, 0x7FFFFFFFu, 0x40000001u,
+                                   (64u << 20) + 1 };
+    IFWXFirewall *fw = firewall_get();
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        IFWXIOBuffer *buf = (IFWXIOBuffer *)(ULONG_PTR)0xdeadbeef;
+        HRESULT hr = IFWXFirewall_CreateBuffer(fw, sizes[i], &buf);
+        if (!FAILED(hr) || buf != NULL)
+            print_error("CreateBuffer(0x%lx): hr 0x%08lx, buffer %p\n", (unsigned long)sizes[i],
+                        (unsigned long)hr, (void *)buf);
+        assert_true(FAILED(hr));
+        assert_null(buf);
+    }
+    IFWXFirewall_Release(fw);
+}
+
+static void test_buffer_append_partial(void **state)
+{
+    IFWXIOBuffer *buf;
+    ULONG written = 999;
+    (void)state;
+
+    assert_int_equal(iobuffer_create(8, &buf), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "hello", 5, &written), S_OK);
+    assert_int_equal(written, 5);
+    expect_contents(buf, "hello", 8);
+
+    /* Never grows: a partial write reports the count and FWX_E_BUFFERFULL. */
+    written = 999;
+    assert_int_equal(IFWXIOBuffer_Append(buf, "world", 5, &written), FWX_E_BUFFERFULL);
+    assert_int_equal(written, 3);
+    expect_contents(buf, "hellowor", 8);
+
+    written = 999;
+    assert_int_equal(IFWXIOBuffer_Append(buf, "x", 1, &written), FWX_E_BUFFERFULL);
+    assert_int_equal(written, 0);
+    expect_contents(buf, "hellowor", 8);
+
+    /* An empty append of a full buffer is not an error. */
+    written = 999;
+    assert_int_equal(IFWXIOBuffer_Append(buf, "", 0, &written), S_OK);
+    assert_int_equal(written, 0);
+
+    /* pcbWritten may be NULL. */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 6), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "XYZ", 3, NULL), FWX_E_BUFFERFULL);
+    expect_contents(buf, "hellowXY", 8);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+}
+
+static void test_buffer_null_pointers(void **state)
+{
+    IFWXIOBuffer *buf;
+    BYTE *data;
+    DWORD size, allocated;
+    ULONG n = 999;
+    char out[4];
+    (void)state;
+
+    assert_int_equal(iobuffer_create(8, &buf), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "abc", 3, NULL), S_OK);
+
+    assert_int_equal(IFWXIOBuffer_Append(buf, NULL, 2, &n), E_POINTER);
+    assert_int_equal(n, 0);
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 0, NULL, 2, &n), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(buf, NULL, &size), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(buf, &data, NULL), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_GetBufferSizes(buf, NULL, &size), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_GetBufferSizes(buf, &allocated, NULL), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(buf, NULL, 0, 1, &n), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_QueryInterface(buf, &IID_IUnknown, NULL), E_POINTER);
+    /* pcbRead may be NULL. */
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 1, out, 2, NULL), S_OK);
+    assert_memory_equal(out, "bc", 2);
+    expect_contents(buf, "abc", 8);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+}
+
+static void test_buffer_read_at(void **state)
+{
+    IFWXIOBuffer *buf;
+    ULONG n;
+    char out[16];
+    (void)state;
+
+    assert_int_equal(iobuffer_create(16, &buf), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "0123456789", 10, NULL), S_OK);
+
+    memset(out, 0, sizeof(out));
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 2, out, 3, &n), S_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "234", 3);
+
+    /* A read past the data is cut at the data size, not the capacity. */
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 7, out, sizeof(out), &n), S_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "789", 3);
+
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 10, out, 4, &n), S_OK);
+    assert_int_equal(n, 0);
+
+    /* Offsets beyond the data size (inside or beyond the capacity). */
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 11, out, 1, &n), E_INVALIDARG);
+    assert_int_equal(n, 0);
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 100, out, 1, &n), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 0xFFFFFFFFu, out, 1, &n), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+}
+
+static void test_buffer_set_data_size(void **state)
+{
+    IFWXIOBuffer *buf;
+    (void)state;
+
+    assert_int_equal(iobuffer_create(8, &buf), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "abcd", 4, NULL), S_OK);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 9), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 0xFFFFFFFFu), E_INVALIDARG);
+    expect_contents(buf, "abcd", 8);          /* unchanged by the failures */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 8), S_OK);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 2), S_OK);
+    expect_contents(buf, "ab", 8);
+    assert_int_equal(IFWXIOBuffer_Append(buf, "Z", 1, NULL), S_OK);
+    expect_contents(buf, "abZ", 8);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+}
+
+static void test_buffer_send_to_buffer(void **state)
+{
+    IFWXIOBuffer *src, *dst;
+    BYTE *data;
+    DWORD size;
+    ULONG n;
+    (void)state;
+
+    assert_int_equal(iobuffer_create(16, &src), S_OK);
+    assert_int_equal(iobuffer_create(8, &dst), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(src, "abcdef", 6, NULL), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(dst, "X", 1, NULL), S_OK);
+
+    /* Appends a range of the source to the destination's data. */
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 1, 3, &n), S_OK);
+    assert_int_equal(n, 3);
+    expect_contents(dst, "Xbcd", 8);
+    expect_contents(src, "abcdef", 16);
+
+    /* A copy: later changes to the source do not reach the destination. */
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(src, &data, &size), S_OK);
+    data[1] = 'B';
+    expect_contents(dst, "Xbcd", 8);
+
+    /* Too much for the destination: partial copy and FWX_E_BUFFERFULL. */
+    n = 999;
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 0, 6, &n), FWX_E_BUFFERFULL);
+    assert_int_equal(n, 4);
+    expect_contents(dst, "XbcdaBcd", 8);
+
+    /* The range must lie inside the source's data; no wrap-around. */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(dst, 0), S_OK);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 7, 0, &n), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 4, 3, &n), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 2, 0xFFFFFFFFu, &n), E_INVALIDARG);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, dst, 0xFFFFFFFFu, 2, &n), E_INVALIDARG);
+    expect_contents(dst, "", 8);
+
+    assert_int_equal(IFWXIOBuffer_Release(dst), 0);
+    assert_int_equal(IFWXIOBuffer_Release(src), 0);
+}
+
+static void test_buffer_const(void **state)
+{
+    BYTE mem[6] = { 'c', 'o', 'n', 's', 't', '!' };
+    IFWXIOBuffer *buf, *dst;
+    IFWXFirewall *fw = firewall_get();
+    BYTE *data;
+    DWORD size;
+    char out[8];
+    ULONG n;
+    (void)state;
+
+    assert_int_equal(IFWXFirewall_CreateConstBuffer(fw, mem, 5, &buf), S_OK);
+    /* Wraps the caller's memory: no copy, full of data. */
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(buf, &data, &size), S_OK);
+    assert_ptr_equal(data, mem);
+    expect_contents(buf, "const", 5);
+    assert_int_equal(IFWXIOBuffer_ReadAt(buf, 1, out, 3, &n), S_OK);
+    assert_memory_equal(out, "ons", 3);
+
+    /* Never written by the host. */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 2), S_OK);
+    assert_true(FAILED(IFWXIOBuffer_Append(buf, "ZZ", 2, &n)));
+    assert_int_equal(n, 0);
+    assert_memory_equal(mem, "const!", 6);
+
+    /* It can be a source. */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(buf, 5), S_OK);
+    assert_int_equal(iobuffer_create(8, &dst), S_OK);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(buf, dst, 0, 5, &n), S_OK);
+    expect_contents(dst, "const", 8);
+    assert_int_equal(IFWXIOBuffer_Release(dst), 0);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+
+    assert_int_equal(IFWXFirewall_CreateConstBuffer(fw, NULL, 4, &buf), E_POINTER);
+    assert_int_equal(IFWXFirewall_CreateConstBuffer(fw, mem, 4, NULL), E_POINTER);
+    IFWXFirewall_Release(fw);
+}
+
+static void test_buffer_window(void **state)
+{
+    IFWXIOBuffer *orig, *win, *win2;
+    IFWXFirewall *fw = firewall_get();
+    LONG live = iobuffer_live_count();
+    BYTE *odata, *wdata;
+    DWORD size;
+    char out[8];
+    ULONG n;
+    (void)state;
+
+    assert_int_equal(iobuffer_create(32, &orig), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(orig, "hello world", 11, NULL), S_OK);
+    assert_int_equal(IFWXFirewall_CreateWindowBuffer(fw, orig, 6, 5, &win), S_OK);
+    assert_int_equal(iobuffer_live_count(), live + 2);
+
+    /* A view of the original's bytes, not a copy. */
+    expect_contents(win, "world", 5);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(orig, &odata, &size), S_OK);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(win, &wdata, &size), S_OK);
+    assert_ptr_equal(wdata, odata + 6);
+    odata[6] = 'W';
+    assert_int_equal(IFWXIOBuffer_ReadAt(win, 0, out, 5, &n), S_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(out, "World", 5);
+
+    /* A window of a window. */
+    assert_int_equal(iobuffer_create_window(win, 1, 3, &win2), S_OK);
+    expect_contents(win2, "orl", 3);
+
+    /* The window keeps the original alive. */
+    assert_int_equal(IFWXIOBuffer_Release(orig), 1 /* held by win */);
+    assert_int_equal(iobuffer_live_count(), live + 3);
+    expect_contents(win, "World", 5);
+    assert_int_equal(IFWXIOBuffer_Release(win), 1 /* held by win2 */);
+    expect_contents(win2, "orl", 3);
+    assert_int_equal(IFWXIOBuffer_Release(win2), 0);
+    assert_int_equal(iobuffer_live_count(), live);
+
+    /* The window must lie inside the original's data. */
+    assert_int_equal(iobuffer_create(8, &orig), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(orig, "abcd", 4, NULL), S_OK);
+    win = (IFWXIOBuffer *)(ULONG_PTR)0xdeadbeef;
+    assert_int_equal(iobuffer_create_window(orig, 2, 3, &win), E_INVALIDARG);
+    assert_null(win);
+    assert_int_equal(iobuffer_create_window(orig, 5, 0, &win), E_INVALIDARG);
+    assert_int_equal(iobuffer_create_window(orig, 1, 0xFFFFFFFFu, &win), E_INVALIDARG);
+    assert_int_equal(iobuffer_create_window(orig, 4, 0, &win), S_OK);
+    expect_contents(win, "", 0);
+    assert_int_equal(IFWXIOBuffer_Release(win), 0);
+    assert_int_equal(iobuffer_create_window(NULL, 0, 0, &win), E_POINTER);
+    assert_int_equal(iobuffer_create_window(orig, 0, 0, NULL), E_POINTER);
+    assert_int_equal(IFWXIOBuffer_Release(orig), 0);
+    IFWXFirewall_Release(fw);
+}
+
+/* A window shows a const buffer's memory: writing through the window
+ * (shrink it, then Append) must not write into that memory (reference 8.2
+ * item 5: the host neither copies nor frees it, and it may be read-only). */
+static void test_buffer_window_of_const_is_not_writable(void **state)
+{
+    BYTE mem[8] = { 'r', 'e', 'a', 'd', 'o', 'n', 'l', 'y' };
+    IFWXIOBuffer *cbuf, *win;
+    ULONG n = 999;
+    HRESULT hr;
+    int changed;
+    (void)state;
+
+    assert_int_equal(iobuffer_create_const(mem, 8, &cbuf), S_OK);
+    assert_int_equal(iobuffer_create_window(cbuf, 2, 4, &win), S_OK);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(win, 0), S_OK);
+    hr = IFWXIOBuffer_Append(win, "XXXX", 4, &n);
+    changed = memcmp(mem, "readonly", 8) != 0;
+    if (changed)
+        print_error("Append to a window of a const buffer returned 0x%08lx (%lu written) "
+                    "and changed the const memory to \"%.8s\"\n",
+                    (unsigned long)hr, (unsigned long)n, (const char *)mem);
+    assert_int_equal(IFWXIOBuffer_Release(win), 0);
+    assert_int_equal(IFWXIOBuffer_Release(cbuf), 0);
+    assert_false(changed);
+    assert_true(FAILED(hr));
+    assert_int_equal(n, 0);
+}
+
+/* A filter's own IFWXIOBuffer (reference 3.13: the host must work purely
+ * through the interface). capacity/size may be made to lie. */
+struct fake_buffer {
+    IFWXIOBuffer iface;
+    LONG ref;
+    BYTE data[16];
+    DWORD capacity, size;
+    int appends;
+};
+
+static struct fake_buffer *fake_from(IFWXIOBuffer *iface)
+{
+    return CONTAINING_RECORD(iface, struct fake_buffer, iface);
+}
+
+static HRESULT WINAPI fake_QueryInterface(IFWXIOBuffer *iface, REFIID riid, void **out)
+{
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXIOBuffer)) {
+        *out = iface;
+        IFWXIOBuffer_AddRef(iface);
+        return S_OK;
+    }
+    *out = NULL;
+    return E_NOINTERFACE;
+}
+static ULONG WINAPI fake_AddRef(IFWXIOBuffer *iface) { return ++fake_from(iface)->ref; }
+static ULONG WINAPI fake_Release(IFWXIOBuffer *iface) { return --fake_from(iface)->ref; }
+static HRESULT WINAPI fake_GetBufferAndSize(IFWXIOBuffer *iface, BYTE **data, DWORD *size)
+{
+    *data = fake_from(iface)->data;
+    *size = fake_from(iface)->size;
+    return S_OK;
+}
+static HRESULT WINAPI fake_SetDataSize(IFWXIOBuffer *iface, DWORD size)
+{
+    return E_NOTIMPL;
+}
+static HRESULT WINAPI fake_Append(IFWXIOBuffer *iface, const void *pv, ULONG cb, ULONG *written)
+{
+    struct fake_buffer *f = fake_from(iface);
+    ULONG room = f->capacity - f->size, n = cb < room ? cb : room;
+    f->appends++;
+    memcpy(f->data + f->size, pv, n);
+    f->size += n;
+    *written = n;
+    return n < cb ? FWX_E_BUFFERFULL : S_OK;
+}
+static HRESULT WINAPI fake_ReadAt(IFWXIOBuffer *iface, ULONG off, void *pv, ULONG cb, ULONG *read)
+{
+    return E_NOTIMPL;
+}
+static HRESULT WINAPI fake_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *dst, ULONG off, ULONG cb,
+                                        ULONG *copied)
+{
+    return E_NOTIMPL;
+}
+static HRESULT WINAPI fake_GetBufferSizes(IFWXIOBuffer *iface, DWORD *allocated, DWORD *actual)
+{
+    *allocated = fake_from(iface)->capacity;
+    *actual = fake_from(iface)->size;
+    return S_OK;
+}
+static const IFWXIOBufferVtbl fake_vtbl = {
+    fake_QueryInterface, fake_AddRef, fake_Release, fake_GetBufferAndSize, fake_SetDataSize,
+    fake_Append, fake_ReadAt, fake_SendToBuffer, fake_GetBufferSizes,
+};
+
+static void test_buffer_filter_implemented(void **state)
+{
+    struct fake_buffer fake = { { &fake_vtbl }, 1, { 0 }, 6, 0, 0 };
+    IFWXIOBuffer *src, *win;
+    ULONG n = 999;
+    (void)state;
+
+    /* SendToBuffer into a filter's buffer goes through its Append. */
+    assert_int_equal(iobuffer_create(16, &src), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(src, "abcdefgh", 8, NULL), S_OK);
+    assert_int_equal(IFWXIOBuffer_SendToBuffer(src, &fake.iface, 0, 8, &n), FWX_E_BUFFERFULL);
+    assert_int_equal(fake.appends, 1);
+    assert_int_equal(n, 6);
+    assert_memory_equal(fake.data, "abcdef", 6);
+
+    /* A window of a filter's buffer holds a reference to it. */
+    assert_int_equal(iobuffer_create_window(&fake.iface, 2, 3, &win), S_OK);
+    assert_int_equal(fake.ref, 2);
+    expect_contents(win, "cde", 3);
+    assert_int_equal(IFWXIOBuffer_Release(win), 0);
+    assert_int_equal(fake.ref, 1);
+
+    /* One that reports more data than capacity is not trusted. */
+    fake.size = 10;
+    win = (IFWXIOBuffer *)(ULONG_PTR)0xdeadbeef;
+    assert_true(FAILED(iobuffer_create_window(&fake.iface, 0, 2, &win)));
+    assert_null(win);
+    assert_int_equal(fake.ref, 1);
+    assert_int_equal(IFWXIOBuffer_Release(src), 0);
+}
+
+static void test_buffer_query_interface(void **state)
+{
+    IFWXIOBuffer *buf;
+    void *p = (void *)(ULONG_PTR)0xdeadbeef;
+    (void)state;
+
+    assert_int_equal(iobuffer_create(4, &buf), S_OK);
+    assert_int_equal(IFWXIOBuffer_QueryInterface(buf, &IID_IFWXIOBuffer, &p), S_OK);
+    assert_ptr_equal(p, buf);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 1);
+    assert_int_equal(IFWXIOBuffer_QueryInterface(buf, &IID_IUnknown, &p), S_OK);
+    assert_ptr_equal(p, buf);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 1);
+    assert_int_equal(IFWXIOBuffer_QueryInterface(buf, &IID_IFWXFirewall, &p), E_NOINTERFACE);
+    assert_null(p);
+    assert_int_equal(IFWXIOBuffer_AddRef(buf), 2);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 1);
+    assert_int_equal(IFWXIOBuffer_Release(buf), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * IFWXFirewall (reference 3.8, 8.4)
+ * ------------------------------------------------------------------------ */
+
+static void test_firewall_query_interface(void **state)
+{
+    IFWXFirewall *fw = firewall_get();
+    void *p = (void *)(ULONG_PTR)0xdeadbeef;
+    (void)state;
+
+    assert_int_equal(IFWXFirewall_QueryInterface(fw, &IID_IFWXFirewall, &p), S_OK);
+    assert_ptr_equal(p, fw);
+    IFWXFirewall_Release(fw);
+    assert_int_equal(IFWXFirewall_QueryInterface(fw, &IID_IUnknown, &p), S_OK);
+    assert_ptr_equal(p, fw);
+    IFWXFirewall_Release(fw);
+    assert_int_equal(IFWXFirewall_QueryInterface(fw, &IID_IFWXSession, &p), E_NOINTERFACE);
+    assert_null(p);
+    /* One process-wide object. */
+    IFWXFirewall *again = firewall_get();
+    assert_ptr_equal(again, fw);
+    IFWXFirewall_Release(again);
+    IFWXFirewall_Release(fw);
+}
+
+static DWORD WINAPI blocking_thread(void *arg)
+{
+    IFWXFirewall *fw = arg;
+    HRESULT results[4];
+
+    results[0] = IFWXFirewall_EndHeavyBlockingOperation(fw);
+    results[1] = IFWXFirewall_StartHeavyBlockingOperation(fw);
+    results[2] = IFWXFirewall_StartHeavyBlockingOperation(fw);
+    results[3] = IFWXFirewall_EndHeavyBlockingOperation(fw);
+    if (results[0] == FWX_E_NOT_IN_BLOCKING_OP && results[1] == S_OK &&
+        results[2] == FWX_E_ALREADY_IN_BLOCKING_OP && results[3] == S_OK)
+        return 1;
+    print_error("second thread: End 0x%08lx, Start 0x%08lx, Start 0x%08lx, End 0x%08lx; "
+                "expected NOT_IN, S_OK, ALREADY_IN, S_OK\n", (unsigned long)results[0],
+                (unsigned long)results[1], (unsigned long)results[2], (unsigned long)results[3]);
+    return 0;
+}
+
+static void test_firewall_heavy_blocking(void **state)
+{
+    IFWXFirewall *fw = firewall_get();
+    HANDLE thread;
+    DWORD ok = 0;
+    (void)state;
+
+    assert_int_equal(IFWXFirewall_EndHeavyBlockingOperation(fw), FWX_E_NOT_IN_BLOCKING_OP);
+    assert_int_equal(IFWXFirewall_StartHeavyBlockingOperation(fw), S_OK);
+    assert_int_equal(IFWXFirewall_StartHeavyBlockingOperation(fw), FWX_E_ALREADY_IN_BLOCKING_OP);
+
+    /* Per thread (reference 8.4): another thread is not "in" this one's. */
+    thread = CreateThread(NULL, 0, blocking_thread, fw, 0, NULL);
+    assert_non_null(thread);
+    assert_int_equal(WaitForSingleObject(thread, 10000), WAIT_OBJECT_0);
+    assert_true(GetExitCodeThread(thread, &ok));
+    CloseHandle(thread);
+    assert_int_equal(ok, 1);
+
+    /* Still in ours after the other thread ended its own. */
+    assert_int_equal(IFWXFirewall_StartHeavyBlockingOperation(fw), FWX_E_ALREADY_IN_BLOCKING_OP);
+    assert_int_equal(IFWXFirewall_EndHeavyBlockingOperation(fw), S_OK);
+    assert_int_equal(IFWXFirewall_EndHeavyBlockingOperation(fw), FWX_E_NOT_IN_BLOCKING_OP);
+    /* And usable again. */
+    assert_int_equal(IFWXFirewall_StartHeavyBlockingOperation(fw), S_OK);
+    assert_int_equal(IFWXFirewall_EndHeavyBlockingOperation(fw), S_OK);
+    IFWXFirewall_Release(fw);
+}
+
+static void test_firewall_duplicate_hook_events(void **state)
+{
+    FwxPortRangeEvents ranges[3] = {
+        { fwx_Connect_Tcp | fwxSourceWSP, 21, 21 },
+        { fwx_Bind_Udp | FWX_ALL_SOURCES, 1000, 2000 },
+        { fwx_Listen | (DWORD)fwxSourceNAT, 80, 81 },
+    };
+    FwxFilterHookEvents src = { fwx_GetHostByName | FWX_ALL_SOURCES, 3, ranges };
+    FwxFilterHookEvents *copy = (FwxFilterHookEvents *)(ULONG_PTR)0xdeadbeef;
+    IFWXFirewall *fw = firewall_get();
+    IMalloc *malloc_iface = NULL;
+    SIZE_T block;
+    (void)state;
+
+    assert_int_equal(IFWXFirewall_DuplicateFilterHookEvents(fw, &src, &copy), S_OK);
+    assert_non_null(copy);
+    assert_ptr_not_equal(copy, &src);
+    assert_int_equal(copy->dwGlobalEvents, src.dwGlobalEvents);
+    assert_int_equal(copy->dwNumPortRanges, 3);
+    assert_non_null(copy->PortRangeEvents);
+    assert_ptr_not_equal(copy->PortRangeEvents, ranges);
+    assert_memory_equal(copy->PortRangeEvents, ranges, sizeof(ranges));
+
+    /* One CoTaskMem block holds the structure and its ranges, so that the
+     * host's single CoTaskMemFree after AttachToSession frees everything. */
+    assert_int_equal(CoGetMalloc(1, &malloc_iface), S_OK);
+    assert_int_equal(IMalloc_DidAlloc(malloc_iface, copy), 1);
+    block = IMalloc_GetSize(malloc_iface, copy);
+    assert_true(block >= sizeof(*copy) + sizeof(ranges));
+    assert_true((BYTE *)copy->PortRangeEvents >= (BYTE *)copy + sizeof(*copy));
+    assert_true((BYTE *)(copy->PortRangeEvents + 3) <= (BYTE *)copy + block);
+    assert_int_equal((ULONG_PTR)copy->PortRangeEvents % __alignof__(FwxPortRangeEvents), 0);
+
+    /* A copy: the filter may change or free its own afterwards. */
+    ranges[0].dwLowPort = 9999;
+    src.dwGlobalEvents = 0;
+    assert_int_equal(copy->PortRangeEvents[0].dwLowPort, 21);
+    assert_int_equal(copy->dwGlobalEvents, fwx_GetHostByName | FWX_ALL_SOURCES);
+    CoTaskMemFree(copy);
+
+    /* No ranges: no array. */
+    src.dwNumPortRanges = 0;
+    assert_int_equal(hooks_duplicate(&src, &copy), S_OK);
+    assert_int_equal(copy->dwNumPortRanges, 0);
+    assert_null(copy->PortRangeEvents);
+    CoTaskMemFree(copy);
+
+    /* A count without an array is not followed. */
+    src.dwNumPortRanges = 5;
+    src.PortRangeEvents = NULL;
+    assert_int_equal(hooks_duplicate(&src, &copy), S_OK);
+    assert_int_equal(copy->dwNumPortRanges, 0);
+    assert_null(copy->PortRangeEvents);
+    CoTaskMemFree(copy);
+
+    /* Garbage and NULLs fail cleanly. */
+    src.dwNumPortRanges = 0x40000000u;
+    src.PortRangeEvents = ranges;
+    copy = (FwxFilterHookEvents *)(ULONG_PTR)0xdeadbeef;
+    assert_true(FAILED(IFWXFirewall_DuplicateFilterHookEvents(fw, &src, &copy)));
+    assert_null(copy);
+    copy = (FwxFilterHookEvents *)(ULONG_PTR)0xdeadbeef;
+    assert_int_equal(IFWXFirewall_DuplicateFilterHookEvents(fw, NULL, &copy), E_POINTER);
+    assert_null(copy);
+    assert_int_equal(IFWXFirewall_DuplicateFilterHookEvents(fw, &src, NULL), E_POINTER);
+
+    IMalloc_Release(malloc_iface);
+    IFWXFirewall_Release(fw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest abi[] = {
+        cmocka_unit_test(test_arch_is_consistent),
+        cmocka_unit_test(test_layout_hook_events),
+        cmocka_unit_test(test_layout_event_structs),
+        cmocka_unit_test(test_layout_firewall_event),
+        cmocka_unit_test(test_layout_win32_types),
+        cmocka_unit_test(test_vtables_filter_side),
+        cmocka_unit_test(test_vtables_session),
+        cmocka_unit_test(test_vtables_sockets),
+        cmocka_unit_test(test_vtables_host_misc),
+        cmocka_unit_test(test_enums),
+        cmocka_unit_test(test_flag_constants),
+        cmocka_unit_test(test_hresults),
+        cmocka_unit_test(test_guids),
+    };
+#define BUF_TEST(f) cmocka_unit_test_setup_teardown(f, buffers_setup, buffers_teardown)
+    const struct CMUnitTest host[] = {
+        BUF_TEST(test_buffer_create_empty),
+        BUF_TEST(test_buffer_create_huge_fails_cleanly),
+        BUF_TEST(test_buffer_append_partial),
+        BUF_TEST(test_buffer_null_pointers),
+        BUF_TEST(test_buffer_read_at),
+        BUF_TEST(test_buffer_set_data_size),
+        BUF_TEST(test_buffer_send_to_buffer),
+        BUF_TEST(test_buffer_const),
+        BUF_TEST(test_buffer_window),
+        BUF_TEST(test_buffer_window_of_const_is_not_writable),
+        BUF_TEST(test_buffer_filter_implemented),
+        BUF_TEST(test_buffer_query_interface),
+        cmocka_unit_test(test_firewall_query_interface),
+        cmocka_unit_test(test_firewall_heavy_blocking),
+        cmocka_unit_test(test_firewall_duplicate_hook_events),
+    };
+    int failed;
+
+    fx_log_init("test_abi", FX_LOG_WARN);
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    failed = cmocka_run_group_tests_name("abi-" ARCH_NAME, abi, NULL, NULL);
+    failed += cmocka_run_group_tests_name("host-" ARCH_NAME, host, NULL, NULL);
+    CoUninitialize();
+    return failed ? 1 : 0;
+}
