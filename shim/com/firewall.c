@@ -10,6 +10,7 @@
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -20,7 +21,28 @@ struct firewall {
 };
 
 /* Per thread, as the reference requires (section 8.4). */
-static __thread int thread_in_blocking_op;
+static struct fx_tls in_blocking_op = FX_TLS_INIT;
+
+void *fx_tls_get(struct fx_tls *t)
+{
+    LONG index = t->index;
+    return index ? TlsGetValue((DWORD)(index - 1)) : NULL;
+}
+
+void fx_tls_set(struct fx_tls *t, void *value)
+{
+    if (!t->index) {
+        DWORD index = TlsAlloc();
+        if (index == TLS_OUT_OF_INDEXES) {
+            fx_log(FX_LOG_ERROR, "TlsAlloc failed");
+            abort();
+        }
+        /* Two threads may race to allocate: the loser frees its slot. */
+        if (InterlockedCompareExchange(&t->index, (LONG)index + 1, 0) != 0)
+            TlsFree(index);
+    }
+    TlsSetValue((DWORD)(t->index - 1), value);
+}
 
 static inline struct firewall *impl_from_IFWXFirewall(IFWXFirewall *iface)
 {
@@ -124,18 +146,18 @@ static HRESULT WINAPI firewall_CreateIpFilter(IFWXFirewall *iface, IFWXIpFilter 
 
 static HRESULT WINAPI firewall_StartHeavyBlockingOperation(IFWXFirewall *iface)
 {
-    if (thread_in_blocking_op)
+    if (fx_tls_get(&in_blocking_op))
         return FWX_E_ALREADY_IN_BLOCKING_OP;
-    thread_in_blocking_op = 1;
+    fx_tls_set(&in_blocking_op, (void *)1);
     InterlockedIncrement(&impl_from_IFWXFirewall(iface)->blocked_threads);
     return S_OK;
 }
 
 static HRESULT WINAPI firewall_EndHeavyBlockingOperation(IFWXFirewall *iface)
 {
-    if (!thread_in_blocking_op)
+    if (!fx_tls_get(&in_blocking_op))
         return FWX_E_NOT_IN_BLOCKING_OP;
-    thread_in_blocking_op = 0;
+    fx_tls_set(&in_blocking_op, NULL);
     InterlockedDecrement(&impl_from_IFWXFirewall(iface)->blocked_threads);
     return S_OK;
 }

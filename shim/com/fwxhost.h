@@ -34,6 +34,14 @@
                   (iface), (method));                                          \
        E_NOTIMPL; })
 
+/* Per-thread pointers through Win32 TLS. ELF __thread storage returned
+ * garbage in a 64-bit winelib thread created by CreateThread (seen in
+ * tests/host/test_abi.c), so host code does not use it. */
+struct fx_tls { LONG index; };      /* zero-initialised: not allocated yet */
+#define FX_TLS_INIT { 0 }
+void *fx_tls_get(struct fx_tls *t);
+void fx_tls_set(struct fx_tls *t, void *value);
+
 /* Compares two IIDs and logs an unknown one once per object kind. */
 void fx_log_unknown_iid(const char *object, REFIID riid);
 

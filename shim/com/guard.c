@@ -10,7 +10,7 @@
 #include "loader.h"
 
 
-static __thread struct guard_frame *guard_top;
+static struct fx_tls guard_tls = FX_TLS_INIT;   /* innermost struct guard_frame */
 static LONG guard_faults;
 
 void guard_begin(struct guard_frame *frame, const struct fx_filter *filter,
@@ -21,20 +21,20 @@ void guard_begin(struct guard_frame *frame, const struct fx_filter *filter,
     frame->method = method;
     frame->code = 0;
     frame->address = NULL;
-    frame->outer = guard_top;
-    guard_top = frame;
+    frame->outer = fx_tls_get(&guard_tls);
+    fx_tls_set(&guard_tls, frame);
 }
 
 void guard_end(struct guard_frame *frame)
 {
-    guard_top = frame->outer;
+    fx_tls_set(&guard_tls, frame->outer);
 }
 
 /* Runs on the faulting thread before unwinding: record, then unwind to the
  * innermost guarded call. */
 LONG CALLBACK guard_exception_filter(EXCEPTION_POINTERS *ptrs)
 {
-    struct guard_frame *frame = guard_top;
+    struct guard_frame *frame = fx_tls_get(&guard_tls);
     if (frame && ptrs && ptrs->ExceptionRecord) {
         frame->code = ptrs->ExceptionRecord->ExceptionCode;
         frame->address = ptrs->ExceptionRecord->ExceptionAddress;
@@ -46,7 +46,7 @@ HRESULT guard_fault(struct guard_frame *frame)
 {
     /* The __EXCEPT block runs after unwinding, in the frame of the caller
      * of GUARDED_CALL: frames pushed by deeper guarded calls are gone. */
-    guard_top = frame;
+    fx_tls_set(&guard_tls, frame);
     InterlockedIncrement(&guard_faults);
     if (frame->filter)
         InterlockedIncrement((LONG *)&((struct fx_filter *)frame->filter)->faults);

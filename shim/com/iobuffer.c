@@ -109,7 +109,9 @@ static HRESULT WINAPI iobuffer_Append(IFWXIOBuffer *iface, const void *src, ULON
         *written = 0;
     if (!src && count)
         return E_POINTER;
-    if (buf->kind == IOBUF_CONST)
+    /* Const memory is the caller's; a window shows another buffer's data,
+     * which only that buffer's allocator may change (reference 8.2.4). */
+    if (buf->kind != IOBUF_HEAP)
         return E_ACCESSDENIED;
     room = buf->capacity - buf->size;
     n = count < room ? count : room;

@@ -23,11 +23,22 @@
 #include "guard.h"
 #include "hostobj.h"
 
-static __thread struct event_ctx *current_ctx;
+static struct fx_tls ctx_tls = FX_TLS_INIT;
 
 struct event_ctx *event_ctx_current(void)
 {
-    return current_ctx;
+    return fx_tls_get(&ctx_tls);
+}
+
+static void event_ctx_enter(struct event_ctx *ctx)
+{
+    ctx->outer = fx_tls_get(&ctx_tls);
+    fx_tls_set(&ctx_tls, ctx);
+}
+
+static void event_ctx_leave(struct event_ctx *ctx)
+{
+    fx_tls_set(&ctx_tls, ctx->outer);
 }
 
 static inline struct session *impl_from_IFWXSession(IFWXSession *iface)
@@ -314,11 +325,11 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
         if (!sf)
             continue;
 
-        struct event_ctx ctx = { type, conn, f, current_ctx };
-        current_ctx = &ctx;
+        struct event_ctx ctx = { type, conn, f, NULL };
+        event_ctx_enter(&ctx);
         GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
                      IFWXSessionFilter_FirewallEventHandler(sf, ev));
-        current_ctx = ctx.outer;
+        event_ctx_leave(&ctx);
         GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
         if (hr == FX_E_FILTER_FAULT || hr == E_OUTOFMEMORY) {
             if (first_error == S_OK)
@@ -359,11 +370,11 @@ void session_raise_terminating(struct session *s, struct connection *conn)
     }
     LeaveCriticalSection(&s->lock);
     for (int i = 0; i < n; i++) {
-        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, targets[i].f, current_ctx };
-        current_ctx = &ctx;
+        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, targets[i].f, NULL };
+        event_ctx_enter(&ctx);
         GUARDED_CALL(hr, targets[i].f, "IFWXSessionFilter", "FirewallEventHandler",
                      IFWXSessionFilter_FirewallEventHandler(targets[i].sf, &ev));
-        current_ctx = ctx.outer;
+        event_ctx_leave(&ctx);
         if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
             fx_log(FX_LOG_INFO, "filter %s: fwx_ConnectionTerminating handler returned 0x%08lx",
                    fx_filter_name(targets[i].f), (unsigned long)hr);
@@ -479,10 +490,10 @@ void session_apply_factories(struct session *s, DWORD event, const void *win_add
         GUARDED_CALL(hr, NULL, "IClassFactory", "CreateInstance",
                      IClassFactory_CreateInstance(todo[i], NULL, &IID_IFWXDataFilter, (void **)&df));
         if (SUCCEEDED(hr) && df) {
-            struct event_ctx ctx = { event, conn, NULL, current_ctx };
-            current_ctx = &ctx;
+            struct event_ctx ctx = { event, conn, NULL, NULL };
+            event_ctx_enter(&ctx);
             IFWXConnection_AttachDataFilter(connection_iface(conn), df, prio[i], ctxs[i]);
-            current_ctx = ctx.outer;
+            event_ctx_leave(&ctx);
             GUARDED_VOID(NULL, "IFWXDataFilter", "Release", IFWXDataFilter_Release(df));
         } else {
             fx_log(FX_LOG_WARN, "session %s: data-filter factory CreateInstance returned 0x%08lx",

@@ -1094,8 +1094,8 @@ static DWORD WINAPI blocking_thread(void *arg)
         results[2] == FWX_E_ALREADY_IN_BLOCKING_OP && results[3] == S_OK)
         return 1;
     print_error("second thread: End 0x%08lx, Start 0x%08lx, Start 0x%08lx, End 0x%08lx; "
-                "expected NOT_IN, S_OK, ALREADY_IN, S_OK\n", (unsigned long)results[0],
-                (unsigned long)results[1], (unsigned long)results[2], (unsigned long)results[3]);
+                "expected NOT_IN, S_OK, ALREADY_IN, S_OK\n", (unsigned long)(DWORD)results[0],
+                (unsigned long)(DWORD)results[1], (unsigned long)(DWORD)results[2], (unsigned long)(DWORD)results[3]);
     return 0;
 }
 

@@ -1,0 +1,108 @@
+#!/bin/bash
+# The demo behind `./fwx demo`: real servers and clients, traffic through
+# sample filters, and what the filters did. Run by ./fwx after a build.
+#   usage: tools/demo.sh BUILDDIR
+set -uo pipefail
+
+build=${1:?usage: demo.sh BUILDDIR}
+build=$(cd "$build" && pwd)
+work=$(mktemp -d /tmp/fwx-demo.XXXXXX)
+export WINEPREFIX=${WINEPREFIX:-$build/wineprefix} WINEDEBUG=${WINEDEBUG:--all}
+pids=()
+
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2> /dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+free_port() {   # a loopback TCP port nobody listens on
+    local p
+    for p in $(shuf -i 20000-40000 -n 50); do
+        (exec 3<> /dev/tcp/127.0.0.1/$p) 2> /dev/null || { echo "$p"; return; }
+    done
+    echo 24680
+}
+
+wait_ready() {  # LOGFILE PID: wait for fwxhost's ready line
+    for _ in $(seq 1 100); do
+        grep -q 'fwxhost: ready' "$1" && return 0
+        kill -0 "$2" 2> /dev/null || { cat "$1"; return 1; }
+        sleep 0.1
+    done
+    cat "$1"; return 1
+}
+
+flavours="x64"
+[ -f "$build/bin/fwxhost-x86.exe.so" ] && flavours="x86 x64"
+
+step "fwxinfo: what is in an old filter DLL"
+for f in $flavours; do
+    "$build/bin/fwxinfo" "$build/filters/$f/passthrough.dll" || exit 1
+    echo
+done
+
+if ! command -v nginx > /dev/null || ! command -v curl > /dev/null; then
+    echo "nginx or curl is missing: run ./fwx deps for the traffic part of the demo"
+    exit 0
+fi
+
+step "a real web server (nginx) on loopback"
+web=$(free_port)
+mkdir -p "$work/www" "$work/nginx"
+head -c $((8 * 1024 * 1024)) /dev/urandom > "$work/www/file.bin"
+echo "Hello from nginx behind an ISA 2000 filter" > "$work/www/index.html"
+cat > "$work/nginx/nginx.conf" << EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 256; }
+http {
+    access_log off;
+    server { listen 127.0.0.1:$web; root $work/www; }
+}
+EOF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+sleep 0.5
+echo "nginx serving $work/www on 127.0.0.1:$web"
+
+for f in $flavours; do
+    step "fwxhost ($f) publishing nginx through the passthrough filter"
+    port=$(free_port)
+    "$build/bin/fwxhost" --filter "$build/filters/$f/passthrough.dll" \
+        --listen 127.0.0.1:$port --target 127.0.0.1:$web --log-level info 2> "$work/host-$f.log" &
+    hp=$!
+    pids+=($hp)
+    wait_ready "$work/host-$f.log" $hp || exit 1
+    curl -s "http://127.0.0.1:$port/index.html"
+    curl -s -o "$work/got.bin" -w 'curl: HTTP %{http_code}, %{size_download} bytes in %{time_total} s\n' \
+        "http://127.0.0.1:$port/file.bin"
+    if cmp -s "$work/got.bin" "$work/www/file.bin"; then
+        echo "body identical to the file nginx served (8 MiB through the filter's data pump)"
+    else
+        echo "BODY DIFFERS"; exit 1
+    fi
+    kill -TERM $hp; wait $hp
+    echo "what the host logged:"
+    sed 's/^/  /' "$work/host-$f.log"
+done
+
+if [ -f "$build/filters/x64/denyport.dll" ]; then
+    step "fwxhost with the denyport filter: the filter denies the connection"
+    port=$(free_port)
+    FWX_DENYPORT_PORTS=$port "$build/bin/fwxhost" --filter "$build/filters/x64/denyport.dll" \
+        --listen 127.0.0.1:$port --target 127.0.0.1:$web 2> "$work/deny.log" &
+    hp=$!
+    pids+=($hp)
+    wait_ready "$work/deny.log" $hp || exit 1
+    curl -s -m 5 "http://127.0.0.1:$port/" > /dev/null
+    echo "curl exit status: $? (connection reset by the gateway)"
+    kill -TERM $hp; wait $hp
+    grep -E 'denied|ready' "$work/deny.log" | sed 's/^/  /'
+fi
+step "done"
