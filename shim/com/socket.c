@@ -155,7 +155,8 @@ static void net_pump_sends(struct sock *s)
                 return;
             }
             op->done += (DWORD)n;
-            c->bytes_out += (unsigned long long)n;
+            if (s->end == 0)
+                c->bytes_out += (unsigned long long)n;    /* to the client */
             size_t *inflight = &c->inflight[1 - s->end];
             *inflight = *inflight > (size_t)n ? *inflight - (size_t)n : 0;
         }
@@ -210,7 +211,8 @@ static void net_pump_recvs(struct sock *s)
         }
         /* 0 bytes in a successful completion is the end of the stream. */
         IFWXIOBuffer_SetDataSize(buf, (DWORD)n);
-        c->bytes_in += (unsigned long long)n;
+        if (s->end == 0)
+            c->bytes_in += (unsigned long long)n;         /* from the client */
         c->inflight[s->end] += (size_t)n;
         opq_pop(&s->recvs);
         op_complete(c, op, TRUE, 0, buf);

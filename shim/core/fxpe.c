@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,7 +432,15 @@ done:
 
 const char *fx_pe_machine_name(unsigned machine)
 {
-    static _Thread_local char unknown[32];
+    /* No _Thread_local here: ELF TLS in a winelib module proved unreliable
+     * on CreateThread threads (see shim/com/fwxhost.h).  A ring of slots
+     * instead: a result stays valid until FX_PE_NAME_SLOTS more unknown
+     * machines have been named, which is plenty for a log line. */
+    enum { FX_PE_NAME_SLOTS = 16 };
+    static char unknown[FX_PE_NAME_SLOTS][24];
+    static atomic_uint next;
+    char *slot;
+
     switch (machine) {
     case 0x014c: return "x86";
     case 0x8664: return "x64";
@@ -440,7 +449,8 @@ const char *fx_pe_machine_name(unsigned machine)
     case 0xaa64: return "arm64";
     case 0x0200: return "ia64";
     default:
-        snprintf(unknown, sizeof(unknown), "unknown (0x%x)", machine);
-        return unknown;
+        slot = unknown[atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % FX_PE_NAME_SLOTS];
+        snprintf(slot, sizeof(unknown[0]), "unknown (0x%x)", machine);
+        return slot;
     }
 }

@@ -64,9 +64,11 @@ int fx_pe_read_file(const char *path, fx_pe_info *out, char *err, size_t errlen)
 
 void fx_pe_info_free(fx_pe_info *info);
 
-/* "x86", "x64", "arm", "arm64", "ia64", else "unknown (0x1234)".  The
- * unknown case uses a per-thread buffer, valid until the next call on the
- * same thread. */
+/* "x86", "x64", "arm", "arm64", "ia64", else "unknown (0x1234)".  Known
+ * names are literals; an unknown one lives in one of 16 static slots used
+ * in turn, so it stays valid until 16 more unknown machines are named
+ * (from any thread).  Never ELF TLS, which winelib threads do not honour
+ * reliably. */
 const char *fx_pe_machine_name(unsigned machine);
 
 #endif /* FX_PE_H */

@@ -483,6 +483,11 @@ static void test_machine_names(void **state)
     assert_string_equal(fx_pe_machine_name(0xaa64), "arm64");
     assert_string_equal(fx_pe_machine_name(0x1234), "unknown (0x1234)");
     assert_string_equal(fx_pe_machine_name(0), "unknown (0x0)");
+    /* An unknown name survives the next calls (no shared single buffer). */
+    const char *a = fx_pe_machine_name(0x1234);
+    const char *b = fx_pe_machine_name(0x5678);
+    assert_string_equal(a, "unknown (0x1234)");
+    assert_string_equal(b, "unknown (0x5678)");
 }
 
 int main(void)

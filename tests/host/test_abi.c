@@ -18,8 +18,13 @@
  *   behaviour  shim/com/iobuffer.c and firewall.c through their COM
  *              vtables (reference 3.8, 3.13, 8.2): Append/ReadAt/SetDataSize/
  *              SendToBuffer limits and errors, const and window buffers,
- *              CreateBuffer limits, per-thread heavy-blocking nesting,
- *              DuplicateFilterHookEvents.
+ *              filter-implemented buffers, CreateBuffer limits, per-thread
+ *              heavy-blocking nesting, DuplicateFilterHookEvents.
+ *   callconv   every IFWXIOBuffer and IFWXFirewall method, called through an
+ *              assembler thunk the way MSVC-compiled filter code calls it,
+ *              preserves the registers the Microsoft conventions require
+ *              (x86_64: RBX RSI RDI R12-R15 XMM6-15; i386 stdcall: EBX ESI
+ *              EDI, and pops exactly its own arguments).
  *
  * Per-arch expectations use A(i386, x86_64); test_arch_is_consistent checks
  * that _WIN64 and sizeof(void *) agree, so the two cannot drift apart.
@@ -880,6 +885,13 @@ static void test_buffer_window(void **state)
     assert_int_equal(n, 5);
     assert_memory_equal(out, "World", 5);
 
+    /* Read-only: only the original's allocator changes those bytes. */
+    assert_int_equal(IFWXIOBuffer_SetDataSize(win, 0), S_OK);
+    assert_true(FAILED(IFWXIOBuffer_Append(win, "XY", 2, &n)));
+    assert_int_equal(n, 0);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(win, 5), S_OK);
+    expect_contents(orig, "hello World", 32);
+
     /* A window of a window. */
     assert_int_equal(iobuffer_create_window(win, 1, 3, &win2), S_OK);
     expect_contents(win2, "orl", 3);
@@ -1198,6 +1210,334 @@ static void test_firewall_duplicate_hook_events(void **state)
     IFWXFirewall_Release(fw);
 }
 
+/* ------------------------------------------------------------------------
+ * Calling convention of the host's methods, as a Microsoft compiler's
+ * caller sees it (reference 1): on x86_64 the callee must preserve RBX, RSI,
+ * RDI, R12-R15 and XMM6-XMM15 (RSI, RDI and XMM6-15 are scratch in the
+ * System V ABI that the rest of the host uses); on i386 stdcall, EBX, ESI,
+ * EDI, and the callee pops its own arguments.
+ *
+ * fx_abi_call(fn, args[8], &hr) loads sentinels into every register the
+ * callee must preserve, calls fn(args...) as the filter would, stores the
+ * HRESULT, and returns a mask of the registers that came back changed:
+ * bits 0-6 RBX RSI RDI R12 R13 R14 R15 (EBX ESI EDI), 8-17 XMM6-XMM15,
+ * 18 the stack pointer.
+ * ------------------------------------------------------------------------ */
+
+#define ABI_NARGS 8
+#define ABI_BIT_SP 18
+
+#if defined(__x86_64__)
+__asm__(
+    ".text\n"
+    ".globl fx_abi_call\n"
+    ".hidden fx_abi_call\n"
+    ".type fx_abi_call,@function\n"
+    "fx_abi_call:\n"                       /* System V: rdi fn, rsi args, rdx hr */
+    "    push %rbp\n"
+    "    mov %rsp, %rbp\n"
+    "    push %rbx\n"
+    "    push %r12\n"
+    "    push %r13\n"
+    "    push %r14\n"
+    "    push %r15\n"
+    "    sub $88, %rsp\n"                  /* rsp = rbp - 128, 16-aligned */
+    "    mov %rdi, -48(%rbp)\n"
+    "    mov %rdx, -56(%rbp)\n"
+    "    mov %rsi, %rax\n"
+    "    .irp i, 4, 5, 6, 7\n"             /* arguments 5-8 above the shadow space */
+    "    mov \\i*8(%rax), %r10\n"
+    "    mov %r10, \\i*8(%rsp)\n"
+    "    .endr\n"
+    "    mov 0(%rax), %rcx\n"
+    "    mov 8(%rax), %rdx\n"
+    "    mov 16(%rax), %r8\n"
+    "    mov 24(%rax), %r9\n"
+    "    .set fx_k, 1\n"
+    "    .irp r, rbx, rsi, rdi, r12, r13, r14, r15\n"
+    "    movabs $(0x0101010101010101 * fx_k), %\\r\n"
+    "    .set fx_k, fx_k + 1\n"
+    "    .endr\n"
+    "    .irp x, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15\n"
+    "    movabs $(0x0101010101010101 * (0x10 + \\x)), %r11\n"
+    "    movq %r11, %xmm\\x\n"
+    "    .endr\n"
+    "    call *-48(%rbp)\n"
+    "    mov -56(%rbp), %r10\n"
+    "    mov %eax, (%r10)\n"
+    "    xor %eax, %eax\n"
+    "    lea -128(%rbp), %r10\n"
+    "    cmp %r10, %rsp\n"
+    "    je 1f\n"
+    "    or $(1 << 18), %eax\n"
+    "1:\n"
+    "    .set fx_k, 1\n"
+    "    .irp r, rbx, rsi, rdi, r12, r13, r14, r15\n"
+    "    movabs $(0x0101010101010101 * fx_k), %r10\n"
+    "    cmp %r10, %\\r\n"
+    "    je 1f\n"
+    "    or $(1 << (fx_k - 1)), %eax\n"
+    "1:\n"
+    "    .set fx_k, fx_k + 1\n"
+    "    .endr\n"
+    "    .irp x, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15\n"
+    "    movq %xmm\\x, %r11\n"
+    "    movabs $(0x0101010101010101 * (0x10 + \\x)), %r10\n"
+    "    cmp %r10, %r11\n"
+    "    je 1f\n"
+    "    or $(1 << (\\x + 2)), %eax\n"
+    "1:\n"
+    "    .endr\n"
+    "    lea -40(%rbp), %rsp\n"
+    "    pop %r15\n"
+    "    pop %r14\n"
+    "    pop %r13\n"
+    "    pop %r12\n"
+    "    pop %rbx\n"
+    "    pop %rbp\n"
+    "    ret\n"
+    ".size fx_abi_call, . - fx_abi_call\n"
+    /* A broken callee for the self-test: clobbers RSI and XMM9. */
+    ".globl fx_abi_bad\n"
+    ".hidden fx_abi_bad\n"
+    "fx_abi_bad:\n"
+    "    xor %esi, %esi\n"
+    "    pxor %xmm9, %xmm9\n"
+    "    xor %eax, %eax\n"
+    "    ret\n");
+#define ABI_BAD_MASK ((1u << 1) | (1u << 11))
+unsigned int __attribute__((__sysv_abi__)) fx_abi_call(const void *fn, const ULONG_PTR *args,
+                                                   HRESULT *hr);
+static const char *const abi_reg_names[] = { "RBX", "RSI", "RDI", "R12", "R13", "R14", "R15", "",
+    "XMM6", "XMM7", "XMM8", "XMM9", "XMM10", "XMM11", "XMM12", "XMM13", "XMM14", "XMM15", "RSP" };
+#elif defined(__i386__)
+__asm__(
+    ".text\n"
+    ".globl fx_abi_call_n\n"
+    ".hidden fx_abi_call_n\n"
+    ".type fx_abi_call_n,@function\n"
+    "fx_abi_call_n:\n"                     /* cdecl: fn, nargs, args, hr */
+    "    push %ebp\n"
+    "    mov %esp, %ebp\n"
+    "    push %ebx\n"
+    "    push %esi\n"
+    "    push %edi\n"
+    "    sub $4, %esp\n"                   /* -16(%ebp): esp expected after the call */
+    "    mov 12(%ebp), %ecx\n"
+    "    lea (,%ecx,4), %eax\n"
+    "    mov %esp, %edx\n"
+    "    sub %eax, %edx\n"
+    "    and $15, %edx\n"
+    "    sub %edx, %esp\n"                 /* 16-aligned once the arguments are pushed */
+    "    mov %esp, -16(%ebp)\n"
+    "    mov 16(%ebp), %edx\n"
+    "1:  test %ecx, %ecx\n"
+    "    jz 2f\n"
+    "    dec %ecx\n"
+    "    push (%edx,%ecx,4)\n"
+    "    jmp 1b\n"
+    "2:  mov 8(%ebp), %eax\n"
+    "    mov $0x01010101, %ebx\n"
+    "    mov $0x02020202, %esi\n"
+    "    mov $0x03030303, %edi\n"
+    "    call *%eax\n"                     /* stdcall: the callee pops the arguments */
+    "    mov 20(%ebp), %ecx\n"
+    "    mov %eax, (%ecx)\n"
+    "    xor %eax, %eax\n"
+    "    cmp -16(%ebp), %esp\n"
+    "    je 1f\n"
+    "    or $(1 << 18), %eax\n"
+    "1:  cmp $0x01010101, %ebx\n"
+    "    je 1f\n"
+    "    or $1, %eax\n"
+    "1:  cmp $0x02020202, %esi\n"
+    "    je 1f\n"
+    "    or $2, %eax\n"
+    "1:  cmp $0x03030303, %edi\n"
+    "    je 1f\n"
+    "    or $4, %eax\n"
+    "1:  lea -12(%ebp), %esp\n"
+    "    pop %edi\n"
+    "    pop %esi\n"
+    "    pop %ebx\n"
+    "    pop %ebp\n"
+    "    ret\n"
+    ".size fx_abi_call_n, . - fx_abi_call_n\n"
+    /* A broken callee for the self-test: clobbers EDI and does not pop its
+     * arguments (cdecl where stdcall is due). */
+    ".globl fx_abi_bad\n"
+    ".hidden fx_abi_bad\n"
+    "fx_abi_bad:\n"
+    "    xor %edi, %edi\n"
+    "    xor %eax, %eax\n"
+    "    ret\n");
+#define ABI_BAD_MASK ((1u << 2) | (1u << ABI_BIT_SP))
+unsigned int __attribute__((__cdecl__)) fx_abi_call_n(const void *fn, int nargs, const ULONG_PTR *args,
+                                                  HRESULT *hr);
+static const char *const abi_reg_names[] = { "EBX", "ESI", "EDI", "", "", "", "", "",
+    "", "", "", "", "", "", "", "", "", "", "ESP (wrong stdcall argument size)" };
+#else
+#error "test_abi.c knows the calling conventions of i386 and x86_64 only"
+#endif
+
+void fx_abi_bad(void);
+
+static int abi_call_failures;
+static unsigned int abi_last_bad;
+static int abi_quiet;            /* the self-test's deliberate failure */
+
+/* Calls method fn with nargs arguments (this first) like a filter would;
+ * reports every register the call did not preserve. */
+static HRESULT abi_call(const char *what, const void *fn, int nargs, ...)
+{
+    ULONG_PTR args[ABI_NARGS] = { 0 };
+    HRESULT hr = E_UNEXPECTED;
+    unsigned int bad;
+    va_list ap;
+
+    assert_true(nargs >= 1 && nargs <= ABI_NARGS);
+    va_start(ap, nargs);
+    for (int i = 0; i < nargs; i++)
+        args[i] = va_arg(ap, ULONG_PTR);
+    va_end(ap);
+#ifdef __x86_64__
+    bad = fx_abi_call(fn, args, &hr);
+#else
+    bad = fx_abi_call_n(fn, nargs, args, &hr);
+#endif
+    abi_last_bad = bad;
+    if (bad && !abi_quiet) {
+        char names[160] = "";
+        for (int b = 0; b <= ABI_BIT_SP; b++)
+            if (bad & (1u << b)) {
+                strncat(names, " ", sizeof(names) - strlen(names) - 1);
+                strncat(names, abi_reg_names[b], sizeof(names) - strlen(names) - 1);
+            }
+        print_error("%s (returned 0x%08lx) did not preserve:%s\n", what, (unsigned long)(DWORD)hr,
+                    names);
+        abi_call_failures++;
+    }
+    return hr;
+}
+
+#define P(x) ((ULONG_PTR)(x))
+#define CALL(iface, method, nargs, ...) \
+    abi_call(#method, (const void *)(iface)->lpVtbl->method, (nargs), P(iface), ##__VA_ARGS__)
+
+/* The sentinel mechanism itself: a well-behaved WINAPI function passes, and
+ * the arguments arrive in the right order. */
+static HRESULT WINAPI abi_probe(ULONG_PTR a, ULONG_PTR b, ULONG_PTR c, ULONG_PTR d,
+                                ULONG_PTR e, ULONG_PTR f, ULONG_PTR g, ULONG_PTR h)
+{
+    return (HRESULT)(a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h);
+}
+
+static void test_callconv_probe(void **state)
+{
+    (void)state;
+    abi_call_failures = 0;
+    assert_int_equal(abi_call("probe", (const void *)abi_probe, 8, P(1), P(10), P(100), P(1000),
+                              P(10000), P(100000), P(1000000), P(10000000)),
+                     1 + 20 + 300 + 4000 + 50000 + 600000 + 7000000 + 80000000);
+    assert_int_equal(abi_call_failures, 0);
+    assert_int_equal(abi_last_bad, 0);
+
+    /* And it sees a callee that breaks the convention. */
+    abi_quiet = 1;
+    abi_call("deliberately broken callee", (const void *)fx_abi_bad, 2, P(1), P(2));
+    abi_quiet = 0;
+    assert_int_equal(abi_last_bad, ABI_BAD_MASK);
+}
+
+static void test_callconv_iobuffer(void **state)
+{
+    IFWXIOBuffer *buf, *dst, *win = NULL, *cbuf = NULL;
+    BYTE mem[4] = { 1, 2, 3, 4 }, *data;
+    DWORD size, allocated;
+    ULONG n;
+    char out[8];
+    void *p;
+    (void)state;
+
+    abi_call_failures = 0;
+    assert_int_equal(iobuffer_create(8, &buf), S_OK);
+    assert_int_equal(iobuffer_create(8, &dst), S_OK);
+    assert_int_equal(CALL(buf, QueryInterface, 3, P(&IID_IFWXIOBuffer), P(&p)), S_OK);
+    CALL(buf, AddRef, 1);
+    CALL(buf, Release, 1);
+    CALL(buf, Release, 1);
+    assert_int_equal(CALL(buf, Append, 4, P("abcdefghij"), P(10), P(&n)), FWX_E_BUFFERFULL);
+    assert_int_equal(CALL(buf, SetDataSize, 2, P(4)), S_OK);
+    assert_int_equal(CALL(buf, SetDataSize, 2, P(9)), E_INVALIDARG);
+    assert_int_equal(CALL(buf, GetBufferAndSize, 3, P(&data), P(&size)), S_OK);
+    assert_int_equal(CALL(buf, GetBufferSizes, 3, P(&allocated), P(&size)), S_OK);
+    assert_int_equal(CALL(buf, ReadAt, 5, P(1), P(out), P(2), P(&n)), S_OK);
+    assert_int_equal(CALL(buf, ReadAt, 5, P(9), P(out), P(2), P(&n)), E_INVALIDARG);
+    assert_int_equal(CALL(buf, SendToBuffer, 5, P(dst), P(0), P(4), P(&n)), S_OK);
+    assert_memory_equal(out, "bc", 2);
+    expect_contents(dst, "abcd", 8);
+
+    IFWXFirewall *fw = firewall_get();
+    assert_int_equal(CALL(fw, CreateConstBuffer, 4, P(mem), P(4), P(&cbuf)), S_OK);
+    assert_int_equal(CALL(fw, CreateWindowBuffer, 5, P(buf), P(1), P(2), P(&win)), S_OK);
+    expect_contents(win, "bc", 2);
+    CALL(win, Release, 1);
+    CALL(cbuf, Release, 1);
+    IFWXFirewall_Release(fw);
+    IFWXIOBuffer_Release(dst);
+    IFWXIOBuffer_Release(buf);
+    assert_int_equal(abi_call_failures, 0);
+}
+
+static void release_out(HRESULT hr, void **p)
+{
+    if (SUCCEEDED(hr) && *p)
+        IUnknown_Release((IUnknown *)*p);
+    *p = NULL;
+}
+
+static void test_callconv_firewall(void **state)
+{
+    IFWXFirewall *fw = firewall_get();
+    IFWXIOBuffer *buf = NULL;
+    FwxFilterHookEvents src = { fwx_Connect_Tcp | FWX_ALL_SOURCES, 0, NULL }, *copy = NULL;
+    SOCKADDR_IN sin = { AF_INET };
+    char hostbuf[64];
+    int hostlen = sizeof(hostbuf);
+    void *p = NULL;
+    (void)state;
+
+    abi_call_failures = 0;
+    assert_int_equal(CALL(fw, QueryInterface, 3, P(&IID_IFWXFirewall), P(&p)), S_OK);
+    CALL(fw, AddRef, 1);
+    CALL(fw, Release, 1);
+    CALL(fw, Release, 1);
+    assert_int_equal(CALL(fw, StartHeavyBlockingOperation, 1), S_OK);
+    assert_int_equal(CALL(fw, StartHeavyBlockingOperation, 1), FWX_E_ALREADY_IN_BLOCKING_OP);
+    assert_int_equal(CALL(fw, EndHeavyBlockingOperation, 1), S_OK);
+    assert_int_equal(CALL(fw, EndHeavyBlockingOperation, 1), FWX_E_NOT_IN_BLOCKING_OP);
+    assert_int_equal(CALL(fw, CreateBuffer, 3, P(16), P(&buf)), S_OK);
+    assert_true(FAILED(CALL(fw, CreateBuffer, 3, P(0xFFFFFFFFu), P(&p))));
+    assert_int_equal(CALL(fw, DuplicateFilterHookEvents, 3, P(&src), P(&copy)), S_OK);
+    CoTaskMemFree(copy);
+    /* The rest, whatever they return (some are not implemented yet);
+     * objects they hand out are released. */
+    CALL(fw, HookToCompletionPort, 2, P(0));
+    p = NULL;
+    release_out(CALL(fw, CreateOverlapped, 2, P(&p)), &p);
+    release_out(CALL(fw, CreateNetworkSocket, 3, P(FWX_PROTOCOL_TCP), P(&p)), &p);
+    release_out(CALL(fw, CreateIpFilter, 2, P(&p)), &p);
+    release_out(CALL(fw, GetNATSession, 4, P(&sin), P(sizeof(sin)), P(&p)), &p);
+    release_out(CALL(fw, CreatePrivateSession, 7, P(&sin), P(sizeof(sin)), P(NULL), P(0), P(NULL),
+                     P(&p)), &p);
+    CALL(fw, GetHostByName, 4, P("localhost"), P(hostbuf), P(&hostlen));
+    hostlen = sizeof(hostbuf);
+    CALL(fw, GetHostByAddr, 6, P("\x7f\0\0\x01"), P(4), P(AF_INET), P(hostbuf), P(&hostlen));
+    IFWXIOBuffer_Release(buf);
+    IFWXFirewall_Release(fw);
+    assert_int_equal(abi_call_failures, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest abi[] = {
@@ -1229,6 +1569,9 @@ int main(void)
         BUF_TEST(test_buffer_window_of_const_is_not_writable),
         BUF_TEST(test_buffer_filter_implemented),
         BUF_TEST(test_buffer_query_interface),
+        cmocka_unit_test(test_callconv_probe),
+        BUF_TEST(test_callconv_iobuffer),
+        cmocka_unit_test(test_callconv_firewall),
         cmocka_unit_test(test_firewall_query_interface),
         cmocka_unit_test(test_firewall_heavy_blocking),
         cmocka_unit_test(test_firewall_duplicate_hook_events),
