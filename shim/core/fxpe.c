@@ -432,8 +432,9 @@ done:
 
 const char *fx_pe_machine_name(unsigned machine)
 {
-    /* No _Thread_local here: ELF TLS in a winelib module proved unreliable
-     * on CreateThread threads (see shim/com/fwxhost.h).  A ring of slots
+    /* No _Thread_local here: this may be inlined into code that runs under
+     * the Microsoft calling convention, where gcc's TLS access clobbers
+     * registers that convention preserves (see shim/com/fwxhost.h).  A ring of slots
      * instead: a result stays valid until FX_PE_NAME_SLOTS more unknown
      * machines have been named, which is plenty for a log line. */
     enum { FX_PE_NAME_SLOTS = 16 };
