@@ -7,6 +7,7 @@ set -uo pipefail
 build=${1:?usage: demo.sh BUILDDIR}
 build=$(cd "$build" && pwd)
 work=$(mktemp -d /tmp/fwx-demo.XXXXXX)
+chmod 755 "$work"    # nginx workers run as an unprivileged user
 export WINEPREFIX=${WINEPREFIX:-$build/wineprefix} WINEDEBUG=${WINEDEBUG:--all}
 pids=()
 
@@ -54,6 +55,7 @@ step "a real web server (nginx) on loopback"
 web=$(free_port)
 mkdir -p "$work/www" "$work/nginx"
 head -c $((8 * 1024 * 1024)) /dev/urandom > "$work/www/file.bin"
+chmod -R a+rX "$work/www"
 echo "Hello from nginx behind an ISA 2000 filter" > "$work/www/index.html"
 cat > "$work/nginx/nginx.conf" << EOF
 daemon off;

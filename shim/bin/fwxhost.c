@@ -127,7 +127,16 @@ int main(int argc, char **argv)
             char name[32], *spec = strdup(argv[++i]), *eq = strchr(spec, '=');
             if (eq)
                 *eq++ = 0;
-            snprintf(name, sizeof(name), "f%d", ++n);
+            /* Logs name a filter by its DLL's base name ("passthrough"); a
+             * DLL given twice gets "-2", "-3", ... */
+            const char *base = strrchr(spec, '/') ? strrchr(spec, '/') + 1 : spec;
+            int len = (int)strcspn(base, ".");
+            snprintf(name, sizeof(name), "%.*s", len > 24 ? 24 : len, base);
+            ++n;
+            for (size_t k = 0, dup = 2; k < cfg->nfilters; k++)
+                if (!strcmp(cfg->filters[k].name, name) ||
+                    (dup > 2 && !strncmp(cfg->filters[k].name, name, strlen(name))))
+                    snprintf(name, sizeof(name), "%.*s-%zu", len > 24 ? 24 : len, base, dup++);
             if (fx_config_add_filter(cfg, name, spec, eq, err, sizeof(err)) != 0) {
                 fprintf(stderr, "fwxhost: --filter %s: %s\n", argv[i], err);
                 return 2;
