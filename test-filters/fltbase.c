@@ -14,6 +14,7 @@
  */
 #define CINTERFACE
 #define COBJMACROS
+#define CONST_VTABLE
 #include "fltbase.h"
 
 #include <stdarg.h>
@@ -156,7 +157,7 @@ static HRESULT STDMETHODCALLTYPE factory_LockServer(IClassFactory *iface, BOOL l
     return S_OK;
 }
 
-static IClassFactoryVtbl factory_vtbl = {
+static const IClassFactoryVtbl factory_vtbl = {
     factory_QueryInterface,
     factory_AddRef,
     factory_Release,

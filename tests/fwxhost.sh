@@ -204,6 +204,9 @@ bulk() {
     stop_peer $SRV_PID
     [ $crc -eq 0 ] || why="fxpeer client exit $crc: $(tail -n 1 "$clog")"
     [ "$HOST_RC" = 0 ] || why="${why:+$why; }fwxhost exit status $HOST_RC after SIGTERM (expected 0)"
+    local bits=64
+    [ $fl = x86 ] && bits=32
+    grep -q "($bits-bit host)" "$hlog" || why="${why:+$why; }the host that ran is not the $bits-bit one"
     local good
     good=$(grep -c ' identical, down .* trailer sent' "$slog")
     [ "$good" -eq $BULK_CONNS ] || why="${why:+$why; }server saw $good/$BULK_CONNS intact uploads"
@@ -293,12 +296,14 @@ rewrite_run() {
             continue
         fi
         if ! "$FXPEER" send --connect 127.0.0.1:$lp --file "$input" --chunk $chunk --delay-ms $delay \
-                --timeout 60 > "$slog.send" 2>&1; then
+                --timeout 20 > "$slog.send" 2>&1; then
             why="fxpeer send failed: $(tail -n 1 "$slog.send")"
         fi
         for _ in $(seq 1 50); do kill -0 $sink 2> /dev/null || break; sleep 0.1; done
         stop_peer $sink
-        if [ -z "$why" ] && ! cmp -s "$exp" "$out"; then
+        if [ -n "$why" ]; then
+            why="$why; the sink got $(wc -c < "$out") of the $(wc -c < "$exp") expected bytes"
+        elif ! cmp -s "$exp" "$out"; then
             why="sink got $(wc -c < "$out") bytes, expected $(wc -c < "$exp"): $(cmp "$exp" "$out" 2>&1 | head -n 1)"
             local off
             off=$(cmp "$exp" "$out" 2>&1 | sed -n 's/.*byte \([0-9]*\).*/\1/p' | head -n 1)
@@ -310,7 +315,7 @@ rewrite_run() {
         if [ -z "$why" ]; then
             ok "$desc: $(wc -c < "$input") bytes in, $(wc -c < "$out") out as expected ($(sed -n 's/.*in \([0-9]*\) reads/\1/p' "$slog") reads at the sink)"
         else
-            not_ok "$desc" "$why" "$slog.send" "$hlog"
+            not_ok "$desc" "$why" "$slog.send" "$slog" "$hlog"
         fi
     done
     stop_host $HOST_PID
@@ -515,6 +520,8 @@ test_bad_common() {     # flavour-independent: the launcher refuses these
     free_port; lp=$PORT; free_port; tp=$PORT
     expect_fail "missing filter DLL" "^fwxhost: .*$T/nope/missing\.dll.*(No such file|not found|cannot)" \
         "$FWXHOST" --filter "$T/nope/missing.dll" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp
+    expect_fail "--filter without a value" "^fwxhost: --filter needs a value" \
+        "$FWXHOST" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp --filter
     expect_fail "non-PE file as a filter" "^fwxhost: .*README\.md.*(PE|MZ)" \
         "$FWXHOST" --filter "$S/README.md" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp
     printf 'just some text\n' > "$T/text.dll"
@@ -608,6 +615,8 @@ test_refused_target() {
 
 # ---------------------------------------------------------------- main
 note "fwxhost end-to-end tests; flavours: $FLAVOURS; fxpeer: $FXPEER; temp: $T"
+GROUPS_RUN=" ${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad} "
+want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 make_rewrite_inputs
 NGINX_WHY="not run"
 want nginx && start_nginx
@@ -615,8 +624,6 @@ case $? in
     1) NGINX_WHY="nginx or curl not found" ;;
     2) NGINX_WHY="nginx did not start: $(tail -n 2 "$T/nginx/logs/error.log" "$T/nginx/logs/stderr" 2> /dev/null | tr '\n' ' ')" ;;
 esac
-GROUPS_RUN=" ${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 want bad && test_bad_common
 for fl in $FLAVOURS; do
     t0=$SECONDS

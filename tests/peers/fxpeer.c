@@ -392,6 +392,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t srv_conns, srv_up, srv_down, srv_bad;
+static int srv_active;   /* connection threads still running */
 
 struct srv_conn {
     int fd;
@@ -506,6 +507,7 @@ static void *server_conn(void *arg)
                wr_done ? ", trailer sent" : "", *err ? ", error: " : "", err);
     }
     fflush(stdout);
+    srv_active--;
     pthread_mutex_unlock(&out_lock);
     free(rbuf);
     free(sbuf);
@@ -542,14 +544,26 @@ static int run_server(const struct opts *o)
         c->seed = o->seed;
         c->chunk = o->chunk;
         pthread_t t;
+        pthread_mutex_lock(&out_lock);
+        srv_active++;
+        pthread_mutex_unlock(&out_lock);
         if (pthread_create(&t, &attr, server_conn, c) != 0)
             die("pthread_create failed");
     }
     close(lfd);
+    /* Let connections that are just finishing report; hung ones do not hold us up. */
+    for (int i = 0; i < 100; i++) {
+        pthread_mutex_lock(&out_lock);
+        int active = srv_active;
+        pthread_mutex_unlock(&out_lock);
+        if (!active)
+            break;
+        usleep(20000);
+    }
     pthread_mutex_lock(&out_lock);
     printf("fxpeer server: %" PRIu64 " connections accepted, %" PRIu64 " finished, %" PRIu64
-           " bytes up, %" PRIu64 " bytes down, %" PRIu64 " bad\n",
-           serial, srv_conns, srv_up, srv_down, srv_bad);
+           " bytes up, %" PRIu64 " bytes down, %" PRIu64 " bad, %d still open\n",
+           serial, srv_conns, srv_up, srv_down, srv_bad, srv_active);
     fflush(stdout);
     _exit(0);   /* connection threads may still be blocked: do not wait */
 }
