@@ -71,7 +71,7 @@ not_ok() {  # DESC WHY [FILE...]: the files are shown (tail) as diagnostics
     echo "#   $why" | sed '2,$s/^/#   /'
     for f in "$@"; do
         [ -s "$f" ] || continue
-        echo "#   --- ${f#$T/} (last 25 lines)"
+        echo "#   --- ${f#"$T"/} (last 25 lines)"
         grep -v 'INFO: conn [0-9]* rule [^:]*: \(accepted\|closed,\)' "$f" | tail -n 25 | sed 's/^/#   | /'
     done
 }
@@ -121,7 +121,7 @@ wait_for() {    # FILE PATTERN PID SECONDS: 0 when PATTERN shows up in FILE
 start_server() {    # LOG PORT SENDBYTES SEED: fxpeer server; sets SRV_PID
     "$FXPEER" server --listen "127.0.0.1:$2" --send "$3" --seed "$4" > "$1" 2>&1 &
     SRV_PID=$!
-    pids+=($SRV_PID)
+    pids+=("$SRV_PID")
     wait_for "$1" '^ready' $SRV_PID 10
 }
 
@@ -138,7 +138,7 @@ start_host() {
     shift
     "$@" > "$log" 2>&1 &
     HOST_PID=$!
-    pids+=($HOST_PID)
+    pids+=("$HOST_PID")
     wait_for "$log" '^fwxhost: ready' $HOST_PID 60
 }
 
@@ -261,7 +261,8 @@ make_rewrite_inputs() {
 
 # rewrite_run FLAVOUR TO: one host, three transfers (1, 7, 65536-byte writes).
 rewrite_run() {
-    local fl=$1 to=$2 lp sp hlog=$T/rw-$fl-$2-host.log
+    local fl=$1 to=$2 lp sp hlog
+    hlog=$T/rw-$fl-$to-host.log
     local cases=("1 small 3" "7 small 2" "65536 large 0")
     if ! need_filter $fl rewrite; then
         local c
@@ -289,7 +290,7 @@ rewrite_run() {
         sed "s/ISA2000/$to/g" "$input" > "$exp"
         "$FXPEER" sink --listen 127.0.0.1:$sp --out "$out" --count 1 > "$slog" 2>&1 &
         local sink=$!
-        pids+=($sink)
+        pids+=("$sink")
         if ! wait_for "$slog" '^ready' $sink 10; then
             stop_peer $sink
             not_ok "$desc" "fxpeer sink did not start" "$slog"
@@ -330,7 +331,8 @@ test_rewrite() {
 
 # ---------------------------------------------------------------- c. denyport
 test_denyport() {
-    local fl=$1 pa pb ta tb why="" conf=$T/deny-$fl.ini hlog=$T/deny-$fl-host.log
+    local fl=$1 pa pb ta tb why="" conf hlog
+    conf=$T/deny-$fl.ini hlog=$T/deny-$fl-host.log
     if ! need_filter $fl denyport; then
         not_ok "$fl denyport" "$MISSING"; return
     fi
@@ -390,7 +392,8 @@ EOF
 
 # ---------------------------------------------------------------- d. sessionlog
 test_sessionlog() {
-    local fl=$1 lp tp why="" slf=$T/sessionlog-$fl.txt hlog=$T/sl-$fl-host.log
+    local fl=$1 lp tp why="" slf hlog
+    slf=$T/sessionlog-$fl.txt hlog=$T/sl-$fl-host.log
     if ! need_filter $fl sessionlog; then
         not_ok "$fl sessionlog" "$MISSING"; return
     fi
@@ -456,7 +459,7 @@ http {
 EOF
     nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
     NGINX_PID=$!
-    pids+=($NGINX_PID)
+    pids+=("$NGINX_PID")
     local i
     for ((i = 0; i < 50; i++)); do
         curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
@@ -468,9 +471,10 @@ EOF
 }
 
 test_nginx() {
-    local fl=$1 lp why="" hlog=$T/nginx-$fl-host.log got=$T/nginx-$fl.bin
+    local fl=$1 lp why="" hlog got
+    hlog=$T/nginx-$fl-host.log got=$T/nginx-$fl.bin
     if [ -z "$NGINX_PORT" ]; then
-        skip "$fl curl through fwxhost: nginx not installed${NGINX_WHY:+ ($NGINX_WHY)}"; return
+        skip "$NGINX_WHY: $fl curl through fwxhost"; return
     fi
     if ! need_filter $fl passthrough; then
         not_ok "$fl curl through passthrough" "$MISSING"; return
@@ -555,7 +559,7 @@ test_bad_flavour() {
         # A port an fxpeer (SO_REUSEADDR only) already holds.
         "$FXPEER" sink --listen 127.0.0.1:$lp --out /dev/null > "$T/holder.log" 2>&1 &
         local holder=$!
-        pids+=($holder)
+        pids+=("$holder")
         wait_for "$T/holder.log" '^ready' $holder 10
         expect_fail "$fl listen port already in use (by another program)" "^fwxhost: .*127\.0\.0\.1:$lp.*in use" \
             "$FWXHOST" --filter "$DLL" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp
@@ -584,7 +588,8 @@ test_bad_flavour() {
 # A target that refuses: the client is closed, the host stays up and
 # serves the next connection once the target is there.
 test_refused_target() {
-    local fl=$1 lp tp why="" hlog=$T/refused-$fl-host.log
+    local fl=$1 lp tp why="" hlog
+    hlog=$T/refused-$fl-host.log
     free_port; lp=$PORT; free_port; tp=$PORT
     if ! start_host "$hlog" "$FWXHOST" --filter "$DLL" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp \
             --log-level info; then
@@ -621,7 +626,8 @@ make_rewrite_inputs
 NGINX_WHY="not run"
 want nginx && start_nginx
 case $? in
-    1) NGINX_WHY="nginx or curl not found" ;;
+    1) NGINX_WHY="nginx not installed"
+       command -v curl > /dev/null || NGINX_WHY="curl not installed" ;;
     2) NGINX_WHY="nginx did not start: $(tail -n 2 "$T/nginx/logs/error.log" "$T/nginx/logs/stderr" 2> /dev/null | tr '\n' ' ')" ;;
 esac
 want bad && test_bad_common

@@ -172,7 +172,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
-    fx_log(FX_LOG_NOTICE, "fwxshim %s (%s-bit host) starting", FWX_VERSION,
+    fx_log(FX_LOG_INFO, "fwxshim %s (%s-bit host) starting", FWX_VERSION,
            sizeof(void *) == 8 ? "64" : "32");
     if (host_start(&host, cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: %s\n", err);

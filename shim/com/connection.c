@@ -132,6 +132,9 @@ static void connection_teardown(struct connection *c)
     }
     deliver(c, list);
 
+    /* fwx_ConnectionTerminating first, then the data filters' Detach: the
+     * order ISA documented and filters (sessionlog) record. */
+    session_raise_terminating(c->session, c);
     for (int i = 0; i < c->nchain; i++) {
         struct chain_link *l = &c->chain[i];
         HRESULT hr;
@@ -144,7 +147,6 @@ static void connection_teardown(struct connection *c)
             GUARDED_VOID(l->owner, "IUnknown", "Release", IUnknown_Release(l->context));
     }
     c->nchain = 0;
-    session_raise_terminating(c->session, c);
     for (int i = 0; i < nsocks; i++)
         sock_release(socks[i]);
 
@@ -293,8 +295,8 @@ static void start_pump(struct connection *c)
     external[n - 1] = sock_create_net(c, c->server_fd, 1);
     BOOL ok = internal[0] && external[n - 1];
     for (int k = 0; ok && k + 1 < n; k++) {
-        external[k] = sock_create_pipe(c);
-        internal[k + 1] = sock_create_pipe(c);
+        external[k] = sock_create_pipe(c, 0);
+        internal[k + 1] = sock_create_pipe(c, 1);
         ok = external[k] && internal[k + 1];
         if (ok)
             sock_pair(external[k], internal[k + 1]);

@@ -94,12 +94,22 @@ static int load_filters(struct host *h, char *err, size_t errlen)
         }
         h->nfilters++;
         char text[39], mask[256];
-        fx_log(FX_LOG_NOTICE, "filter %s: %s, class %s, %s-bit, hook events %s, %lu port ranges",
+        fx_log(FX_LOG_INFO, "filter %s: %s, class %s, %s-bit, hook events %s, %lu port ranges",
                f->name, f->path, fx_guid_str(&f->clsid, text), sizeof(void *) == 8 ? "64" : "32",
                fx_event_mask_str(f->hooks.dwGlobalEvents, mask, sizeof(mask)),
                (unsigned long)f->hooks.dwNumPortRanges);
     }
     return 0;
+}
+
+static int listen_error(struct host *h, struct rule *rule, const char *why, char *err, size_t errlen)
+{
+    if (h->config->path && rule->conf->listen_line)
+        snprintf(err, errlen, "%s:%d: rule %s: %s", h->config->path, rule->conf->listen_line,
+                 rule->conf->name, why);
+    else
+        snprintf(err, errlen, "rule %s: %s", rule->conf->name, why);
+    return -1;
 }
 
 static int open_listeners(struct host *h, char *err, size_t errlen)
@@ -108,17 +118,17 @@ static int open_listeners(struct host *h, char *err, size_t errlen)
         struct rule *rule = &h->rules[r];
         char text[64], why[256];
         fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
+        /* The workers share the port through SO_REUSEPORT, which would also
+         * let a second host share it silently: bind once without it first. */
+        int probe = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1, 0, why, sizeof(why));
+        if (probe < 0)
+            return listen_error(h, rule, why, err, errlen);
+        close(probe);
         for (int w = 0; w < h->nworkers; w++) {
             int fd = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1024,
                                    h->nworkers > 1, why, sizeof(why));
-            if (fd < 0) {
-                if (h->config->path && rule->conf->listen_line)
-                    snprintf(err, errlen, "%s:%d: rule %s: %s", h->config->path,
-                             rule->conf->listen_line, rule->conf->name, why);
-                else
-                    snprintf(err, errlen, "rule %s: %s", rule->conf->name, why);
-                return -1;
-            }
+            if (fd < 0)
+                return listen_error(h, rule, why, err, errlen);
             rule->listen_fds[w] = fd;
             struct listener *l = calloc(1, sizeof(*l));
             if (!l) {

@@ -162,7 +162,7 @@ struct connection {
     BOOL terminated;               /* teardown ran */
     fx_timer *connect_timer;
     unsigned long long bytes_in, bytes_out;
-    size_t inflight[2];            /* bytes read from an end, not yet written to the other */
+    size_t inflight[2];            /* bytes queued by the host per direction (0: to the server) */
     struct completion *pending;    /* queued under the lock, delivered without it */
     struct completion **pending_tail;
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
@@ -187,7 +187,8 @@ void connection_abort(struct connection *c, const char *why);
 enum sock_kind { SOCK_NET, SOCK_PIPE };
 
 struct sock *sock_create_net(struct connection *c, int fd, int end);   /* end 0 client, 1 server */
-struct sock *sock_create_pipe(struct connection *c);
+/* dir: where this socket's sends go: 0 towards the server, 1 towards the client. */
+struct sock *sock_create_pipe(struct connection *c, int dir);
 void sock_pair(struct sock *a, struct sock *b);
 IFWXSocket *sock_iface(struct sock *s);
 /* Loop thread, connection lock held: progress every queue; completions are

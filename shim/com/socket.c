@@ -47,6 +47,7 @@ struct sock {
     struct connection *conn;       /* referenced */
     enum sock_kind kind;
     int end;                       /* SOCK_NET: 0 client side, 1 server side */
+    int dir;                       /* direction of what we send: 0 towards the server, 1 towards the client */
     int fd;
     unsigned armed;                /* FX_READ|FX_WRITE currently registered */
     struct sock *peer;             /* SOCK_PIPE */
@@ -157,7 +158,7 @@ static void net_pump_sends(struct sock *s)
             op->done += (DWORD)n;
             if (s->end == 0)
                 c->bytes_out += (unsigned long long)n;    /* to the client */
-            size_t *inflight = &c->inflight[1 - s->end];
+            size_t *inflight = &c->inflight[s->dir];
             *inflight = *inflight > (size_t)n ? *inflight - (size_t)n : 0;
         }
         opq_pop(&s->sends);
@@ -213,7 +214,6 @@ static void net_pump_recvs(struct sock *s)
         IFWXIOBuffer_SetDataSize(buf, (DWORD)n);
         if (s->end == 0)
             c->bytes_in += (unsigned long long)n;         /* from the client */
-        c->inflight[s->end] += (size_t)n;
         opq_pop(&s->recvs);
         op_complete(c, op, TRUE, 0, buf);
     }
@@ -312,6 +312,8 @@ static void pipe_pump(struct sock *s)
         if (s->rx_offset >= size) {
             opq_pop(&s->rx);
             s->rx_offset = 0;
+            size_t *inflight = &c->inflight[s->peer ? s->peer->dir : 0];
+            *inflight = *inflight > size ? *inflight - size : 0;
             op_complete(c, send, TRUE, 0, NULL);
         }
     }
@@ -424,6 +426,8 @@ static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
 {
     struct sock *s = impl_from_IFWXSocket(iface);
     struct connection *c = s->conn;
+    BYTE *data;
+    DWORD size, cap;
     HRESULT hr;
 
     if (!buf)
@@ -439,6 +443,11 @@ static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
         hr = HRESULT_FROM_WIN32(WSAECONNRESET);
     else
         hr = queue_op(s, &s->peer->rx, buf, sink, user);
+    /* Flow control counts what the host itself queues in each direction:
+     * counting reads against writes stalled filters that shrink the
+     * stream. Filters that hold data themselves answer for it. */
+    if (SUCCEEDED(hr) && SUCCEEDED(iobuffer_data(buf, &data, &size, &cap)))
+        c->inflight[s->dir] += size;
     LeaveCriticalSection(&c->lock);
     if (SUCCEEDED(hr))
         connection_kick(c);
@@ -555,6 +564,7 @@ struct sock *sock_create_net(struct connection *c, int fd, int end)
     if (!s)
         return NULL;
     s->end = end;
+    s->dir = 1 - end;
     s->fd = fd;
     if (fx_loop_add_fd(c->worker->loop, fd, 0, sock_io, s) != 0) {
         s->fd = -1;
@@ -564,9 +574,12 @@ struct sock *sock_create_net(struct connection *c, int fd, int end)
     return s;
 }
 
-struct sock *sock_create_pipe(struct connection *c)
+struct sock *sock_create_pipe(struct connection *c, int dir)
 {
-    return sock_new(c, SOCK_PIPE);
+    struct sock *s = sock_new(c, SOCK_PIPE);
+    if (s)
+        s->dir = dir;
+    return s;
 }
 
 void sock_pair(struct sock *a, struct sock *b)
