@@ -182,7 +182,10 @@ int main(int argc, char **argv)
     for (int r = 0; r < host.nrules; r++) {
         char l[64], t[64];
         fx_addr_format(&host.rules[r].conf->listen, host.rules[r].conf->listen_len, l, sizeof(l));
-        fx_addr_format(&host.rules[r].conf->target, host.rules[r].conf->target_len, t, sizeof(t));
+        if (host.rules[r].conf->type == FX_RULE_OUTBOUND)
+            snprintf(t, sizeof(t), "each connection's original destination");
+        else
+            fx_addr_format(&host.rules[r].conf->target, host.rules[r].conf->target_len, t, sizeof(t));
         fprintf(stderr, "fwxhost: ready: rule %s listening on %s -> %s, %d filter(s), %d worker(s)\n",
                 host.rules[r].conf->name, l, t, host.nfilters, host.nworkers);
     }

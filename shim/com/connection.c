@@ -401,61 +401,128 @@ static void start_connect(struct connection *c)
                                       connect_timeout, c);
 }
 
-void connection_accept(struct worker *w, struct rule *rule, int client_fd,
-                       const void *client_sa, int client_len)
+static struct connection *connection_new(struct worker *w, struct rule *rule, struct session *s)
 {
     struct connection *c = calloc(1, sizeof(*c));
-    FwxFirewallEvent ev;
-    HRESULT hr;
-    char who[64];
-
-    if (!c) {
-        fx_close_abort(client_fd);
-        return;
-    }
+    if (!c)
+        return NULL;
     c->IFWXConnection_iface.lpVtbl = &connection_vtbl;
     c->ref = 1;
     InitializeCriticalSection(&c->lock);
     c->pending_tail = &c->pending;
-    c->session = rule->session;
-    IFWXSession_AddRef(session_iface(c->session));
+    c->session = s;
+    IFWXSession_AddRef(session_iface(s));
     c->worker = w;
     c->rule = rule;
     c->id = (unsigned long)InterlockedIncrement(&next_connection_id);
-    c->client_fd = client_fd;
-    c->server_fd = -1;
+    c->client_fd = c->server_fd = -1;
     c->state = CONN_EVENTS;
-    memcpy(c->client_addr, client_sa, client_len);
-    c->client_len = client_len;
-    c->local_len = sizeof(c->local_addr);
-    fx_getsockname(client_fd, c->local_addr, &c->local_len);
-    memcpy(c->target_addr, &rule->conf->target, rule->conf->target_len);
-    c->target_len = rule->conf->target_len;
-    c->win_remote_len = sizeof(c->win_remote);
-    fx_sa_to_win32(c->client_addr, c->client_len, &c->win_remote, &c->win_remote_len);
-    c->win_local_len = sizeof(c->win_local);
-    fx_sa_to_win32(c->local_addr, c->local_len, &c->win_local, &c->win_local_len);
-    c->win_target_len = sizeof(c->win_target);
-    fx_sa_to_win32(c->target_addr, c->target_len, &c->win_target, &c->win_target_len);
+    return c;
+}
+
+static void set_addr(unsigned char *lin, int *lin_len, SOCKADDR_STORAGE *win, int *win_len,
+                     const void *sa, int len)
+{
+    memcpy(lin, sa, len);
+    *lin_len = len;
+    *win_len = sizeof(*win);
+    if (fx_sa_to_win32(sa, len, win, win_len) != 0)
+        *win_len = 0;
+}
+
+/* Outbound rules: where the client meant to go, before iptables sent the
+ * connection to us. 0, or -1 after logging why the connection is refused. */
+static int outbound_target(struct connection *c, const char *who)
+{
+    unsigned char sa[28];
+    int len = sizeof(sa);
+    char text[64];
+    int rc = fx_original_dst(c->client_fd, sa, &len);
+
+    if (rc != 0 || fx_sa_equal(sa, len, c->local_addr, c->local_len)) {
+        fx_addr_format(c->local_addr, c->local_len, text, sizeof(text));
+        fx_log(FX_LOG_WARN, "conn %lu rule %s: connection from %s to %s was not redirected "
+               "(%s; outbound rules serve traffic sent here by iptables REDIRECT/DNAT); refused",
+               c->id, rule_name(c), who, text,
+               rc ? strerror(-rc) : "its original destination is this host's own port");
+        return -1;
+    }
+    set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len, sa, len);
+    return 0;
+}
+
+void connection_accept(struct worker *w, struct rule *rule, int client_fd,
+                       const void *client_sa, int client_len)
+{
+    struct connection *c;
+    struct session *s;
+    FwxFirewallEvent ev;
+    HRESULT hr;
+    char who[64];
+    BOOL outbound = rule->conf->type == FX_RULE_OUTBOUND;
+    SOCKADDR_STORAGE win_client;
+    int win_client_len = sizeof(win_client);
+
+    fx_addr_format(client_sa, client_len, who, sizeof(who));
+    /* Publishing: the published server's session. Outbound: the client's
+     * own session, one per client address, as for SecureNAT (HOST-001). */
+    if (fx_sa_to_win32(client_sa, client_len, &win_client, &win_client_len) != 0 ||
+        !(s = outbound ? host_client_session(&win_client, win_client_len) : rule->session)) {
+        fx_log(FX_LOG_WARN, "rule %s: cannot make a session for %s; connection refused",
+               rule->conf->name, who);
+        fx_close_abort(client_fd);
+        return;
+    }
+    c = connection_new(w, rule, s);
+    if (outbound)
+        IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    if (!c) {
+        fx_close_abort(client_fd);
+        return;
+    }
+    c->client_fd = client_fd;
+    set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, client_sa,
+             client_len);
+    unsigned char local[28];
+    int local_len = sizeof(local);
+    fx_getsockname(client_fd, local, &local_len);
+    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local, local_len);
     InterlockedIncrement(&w->connections);
     InterlockedIncrement(&the_host->live_connections);
     InterlockedIncrement(&the_host->total_connections);
     fx_set_nodelay(client_fd);
-    fx_addr_format(c->client_addr, c->client_len, who, sizeof(who));
     fx_log(FX_LOG_INFO, "conn %lu rule %s: accepted from %s", c->id, rule_name(c), who);
 
-    /* Publishing: fwx_AcceptedConnection in the published server's session. */
     memset(&ev, 0, sizeof(ev));
-    ev.EventType = fwx_AcceptedConnection;
-    ev.Parameters.Accept.RemoteAddress = (LPSOCKADDR)&c->win_remote;
-    ev.Parameters.Accept.RemoteAddressLength = c->win_remote_len;
-    ev.Parameters.Accept.LocalAddress = (LPSOCKADDR)&c->win_local;
-    ev.Parameters.Accept.LocalAddressLength = c->win_local_len;
-    ev.Parameters.Accept.piConnectionAccepted = connection_iface(c);
-    ev.Parameters.Accept.FilterAccess = FWX_PASS;
-    unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
-    hr = session_raise(c->session, &ev, port, c);
-    session_apply_factories(c->session, fwx_AcceptedConnection, &c->win_local, c->win_local_len, c);
+    if (outbound) {
+        if (outbound_target(c, who) != 0) {
+            c->aborted = TRUE;
+            connection_teardown(c);
+            return;
+        }
+        ev.EventType = fwx_Connect_Tcp;
+        ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
+        ev.Parameters.Connect.AddressLength = c->win_target_len;
+        ev.Parameters.Connect.piConnection = connection_iface(c);
+        ev.Parameters.Connect.FilterAccess = FWX_PASS;
+        unsigned port = ntohs(((SOCKADDR_IN *)&c->win_target)->sin_port);
+        hr = session_raise(c->session, &ev, port, c);
+        session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target, c->win_target_len, c);
+    } else {
+        set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                 &rule->conf->target, rule->conf->target_len);
+        ev.EventType = fwx_AcceptedConnection;
+        ev.Parameters.Accept.RemoteAddress = (LPSOCKADDR)&c->win_remote;
+        ev.Parameters.Accept.RemoteAddressLength = c->win_remote_len;
+        ev.Parameters.Accept.LocalAddress = (LPSOCKADDR)&c->win_local;
+        ev.Parameters.Accept.LocalAddressLength = c->win_local_len;
+        ev.Parameters.Accept.piConnectionAccepted = connection_iface(c);
+        ev.Parameters.Accept.FilterAccess = FWX_PASS;
+        unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
+        hr = session_raise(c->session, &ev, port, c);
+        session_apply_factories(c->session, fwx_AcceptedConnection, &c->win_local,
+                                c->win_local_len, c);
+    }
 
     if (c->denied || FAILED(hr)) {
         if (c->denied) {
@@ -473,6 +540,62 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
         return;
     }
     start_connect(c);
+}
+
+/* The listening side of a publishing rule, as ISA's listening remote
+ * socket: fwx_Bind_Tcp then fwx_Listen once when the rule starts. A filter
+ * that denies the bind stops the rule from starting. */
+int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err, size_t errlen)
+{
+    struct connection *c = connection_new(w, rule, rule->session);
+    FwxFirewallEvent ev;
+    HRESULT hr;
+
+    if (!c) {
+        snprintf(err, errlen, "rule %s: out of memory", rule->conf->name);
+        return -1;
+    }
+    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len,
+             &rule->conf->listen, rule->conf->listen_len);
+    set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+             &rule->conf->target, rule->conf->target_len);
+    unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_Bind_Tcp;
+    ev.Parameters.Bind.Address = (LPSOCKADDR)&c->win_local;
+    ev.Parameters.Bind.AddressLength = c->win_local_len;
+    ev.Parameters.Bind.piConnection = connection_iface(c);
+    ev.Parameters.Bind.FilterAccess = FWX_PASS;
+    hr = session_raise(rule->session, &ev, port, c);
+    if (c->denied || FAILED(hr)) {
+        snprintf(err, errlen, "rule %s: %s%s", rule->conf->name,
+                 c->denied ? "the bind was denied by filter " : "a filter failed fwx_Bind_Tcp",
+                 c->denied ? c->denied_by : "");
+        session_raise_terminating(rule->session, c);
+        IFWXConnection_Release(connection_iface(c));
+        return -1;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_Listen;
+    ev.Parameters.Listen.Address = (LPSOCKADDR)&c->win_local;
+    ev.Parameters.Listen.AddressLength = c->win_local_len;
+    ev.Parameters.Listen.piConnection = connection_iface(c);
+    session_raise(rule->session, &ev, port, c);   /* informational: cannot fail the rule */
+    c->state = CONN_DONE;
+    rule->listener = c;
+    return 0;
+}
+
+void connection_rule_listen_end(struct rule *rule)
+{
+    struct connection *c = rule->listener;
+    if (!c)
+        return;
+    rule->listener = NULL;
+    c->terminated = TRUE;
+    session_raise_terminating(rule->session, c);
+    IFWXConnection_Release(connection_iface(c));
 }
 
 /* ------------------------------------------------------------ IFWXConnection */

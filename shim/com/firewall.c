@@ -1,9 +1,9 @@
 /*
  * firewall.c — the host's IFWXFirewall, one per process, handed to every
- * filter in FilterInit: buffers, heavy-blocking accounting and hook-event
- * duplication. Services that belong to later parts of the host (sessions,
- * network sockets, DNS, completion-port hooking) answer E_NOTIMPL, logged
- * once each, until they exist.
+ * filter in FilterInit: buffers, network sockets (netsocket.c), SecureNAT
+ * and private sessions, heavy-blocking accounting and hook-event
+ * duplication. Services of later issues (DNS, IP filters, completion-port
+ * hooking) answer E_NOTIMPL, logged once each, until they exist.
  *
  * Also home of the small helpers every COM file uses (GUID text, logging an
  * unknown IID).
@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "hostobj.h"
 
 
 struct firewall {
@@ -115,9 +117,7 @@ static HRESULT WINAPI firewall_CreateOverlapped(IFWXFirewall *iface, IFWXOverlap
 static HRESULT WINAPI firewall_CreateNetworkSocket(IFWXFirewall *iface, INT protocol,
                                                    IFWXNetworkSocket **out)
 {
-    if (out)
-        *out = NULL;
-    return FX_NOTIMPL("IFWXFirewall", "CreateNetworkSocket");
+    return netsock_create(NULL, protocol, out);    /* netsocket.c */
 }
 
 static HRESULT WINAPI firewall_CreateConstBuffer(IFWXFirewall *iface, BYTE *data, DWORD length,
@@ -165,9 +165,21 @@ static HRESULT WINAPI firewall_EndHeavyBlockingOperation(IFWXFirewall *iface)
 static HRESULT WINAPI firewall_GetNATSession(IFWXFirewall *iface, LPSOCKADDR address,
                                              DWORD length, IFWXSession **out)
 {
-    if (out)
-        *out = NULL;
-    return FX_NOTIMPL("IFWXFirewall", "GetNATSession");
+    struct session *session;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (!address)
+        return E_POINTER;
+    if (!the_host)
+        return FX_NOTIMPL("IFWXFirewall", "GetNATSession (no host running)");
+    if (address->sa_family != AF_INET || length < sizeof(SOCKADDR_IN))
+        return E_INVALIDARG;
+    if (!(session = host_client_session(address, (int)length)))
+        return E_OUTOFMEMORY;
+    *out = session_iface(session);
+    return S_OK;
 }
 
 static HRESULT WINAPI firewall_CreatePrivateSession(IFWXFirewall *iface, LPSOCKADDR client,
@@ -175,9 +187,25 @@ static HRESULT WINAPI firewall_CreatePrivateSession(IFWXFirewall *iface, LPSOCKA
                                                     DWORD proxy_len, IFWXImpersonator *imp,
                                                     IFWXSession **out)
 {
-    if (out)
-        *out = NULL;
-    return FX_NOTIMPL("IFWXFirewall", "CreatePrivateSession");
+    struct session *s;
+    char name[64];
+    static LONG count;
+
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (!client)
+        return E_POINTER;
+    if (client_len < sizeof(SOCKADDR_IN) || client_len > sizeof(SOCKADDR_STORAGE) ||
+        (client->sa_family != AF_INET && client->sa_family != AF_INET6))
+        return E_INVALIDARG;
+    /* proxy (the internal interface) is advisory: we have one host address. */
+    snprintf(name, sizeof(name), "private #%ld", (long)InterlockedIncrement(&count));
+    if (!(s = session_create(client, (int)client_len, name)))
+        return E_OUTOFMEMORY;
+    session_make_private(s, imp);
+    *out = session_iface(s);
+    return S_OK;
 }
 
 static HRESULT WINAPI firewall_GetHostByName(IFWXFirewall *iface, const char *name, char *buf,

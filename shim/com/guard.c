@@ -60,3 +60,9 @@ LONG guard_fault_total(void)
 {
     return guard_faults;
 }
+
+struct fx_filter *guard_current_filter(void)
+{
+    struct guard_frame *frame = fx_tls_get(&guard_tls);
+    return frame ? (struct fx_filter *)frame->filter : NULL;
+}

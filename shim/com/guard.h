@@ -40,6 +40,10 @@ HRESULT guard_fault(struct guard_frame *frame);
 /* Number of faults recorded by this thread's calls since start, for tests. */
 LONG guard_fault_total(void);
 
+/* The filter whose code is running on this thread (the innermost guarded
+ * call), or NULL: the filter that is calling the host right now. */
+struct fx_filter *guard_current_filter(void);
+
 #define GUARDED_CALL(hr, filter, iface, method, expr)                 \
     do {                                                              \
         struct guard_frame gf_;                                       \

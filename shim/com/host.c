@@ -16,6 +16,86 @@
 
 struct host *the_host;
 
+/* SecureNAT-style sessions: one per client address, kept until the host
+ * stops (ISA expired idle ones; we do not yet — docs/abi-decisions.md). */
+struct client_session {
+    struct client_session *next;
+    struct session *session;
+};
+static struct client_session *client_sessions;
+static CRITICAL_SECTION client_sessions_lock;
+static LONG client_sessions_init;
+
+static void client_sessions_setup(void)
+{
+    if (!InterlockedExchange(&client_sessions_init, 1))
+        InitializeCriticalSection(&client_sessions_lock);
+}
+
+static BOOL same_client(const struct session *s, const SOCKADDR_STORAGE *a, int len)
+{
+    const SOCKADDR *x = (const SOCKADDR *)&s->client, *y = (const SOCKADDR *)a;
+    if (x->sa_family != y->sa_family)
+        return FALSE;
+    if (x->sa_family == AF_INET)
+        return ((const SOCKADDR_IN *)x)->sin_addr.s_addr == ((const SOCKADDR_IN *)y)->sin_addr.s_addr;
+    return len == s->client_len && !memcmp(((const char *)x) + 4, ((const char *)y) + 4, len - 4);
+}
+
+struct session *host_client_session(const void *win_addr, int len)
+{
+    SOCKADDR_STORAGE key;
+    struct client_session *cs;
+    struct session *found = NULL;
+    char name[80], text[64];
+
+    if (!win_addr || len < (int)sizeof(SOCKADDR_IN) || len > (int)sizeof(key))
+        return NULL;
+    memset(&key, 0, sizeof(key));
+    memcpy(&key, win_addr, len);
+    ((SOCKADDR_IN *)&key)->sin_port = 0;     /* the port is ignored (reference 3.8) */
+    client_sessions_setup();
+    EnterCriticalSection(&client_sessions_lock);
+    for (cs = client_sessions; cs && !found; cs = cs->next)
+        if (same_client(cs->session, &key, len))
+            found = cs->session;
+    if (!found && (cs = calloc(1, sizeof(*cs)))) {
+        unsigned char lin[28];
+        int lin_len = sizeof(lin);
+        if (fx_sa_from_win32(&key, len, lin, &lin_len) != 0 ||
+            fx_addr_format(lin, lin_len, text, sizeof(text)) < 0)
+            snprintf(text, sizeof(text), "?");
+        snprintf(name, sizeof(name), "client %s", text);
+        if ((cs->session = session_create(&key, len, name))) {
+            cs->next = client_sessions;
+            client_sessions = cs;
+            found = cs->session;
+        } else {
+            free(cs);
+        }
+    }
+    if (found)
+        IFWXSession_AddRef(session_iface(found));
+    LeaveCriticalSection(&client_sessions_lock);
+    return found;
+}
+
+static void end_client_sessions(void)
+{
+    struct client_session *cs, *next;
+    client_sessions_setup();
+    EnterCriticalSection(&client_sessions_lock);
+    cs = client_sessions;
+    client_sessions = NULL;
+    LeaveCriticalSection(&client_sessions_lock);
+    for (; cs; cs = next) {
+        next = cs->next;
+        session_end(cs->session);
+        IFWXSession_Release(session_iface(cs->session));
+        free(cs);
+    }
+}
+
 /* A listening fd belongs to one worker; it carries both in its callback. */
 struct listener {
     struct worker *worker;
@@ -150,8 +230,6 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     h->config = cfg;
     the_host = h;
     h->firewall = firewall_get();
-    if (load_filters(h, err, errlen) != 0)
-        return -1;
 
     h->nworkers = cfg->host.workers > 0 ? cfg->host.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (h->nworkers < 1)
@@ -171,6 +249,10 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
             return -1;
         }
     }
+    /* After the loops exist: filters may create network sockets in
+     * FilterInit; their work waits on the loops until the workers start. */
+    if (load_filters(h, err, errlen) != 0)
+        return -1;
     for (size_t r = 0; r < cfg->nrules; r++) {
         struct rule *rule = &h->rules[h->nrules];
         fx_rule_conf *rc = &cfg->rules[r];
@@ -178,13 +260,20 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
         int wlen = sizeof(win);
         char name[64];
 
-        if (rc->type != FX_RULE_PUBLISH || rc->protocol != FX_PROTO_TCP) {
-            snprintf(err, errlen, "%s%s%d%srule %s: only TCP publishing rules are implemented so far",
-                     cfg->path ? cfg->path : "", cfg->path ? ":" : "", cfg->path ? rc->line : 0,
-                     cfg->path ? ": " : "", rc->name);
+        if (rc->protocol != FX_PROTO_TCP) {
+            if (cfg->path)
+                snprintf(err, errlen, "%s:%d: rule %s: UDP rules are not implemented yet",
+                         cfg->path, rc->line, rc->name);
+            else
+                snprintf(err, errlen, "rule %s: UDP rules are not implemented yet", rc->name);
             return -1;
         }
         rule->conf = rc;
+        for (int w = 0; w < 64; w++)
+            rule->listen_fds[w] = -1;
+        h->nrules++;
+        if (rc->type == FX_RULE_OUTBOUND)
+            continue;   /* sessions come per client (host_client_session) */
         fx_sa_to_win32(&rc->target, rc->target_len, &win, &wlen);
         snprintf(name, sizeof(name), "rule %s", rc->name);
         /* Publishing: the published server's session (docs/abi-decisions.md). */
@@ -192,7 +281,8 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        h->nrules++;
+        if (connection_rule_listen_events(rule, &h->workers[0], err, errlen) != 0)
+            return -1;
     }
     if (open_listeners(h, err, errlen) != 0)
         return -1;
@@ -214,7 +304,7 @@ static void close_listeners_task(void *arg)
     struct host *h = the_host;
     for (int r = 0; r < h->nrules; r++) {
         int fd = h->rules[r].listen_fds[w->index];
-        if (fd > 0) {
+        if (fd >= 0) {
             fx_loop_del_fd(w->loop, fd);
             close(fd);
             h->rules[r].listen_fds[w->index] = -1;
@@ -235,6 +325,9 @@ void host_stop(struct host *h, unsigned drain_seconds)
         Sleep(50);
     if (h->live_connections > 0)
         fx_log(FX_LOG_WARN, "stopping with %ld connections still open", (long)h->live_connections);
+    /* Filters' network sockets end while the loops still run to deliver
+     * their last completions (not waited for if the workers never ran). */
+    netsock_stop_all(h->workers && h->workers[0].thread ? 5000 : 0);
     for (int w = 0; w < h->nworkers; w++)
         if (h->workers[w].loop)
             fx_loop_stop(h->workers[w].loop);
@@ -244,11 +337,37 @@ void host_stop(struct host *h, unsigned drain_seconds)
             CloseHandle(h->workers[w].thread);
         }
     for (int r = 0; r < h->nrules; r++) {
+        if (!h->rules[r].session)
+            continue;
+        connection_rule_listen_end(&h->rules[r]);
         session_end(h->rules[r].session);
         IFWXSession_Release(session_iface(h->rules[r].session));
     }
+    end_client_sessions();
     for (int i = 0; i < h->nfilters; i++)
         fx_filter_unload(&h->filters[i]);
     if (h->firewall)
         IFWXFirewall_Release(h->firewall);
+}
+
+/* The worker whose loop runs on the calling thread, or NULL (the main
+ * thread, a filter's own thread). Cached per thread in Win32 TLS: __thread
+ * is unsafe in code called from WINAPI functions (fwxhost.h). */
+static struct fx_tls current_worker_tls = FX_TLS_INIT;
+
+struct worker *host_current_worker(void)
+{
+    struct host *h = the_host;
+    struct worker *w;
+
+    if (!h || !h->workers)
+        return NULL;
+    if ((w = fx_tls_get(&current_worker_tls)))
+        return w;
+    for (int i = 0; i < h->nworkers; i++)
+        if (h->workers[i].loop && fx_loop_in_thread(h->workers[i].loop)) {
+            fx_tls_set(&current_worker_tls, &h->workers[i]);
+            return &h->workers[i];
+        }
+    return NULL;
 }

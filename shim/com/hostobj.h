@@ -38,6 +38,7 @@ struct worker {
 struct rule {
     fx_rule_conf *conf;
     struct session *session;       /* publishing: the published server's */
+    struct connection *listener;   /* publishing: the listening side, for its events */
     int listen_fds[64];            /* one per worker (SO_REUSEPORT) */
 };
 
@@ -90,11 +91,15 @@ struct session {
     int nsfs;
     struct data_factory *factories;
     BOOL ended;
+    BOOL is_private;               /* CreatePrivateSession */
+    IFWXImpersonator *impersonator;   /* private sessions: the filter's, referenced */
     char name[64];                 /* for logs */
 };
 
 struct session *session_create(const void *win_client, int len, const char *name);
 void session_end(struct session *s);      /* Detach every session filter */
+/* CreatePrivateSession: flags, and the impersonator ImpersonateClient uses. */
+void session_make_private(struct session *s, IFWXImpersonator *imp);
 static inline IFWXSession *session_iface(struct session *s) { return &s->IFWXSession_iface; }
 
 /* Raises one event in a session (reference 2.4-2.6): for every filter whose
@@ -178,6 +183,16 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
 
 /* Run a pump pass now (loop thread, no lock held). */
 void connection_run_now(struct connection *c);
+/* Publishing rules: fwx_Bind_Tcp and fwx_Listen at start (0, or -1 with
+ * err if a filter denied the bind); fwx_ConnectionTerminating at stop. */
+int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err, size_t errlen);
+void connection_rule_listen_end(struct rule *rule);
+
+/* ---- host.c ---- */
+/* The session of a SecureNAT-style client address (port ignored): found
+ * or created, returned with a reference. NULL on out of memory. */
+struct session *host_client_session(const void *win_addr, int len);
+
 /* Schedule a pump pass on the connection's loop (any thread). */
 void connection_kick(struct connection *c);
 /* Ends the connection: abort both ends. Any thread. */
@@ -211,5 +226,18 @@ struct completion {
 };
 void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
                       BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user);
+
+/* ---- netsocket.c: IFWXNetworkSocket, the sockets filters create ---- */
+/* IFWXFirewall/IFWXSession::CreateNetworkSocket (session NULL for the
+ * firewall's). TCP only; UDP answers E_NOTIMPL. */
+HRESULT netsock_create(struct session *session, INT protocol, IFWXNetworkSocket **out);
+/* host_stop, after the drain and before the workers stop: every network
+ * socket is closed abortively, its pending operations complete with
+ * ERROR_OPERATION_ABORTED (delivered on its loop), and no new socket can
+ * be created. Waits up to timeout_ms for those deliveries. */
+void netsock_stop_all(unsigned timeout_ms);
+
+/* ---- host.c: the worker whose loop runs on the calling thread, or NULL ---- */
+struct worker *host_current_worker(void);
 
 #endif /* FWX_HOSTOBJ_H */

@@ -84,6 +84,9 @@ static ULONG WINAPI session_Release(IFWXSession *iface)
     LONG ref = InterlockedDecrement(&s->ref);
     if (ref == 0) {
         free_factories(s);
+        if (s->impersonator)
+            GUARDED_VOID(NULL, "IFWXImpersonator", "Release",
+                         IFWXImpersonator_Release(s->impersonator));
         DeleteCriticalSection(&s->lock);
         if (the_host)
             InterlockedDecrement(&the_host->live_sessions);
@@ -119,14 +122,36 @@ static HRESULT WINAPI session_GetClientMachineName(IFWXSession *iface, LPSTR *na
     return FWX_E_NOT_SUPPORTED;
 }
 
+/* Only a private session with a filter's impersonator knows a user; the
+ * host itself authenticates nobody (SecureNAT clients). */
 static HRESULT WINAPI session_ImpersonateClient(IFWXSession *iface)
 {
-    return FWX_E_NOT_AUTHENTICATED;
+    struct session *s = impl_from_IFWXSession(iface);
+    HRESULT hr;
+    if (!s->impersonator)
+        return FWX_E_NOT_AUTHENTICATED;
+    GUARDED_CALL(hr, NULL, "IFWXImpersonator", "Impersonate",
+                 IFWXImpersonator_Impersonate(s->impersonator));
+    return hr;
 }
 
 static HRESULT WINAPI session_RevertToSelf(IFWXSession *iface)
 {
-    return S_OK;
+    struct session *s = impl_from_IFWXSession(iface);
+    HRESULT hr = S_OK;
+    if (s->impersonator)
+        GUARDED_CALL(hr, NULL, "IFWXImpersonator", "RevertToSelf",
+                     IFWXImpersonator_RevertToSelf(s->impersonator));
+    return hr;
+}
+
+void session_make_private(struct session *s, IFWXImpersonator *imp)
+{
+    s->is_private = TRUE;
+    if (imp) {
+        GUARDED_VOID(NULL, "IFWXImpersonator", "AddRef", IFWXImpersonator_AddRef(imp));
+        s->impersonator = imp;
+    }
 }
 
 static HRESULT WINAPI session_AccessCheck(IFWXSession *iface, REFGUID filter, REFGUID protocol)
@@ -175,7 +200,9 @@ static HRESULT WINAPI session_GetSessionFlags(IFWXSession *iface, LPDWORD flags)
     struct session *s = impl_from_IFWXSession(iface);
     if (!flags)
         return E_POINTER;
-    *flags = FWX_SESSION_NAT | (s->ended ? FWX_SESSION_TERMINATED : 0);
+    *flags = (s->is_private ? FWX_SESSION_PRIVATE : FWX_SESSION_NAT) |
+             (s->impersonator ? FWX_SESSION_AUTHENTICATED : 0) |
+             (s->ended ? FWX_SESSION_TERMINATED : 0);
     return S_OK;
 }
 
@@ -518,9 +545,7 @@ static HRESULT WINAPI session_EnableInternalAddressTranslation(IFWXSession *ifac
 static HRESULT WINAPI session_CreateNetworkSocket(IFWXSession *iface, INT protocol,
                                                   IFWXNetworkSocket **out)
 {
-    if (out)
-        *out = NULL;
-    return FX_NOTIMPL("IFWXSession", "CreateNetworkSocket");
+    return netsock_create(impl_from_IFWXSession(iface), protocol, out);    /* netsocket.c */
 }
 
 static HRESULT WINAPI session_GetHostByName(IFWXSession *iface, const char *name, char *buf,

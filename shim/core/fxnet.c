@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -373,6 +374,49 @@ int fx_getsockname(int fd, void *sa, int *salen)
     return 0;
 }
 
+int fx_original_dst(int fd, void *sa, int *salen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int family;
+    socklen_t fl = sizeof(family);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &fl) < 0)
+        return -errno;
+    /* SO_ORIGINAL_DST (80) is the same number for IPv4 and, at level
+     * SOL_IPV6, for IPv6; linux/netfilter_ipv4.h clashes with netinet/in.h. */
+    /* The kernel copies exactly this much and may leave the length as given. */
+    sl = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    memset(&ss, 0, sizeof(ss));
+    if (getsockopt(fd, family == AF_INET6 ? SOL_IPV6 : SOL_IP, 80, &ss, &sl) < 0)
+        return -errno;
+    if ((int)sl > *salen)
+        return -ENOSPC;
+    memcpy(sa, &ss, sl);
+    *salen = (int)sl;
+    return 0;
+}
+
+int fx_sa_equal(const void *a, int alen, const void *b, int blen)
+{
+    const struct sockaddr *x = a, *y = b;
+    if (alen < (int)sizeof(sa_family_t) || blen < (int)sizeof(sa_family_t) ||
+        x->sa_family != y->sa_family)
+        return 0;
+    if (x->sa_family == AF_INET) {
+        const struct sockaddr_in *p = a, *q = b;
+        return alen >= (int)sizeof(*p) && blen >= (int)sizeof(*q) &&
+               p->sin_port == q->sin_port && p->sin_addr.s_addr == q->sin_addr.s_addr;
+    }
+    if (x->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *p = a, *q = b;
+        return alen >= (int)sizeof(*p) && blen >= (int)sizeof(*q) &&
+               p->sin6_port == q->sin6_port &&
+               !memcmp(&p->sin6_addr, &q->sin6_addr, sizeof(p->sin6_addr));
+    }
+    return 0;
+}
+
 int fx_getpeername(int fd, void *sa, int *salen)
 {
     socklen_t sl = (socklen_t)*salen;
@@ -475,4 +519,142 @@ int fx_errno_to_wsa(int err)
     case EHOSTUNREACH:    return 10065;
     default:              return 10053;
     }
+}
+
+/* ---- sockets that filters own ----------------------------------------- */
+
+static int fx_tcp_socket_family(int family)
+{
+    int one = 1, fd;
+
+    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* Windows lets a socket bind over TIME_WAIT connections by default;
+     * Linux needs SO_REUSEADDR for that (and never allows more). */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    return fd;
+}
+
+int fx_tcp_socket(const void *sa, int salen)
+{
+    int family = sa ? fx_check_sa(sa, salen) : AF_INET;
+    if (family < 0)
+        return family;
+    return fx_tcp_socket_family(family);
+}
+
+/* The options fx_tcp_match_family carries over, as (level, name) pairs. */
+static const struct { int level, name; } fx_carried_opts[] = {
+    { SOL_SOCKET, SO_KEEPALIVE },
+    { IPPROTO_TCP, TCP_NODELAY },
+};
+
+int fx_tcp_match_family(int fd, const void *sa, int salen)
+{
+    int family = fx_check_sa(sa, salen), cur, nfd, rc = 0;
+    socklen_t sl = sizeof(cur);
+
+    if (family < 0)
+        return family;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &cur, &sl) < 0)
+        return -errno;
+    if (cur == family)
+        return 0;
+    nfd = fx_tcp_socket_family(family);
+    if (nfd < 0)
+        return nfd;
+    for (size_t i = 0; i < sizeof(fx_carried_opts) / sizeof(fx_carried_opts[0]); i++) {
+        int v = 0;
+        sl = sizeof(v);
+        if (getsockopt(fd, fx_carried_opts[i].level, fx_carried_opts[i].name, &v, &sl) == 0)
+            setsockopt(nfd, fx_carried_opts[i].level, fx_carried_opts[i].name, &v, sizeof(v));
+    }
+    /* The kernel doubles what is set; set half of what it reports. */
+    static const int bufs[] = { SO_SNDBUF, SO_RCVBUF };
+    for (size_t i = 0; i < 2; i++) {
+        int v = 0, dflt = 0;
+        socklen_t l1 = sizeof(v), l2 = sizeof(dflt);
+        if (getsockopt(fd, SOL_SOCKET, bufs[i], &v, &l1) == 0 &&
+            getsockopt(nfd, SOL_SOCKET, bufs[i], &dflt, &l2) == 0 && v != dflt) {
+            v /= 2;
+            setsockopt(nfd, SOL_SOCKET, bufs[i], &v, sizeof(v));
+        }
+    }
+    if (dup3(nfd, fd, O_CLOEXEC) < 0)
+        rc = -errno;
+    /* fd now names the new open file description, O_NONBLOCK included. */
+    close(nfd);
+    return rc;
+}
+
+int fx_bind(int fd, const void *sa, int salen)
+{
+    if (fx_check_sa(sa, salen) < 0)
+        return fx_check_sa(sa, salen);
+    return bind(fd, (const struct sockaddr *)sa, (socklen_t)salen) < 0 ? -errno : 0;
+}
+
+int fx_listen(int fd, int backlog)
+{
+    return listen(fd, backlog < 1 ? 1 : backlog) < 0 ? -errno : 0;
+}
+
+int fx_connect(int fd, const void *sa, int salen)
+{
+    int family = fx_check_sa(sa, salen);
+
+    if (family < 0)
+        return family;
+    if (connect(fd, (const struct sockaddr *)sa, (socklen_t)salen) == 0)
+        return 0;
+    /* Interrupted by a signal, a non-blocking connect carries on. */
+    if (errno == EINPROGRESS || errno == EINTR)
+        return 1;
+    return -errno;
+}
+
+static int fx_sockopt_map(int opt, int *level, int *name)
+{
+    switch (opt) {
+    case FX_SO_REUSEADDR:  *level = SOL_SOCKET;  *name = SO_REUSEADDR;  return 0;
+    case FX_SO_KEEPALIVE:  *level = SOL_SOCKET;  *name = SO_KEEPALIVE;  return 0;
+    case FX_SO_SNDBUF:     *level = SOL_SOCKET;  *name = SO_SNDBUF;     return 0;
+    case FX_SO_RCVBUF:     *level = SOL_SOCKET;  *name = SO_RCVBUF;     return 0;
+    case FX_SO_ERROR:      *level = SOL_SOCKET;  *name = SO_ERROR;      return 1;
+    case FX_SO_TYPE:       *level = SOL_SOCKET;  *name = SO_TYPE;       return 1;
+    case FX_SO_ACCEPTCONN: *level = SOL_SOCKET;  *name = SO_ACCEPTCONN; return 1;
+    case FX_TCP_NODELAY:   *level = IPPROTO_TCP; *name = TCP_NODELAY;   return 0;
+    default:               return -ENOPROTOOPT;
+    }
+}
+
+int fx_sockopt_get(int fd, int opt, int *value)
+{
+    int level, name, v = 0, rc = fx_sockopt_map(opt, &level, &name);
+    socklen_t sl = sizeof(v);
+
+    if (rc < 0)
+        return rc;
+    if (getsockopt(fd, level, name, &v, &sl) < 0)
+        return -errno;
+    if (opt == FX_SO_TYPE)
+        v = v == SOCK_STREAM ? 1 : v == SOCK_DGRAM ? 2 : v;
+    else if (opt != FX_SO_ERROR && opt != FX_SO_SNDBUF && opt != FX_SO_RCVBUF)
+        v = v != 0;
+    *value = v;
+    return 0;
+}
+
+int fx_sockopt_set(int fd, int opt, int value)
+{
+    int level, name, rc = fx_sockopt_map(opt, &level, &name);
+
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return -EINVAL;
+    return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
 }

@@ -76,6 +76,14 @@ void fx_close_abort(int fd);
 int fx_getsockname(int fd, void *sa, int *salen);
 int fx_getpeername(int fd, void *sa, int *salen);
 
+/* The destination a connection had before an iptables REDIRECT/DNAT sent
+ * it to us (SO_ORIGINAL_DST, IPv4; IP6T_SO_ORIGINAL_DST for IPv6).
+ * 0, or -errno (-ENOENT: the connection was not translated). */
+int fx_original_dst(int fd, void *sa, int *salen);
+
+/* Same address and port?  Compares AF_INET/AF_INET6 sockaddrs. */
+int fx_sa_equal(const void *a, int alen, const void *b, int blen);
+
 /* TCP_NODELAY.  0 or -errno. */
 int fx_set_nodelay(int fd);
 
@@ -110,5 +118,47 @@ int fx_sa_from_win32(const void *win_sa, int len, void *linux_sa, int *linux_len
  *   anything else -> 10053 WSAECONNABORTED: to a filter, an unexplained
  *   failure of a connection is best treated as the connection ending. */
 int fx_errno_to_wsa(int err);
+
+/* ---- sockets that filters own (IFWXNetworkSocket, shim/com/netsocket.c) ----
+ * These follow Winsock's model: the socket exists before it is bound or
+ * connected, and every step is a separate call. */
+
+/* A non-blocking TCP socket of sa's family (AF_INET when sa is NULL), with
+ * SO_REUSEADDR set: on Linux that only allows binding over TIME_WAIT
+ * connections, which is what Windows does by default.  AF_INET6 sockets
+ * are IPV6_V6ONLY, the Windows default.  Returns the fd or -errno. */
+int fx_tcp_socket(const void *sa, int salen);
+
+/* If fd's family is not sa's, replaces the socket behind fd (same fd
+ * number) with a fresh one of sa's family, carrying over the options of
+ * enum fx_sockopt.  Only for a socket that is not bound, connected or in an
+ * event loop.  0 or -errno (-EAFNOSUPPORT for a family we do not know). */
+int fx_tcp_match_family(int fd, const void *sa, int salen);
+
+/* bind(2) and listen(2).  0 or -errno.  A backlog below 1 becomes 1. */
+int fx_bind(int fd, const void *sa, int salen);
+int fx_listen(int fd, int backlog);
+
+/* Non-blocking connect(2) on an existing socket: 0 connected, 1 in
+ * progress (wait for FX_WRITE, then fx_sock_error), or -errno. */
+int fx_connect(int fd, const void *sa, int salen);
+
+/* Socket options by a host-neutral name, mapped to the Linux level and
+ * option here.  Values are ints; FX_SO_ERROR reads a positive errno (and
+ * clears it, as SO_ERROR does); FX_SO_TYPE reads 1 for a stream socket,
+ * 2 for a datagram one.  0, or -errno (-ENOPROTOOPT for an unknown name,
+ * -EINVAL for setting a read-only option). */
+enum fx_sockopt {
+    FX_SO_REUSEADDR = 1,
+    FX_SO_KEEPALIVE,
+    FX_SO_SNDBUF,
+    FX_SO_RCVBUF,
+    FX_SO_ERROR,        /* read only */
+    FX_SO_TYPE,         /* read only */
+    FX_SO_ACCEPTCONN,   /* read only */
+    FX_TCP_NODELAY
+};
+int fx_sockopt_get(int fd, int opt, int *value);
+int fx_sockopt_set(int fd, int opt, int value);
 
 #endif /* FX_NET_H */

@@ -322,6 +322,95 @@ static void test_ipv6_loopback(void **state)
     close(lfd);
 }
 
+/* ---- sockets that filters own (fx_tcp_socket and friends) -------------- */
+
+static void test_filter_socket_steps(void **state)
+{
+    fx_sockaddr sa, la;
+    int len = sizeof(sa), llen = sizeof(la), lfd, c, s, v, rc;
+    char name[FX_ADDRSTRLEN], buf[8];
+    (void)state;
+
+    /* Winsock order: socket, options, bind, listen; connect separately. */
+    lfd = fx_tcp_socket(NULL, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(fx_sockopt_get(lfd, FX_SO_REUSEADDR, &v), 0);
+    assert_int_equal(v, 1);                 /* Windows' default bind semantics */
+    assert_int_equal(fx_sockopt_get(lfd, FX_SO_TYPE, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(fx_addr_parse("127.0.0.1:0", &sa, &len, NULL, 0), 0);
+    assert_int_equal(fx_bind(lfd, &sa, len), 0);
+    assert_int_equal(fx_listen(lfd, 0), 0); /* backlog 0 becomes 1 */
+    assert_int_equal(fx_sockopt_get(lfd, FX_SO_ACCEPTCONN, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(fx_getsockname(lfd, &la, &llen), 0);
+    fx_addr_format(&la, llen, name, sizeof(name));
+
+    c = fx_tcp_socket(&la, llen);
+    assert_true(c >= 0);
+    assert_int_equal(fx_sockopt_set(c, FX_TCP_NODELAY, 1), 0);
+    assert_int_equal(fx_sockopt_get(c, FX_TCP_NODELAY, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(fx_sockopt_set(c, FX_SO_KEEPALIVE, 1), 0);
+    assert_int_equal(fx_sockopt_get(c, FX_SO_KEEPALIVE, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(fx_sockopt_set(c, FX_SO_ERROR, 0), -EINVAL);    /* read only */
+    assert_int_equal(fx_sockopt_get(c, 999, &v), -ENOPROTOOPT);
+    rc = fx_connect(c, &la, llen);
+    assert_true(rc == 0 || rc == 1);
+    assert_int_equal(wait_fd(c, POLLOUT), 1);
+    assert_int_equal(fx_sockopt_get(c, FX_SO_ERROR, &v), 0);
+    assert_int_equal(v, 0);
+    /* Linux reports the finished non-blocking connect once, then EISCONN. */
+    rc = fx_connect(c, &la, llen);
+    assert_true(rc == 0 || rc == -EISCONN);
+    assert_int_equal(fx_connect(c, &la, llen), -EISCONN);
+    assert_int_equal(wait_fd(lfd, POLLIN), 1);
+    s = fx_tcp_accept(lfd, NULL, NULL);
+    assert_true(s >= 0);
+    assert_int_equal(fx_send(c, "hi", 2), 2);
+    assert_int_equal(wait_fd(s, POLLIN), 1);
+    assert_int_equal(fx_recv(s, buf, sizeof(buf)), 2);
+
+    /* A second bind of the same socket, and a bind to a listening port. */
+    assert_int_equal(fx_bind(lfd, &sa, len), -EINVAL);
+    v = fx_tcp_socket(NULL, 0);
+    assert_int_equal(fx_bind(v, &la, llen), -EADDRINUSE);
+    close(v);
+    close(c);
+    close(s);
+    close(lfd);
+}
+
+static void test_filter_socket_family(void **state)
+{
+    fx_sockaddr sa;
+    int len = sizeof(sa), fd, v, rc;
+    (void)state;
+
+    fd = fx_tcp_socket(NULL, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(fx_sockopt_set(fd, FX_TCP_NODELAY, 1), 0);
+    assert_int_equal(fx_addr_parse("[::1]:0", &sa, &len, NULL, 0), 0);
+    rc = fx_tcp_match_family(fd, &sa, len);
+    if (rc == -EAFNOSUPPORT)
+        skip();    /* no IPv6 here */
+    assert_int_equal(rc, 0);
+    /* Same fd number, now IPv6, the option carried over, still non-blocking. */
+    assert_int_equal(fx_sockopt_get(fd, FX_TCP_NODELAY, &v), 0);
+    assert_int_equal(v, 1);
+    rc = fx_bind(fd, &sa, len);
+    if (rc == -EADDRNOTAVAIL) {
+        close(fd);
+        skip();    /* no IPv6 loopback */
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(fx_listen(fd, 4), 0);
+    assert_int_equal(fx_tcp_accept(fd, NULL, NULL), -EAGAIN);
+    assert_int_equal(fx_tcp_match_family(fd, &sa, len), 0);   /* already IPv6: nothing to do */
+    close(fd);
+}
+
 /* ---- Linux <-> Win32 -------------------------------------------------- */
 
 static void test_sa_win32(void **state)
@@ -417,6 +506,8 @@ int main(void)
         cmocka_unit_test(test_listen_errors),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_ipv6_loopback),
+        cmocka_unit_test(test_filter_socket_steps),
+        cmocka_unit_test(test_filter_socket_family),
         cmocka_unit_test(test_sa_win32),
         cmocka_unit_test(test_errno_to_wsa),
     };

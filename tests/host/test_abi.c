@@ -1140,6 +1140,41 @@ static void test_firewall_heavy_blocking(void **state)
     IFWXFirewall_Release(fw);
 }
 
+/* CreatePrivateSession: a session of the given client, flagged private,
+ * unauthenticated without an impersonator, that hands its address back
+ * with port 0 and checks its arguments. */
+static void test_firewall_private_session(void **state)
+{
+    IFWXFirewall *fw = firewall_get();
+    IFWXSession *session = NULL;
+    SOCKADDR_IN client, got;
+    DWORD flags = 0, len = sizeof(got);
+    (void)state;
+
+    memset(&client, 0, sizeof(client));
+    client.sin_family = AF_INET;
+    client.sin_port = htons(4321);
+    client.sin_addr.s_addr = htonl(0x7f000009);
+    assert_int_equal(IFWXFirewall_CreatePrivateSession(fw, NULL, sizeof(client), NULL, 0, NULL,
+                                                       &session), E_POINTER);
+    assert_int_equal(IFWXFirewall_CreatePrivateSession(fw, (LPSOCKADDR)&client, 3, NULL, 0, NULL,
+                                                       &session), E_INVALIDARG);
+    assert_null(session);
+    assert_int_equal(IFWXFirewall_CreatePrivateSession(fw, (LPSOCKADDR)&client, sizeof(client),
+                                                       NULL, 0, NULL, &session), S_OK);
+    assert_non_null(session);
+    assert_int_equal(IFWXSession_GetSessionFlags(session, &flags), S_OK);
+    assert_true(flags & FWX_SESSION_PRIVATE);
+    assert_false(flags & (FWX_SESSION_NAT | FWX_SESSION_AUTHENTICATED));
+    assert_int_equal(IFWXSession_GetClientAddress(session, (LPSOCKADDR)&got, &len), S_OK);
+    assert_int_equal(len, sizeof(got));
+    assert_int_equal(got.sin_addr.s_addr, client.sin_addr.s_addr);
+    assert_int_equal(got.sin_port, 0);
+    assert_int_equal(IFWXSession_ImpersonateClient(session), FWX_E_NOT_AUTHENTICATED);
+    assert_int_equal(IFWXSession_Release(session), 0);
+    IFWXFirewall_Release(fw);
+}
+
 static void test_firewall_duplicate_hook_events(void **state)
 {
     FwxPortRangeEvents ranges[3] = {
@@ -1575,6 +1610,7 @@ int main(void)
         cmocka_unit_test(test_firewall_query_interface),
         cmocka_unit_test(test_firewall_heavy_blocking),
         cmocka_unit_test(test_firewall_duplicate_hook_events),
+        cmocka_unit_test(test_firewall_private_session),
     };
     int failed;
 

@@ -8,7 +8,7 @@
  *                 --seed S [--chunk C] [--index-base B] [--timeout SECONDS]
  *   fxpeer send   --connect ADDR:PORT (--data STRING | --file F) [--chunk C]
  *                 [--delay-ms D] [--out FILE] [--timeout SECONDS]
- *   fxpeer sink   --listen ADDR:PORT --out FILE [--count N]
+ *   fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]
  *   fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]
  *
  * The deterministic streams. Every byte is a function of (seed, index,
@@ -318,7 +318,7 @@ static int wait_readable_or_stop(int fd)
 /* ------------------------------------------------------------ options */
 
 struct opts {
-    const char *listen, *connect, *data, *file, *out;
+    const char *listen, *connect, *data, *file, *out, *reply;
     uint64_t send, recv, seed, chunk, conns, index_base, count;
     unsigned delay_ms, timeout;
     int have_send, have_recv, have_seed;
@@ -331,7 +331,7 @@ static void usage(void)
           "                     [--chunk C] [--index-base B] [--timeout SECONDS]\n"
           "       fxpeer send   --connect ADDR:PORT (--data STRING | --file F) [--chunk C]\n"
           "                     [--delay-ms D] [--out FILE] [--timeout SECONDS]\n"
-          "       fxpeer sink   --listen ADDR:PORT --out FILE [--count N]\n"
+          "       fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]\n"
           "       fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]\n"
           "BYTES and C accept suffixes k, m, g (binary).\n",
           stderr);
@@ -359,6 +359,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->file = v;
         else if (!strcmp(a, "--out"))
             o->out = v;
+        else if (!strcmp(a, "--reply"))
+            o->reply = v;
         else if (!strcmp(a, "--send"))
             o->send = parse_size(a, v), o->have_send = 1;
         else if (!strcmp(a, "--recv"))
@@ -951,8 +953,12 @@ static int run_sink(const struct opts *o)
                        strerror(errno));
                 break;
             }
-            if (r == 0)
+            if (r == 0) {
+                /* --reply: the answer to a client that half-closed. */
+                if (o->reply && send(fd, o->reply, strlen(o->reply), MSG_NOSIGNAL) < 0)
+                    printf("sink: connection %" PRIu64 ": reply: %s\n", n + 1, strerror(errno));
                 break;
+            }
             write_all(outfd, buf, (size_t)r);
             got += (uint64_t)r;
             reads++;
