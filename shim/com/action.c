@@ -66,6 +66,15 @@ static const IFWXFirewallActionVtbl action_vtbl = {
     action_Cancel,
 };
 
+void action_detach(IFWXFirewallAction *iface)
+{
+    struct action *a = impl_from_IFWXFirewallAction(iface);
+    /* The owner is going away: Cancel must no longer reach it. */
+    InterlockedExchange(&a->cancelled, 1);
+    a->cancel = NULL;
+    a->arg = NULL;
+}
+
 HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out)
 {
     struct action *a;

@@ -39,7 +39,8 @@ static const char *rule_name(struct connection *c)
 /* ------------------------------------------------------------ completions */
 
 void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
-                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user)
+                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user,
+                      IFWXIOBuffer *hold, long set_size)
 {
     struct completion *cp = malloc(sizeof(*cp));
     if (!cp) {
@@ -55,6 +56,8 @@ void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_fi
     cp->error = ok ? 0 : err;
     cp->buffer = buf;
     cp->user = user;
+    cp->hold = hold;
+    cp->set_size = set_size;
     *c->pending_tail = cp;
     c->pending_tail = &cp->next;
 }
@@ -76,14 +79,19 @@ static BOOL deliver(struct connection *c, struct completion *list)
 
     for (cp = list; cp; cp = next) {
         next = cp->next;
-        GUARDED_CALL(hr, cp->owner, "IFWXIOCompletion", "CompleteAsyncIO",
-                     IFWXIOCompletion_CompleteAsyncIO(cp->sink, cp->success, cp->error, cp->buffer,
-                                                      cp->user, NULL, 0));
-        if (hr == FX_E_FILTER_FAULT)
-            healthy = FALSE;
-        GUARDED_VOID(cp->owner, "IFWXIOCompletion", "Release", IFWXIOCompletion_Release(cp->sink));
-        if (cp->buffer)
-            IFWXIOBuffer_Release(cp->buffer);
+        if (cp->buffer && cp->set_size >= 0)
+            iobuffer_set_size(cp->buffer, (DWORD)cp->set_size);
+        if (cp->sink) {
+            GUARDED_CALL(hr, cp->owner, "IFWXIOCompletion", "CompleteAsyncIO",
+                         IFWXIOCompletion_CompleteAsyncIO(cp->sink, cp->success, cp->error,
+                                                          cp->buffer, cp->user, NULL, 0));
+            if (hr == FX_E_FILTER_FAULT)
+                healthy = FALSE;
+            GUARDED_VOID(cp->owner, "IFWXIOCompletion", "Release",
+                         IFWXIOCompletion_Release(cp->sink));
+        }
+        iobuffer_ref(cp->buffer, -1);
+        iobuffer_ref(cp->hold, -1);
         free(cp);
     }
     return healthy;
@@ -655,6 +663,11 @@ static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDat
         return FWX_E_BAD_CONTEXT;
     if (!df || (unsigned)priority > fwx_dfpc_Emulation)
         return E_INVALIDARG;
+    /* References first: AddRef is filter code and never runs under our lock. */
+    GUARDED_CALL(hr, ctx->filter, "IFWXDataFilter", "AddRef", (HRESULT)IFWXDataFilter_AddRef(df));
+    if (context)
+        GUARDED_VOID(ctx->filter, "IUnknown", "AddRef", IUnknown_AddRef(context));
+    hr = S_OK;
     EnterCriticalSection(&c->lock);
     if (c->terminated || c->state != CONN_EVENTS) {
         hr = FWX_E_TERMINATING;
@@ -667,11 +680,13 @@ static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDat
         l->context = context;
         l->owner = ctx->filter;
         l->sockets_set = FALSE;
-        IFWXDataFilter_AddRef(df);
-        if (context)
-            IUnknown_AddRef(context);
     }
     LeaveCriticalSection(&c->lock);
+    if (FAILED(hr)) {
+        GUARDED_VOID(ctx->filter, "IFWXDataFilter", "Release", IFWXDataFilter_Release(df));
+        if (context)
+            GUARDED_VOID(ctx->filter, "IUnknown", "Release", IUnknown_Release(context));
+    }
     return hr;
 }
 

@@ -60,6 +60,14 @@ HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD lengt
  * ones go through their vtable). */
 HRESULT iobuffer_data(IFWXIOBuffer *buf, BYTE **data, DWORD *size, DWORD *capacity);
 LONG iobuffer_live_count(void);
+/* Our own buffer class?  Then AddRef/Release/SetDataSize run no filter code. */
+BOOL iobuffer_is_host(IFWXIOBuffer *buf);
+/* AddRef (+1) or Release (-1) any buffer; a filter's own buffer class is
+ * called through the guarded path. Never call with a host lock held unless
+ * iobuffer_is_host(). */
+void iobuffer_ref(IFWXIOBuffer *buf, int delta);
+/* SetDataSize on any buffer, guarded for a filter's own class. */
+HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
 
 /* ---- firewall.c ---- */
 /* The process's one IFWXFirewall; returned with a reference. */

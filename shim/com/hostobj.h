@@ -65,7 +65,9 @@ struct session_filter {
     struct fx_filter *filter;
     IFWXSessionFilter *sf;
     FwxFilterHookEvents *hooks;    /* from AttachToSession, CoTaskMem, ours */
-    BOOL detached;
+    BOOL detached;                 /* no new calls; Detach done or pending */
+    LONG busy;                     /* calls in progress (host count: no AddRef under a lock) */
+    BOOL detach_pending;           /* the last caller out runs Detach */
 };
 
 struct data_factory {
@@ -125,6 +127,9 @@ struct event_ctx *event_ctx_current(void);
 
 /* ---- action.c ---- */
 HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out);
+/* The action's owner is freed: later Cancel calls do nothing. Only our
+ * own action objects may be passed. */
+void action_detach(IFWXFirewallAction *action);
 
 /* ---- connection.c ---- */
 struct sock;
@@ -214,18 +219,23 @@ void sock_abort_all(struct sock *s, DWORD error);
 int sock_is_finished(struct sock *s);    /* net end: both directions done */
 void sock_release(struct sock *s);
 
-/* Completions collected under the lock, delivered after unlocking. */
+/* Completions collected under the lock, delivered after unlocking. All
+ * reference counting of filter objects (sink, a filter's own buffers)
+ * happens at delivery, outside the lock. */
 struct completion {
     struct completion *next;
-    IFWXIOCompletion *sink;
+    IFWXIOCompletion *sink;        /* referenced; NULL: nothing to call */
     struct fx_filter *owner;
     BOOL success;
     DWORD error;
-    IFWXIOBuffer *buffer;
+    IFWXIOBuffer *buffer;          /* referenced; handed to the sink */
     UserContextType user;
+    IFWXIOBuffer *hold;            /* referenced; released after delivery */
+    long set_size;                 /* >= 0: SetDataSize(buffer) before delivery */
 };
 void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
-                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user);
+                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user,
+                      IFWXIOBuffer *hold, long set_size);
 
 /* ---- netsocket.c: IFWXNetworkSocket, the sockets filters create ---- */
 /* IFWXFirewall/IFWXSession::CreateNetworkSocket (session NULL for the

@@ -68,7 +68,7 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
 
     if (ref == 0) {
         if (buf->original)
-            IFWXIOBuffer_Release(buf->original);
+            GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
         InterlockedDecrement(&iobuffer_live);
         free(buf);
     } else if (ref < 0) {
@@ -267,7 +267,7 @@ HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD lengt
     buf->data = data + offset;
     buf->capacity = buf->size = length;
     buf->original = original;
-    IFWXIOBuffer_AddRef(original);
+    GUARDED_VOID(NULL, "IFWXIOBuffer", "AddRef", IFWXIOBuffer_AddRef(original));
     *out = &buf->IFWXIOBuffer_iface;
     return S_OK;
 }
@@ -302,4 +302,34 @@ HRESULT iobuffer_data(IFWXIOBuffer *iface, BYTE **data, DWORD *size, DWORD *capa
 LONG iobuffer_live_count(void)
 {
     return iobuffer_live;
+}
+
+BOOL iobuffer_is_host(IFWXIOBuffer *buf)
+{
+    return unsafe_impl(buf) != NULL;
+}
+
+void iobuffer_ref(IFWXIOBuffer *buf, int delta)
+{
+    if (!buf)
+        return;
+    if (unsafe_impl(buf)) {
+        if (delta > 0)
+            iobuffer_AddRef(buf);
+        else
+            iobuffer_Release(buf);
+    } else if (delta > 0) {
+        GUARDED_VOID(NULL, "IFWXIOBuffer", "AddRef", IFWXIOBuffer_AddRef(buf));
+    } else {
+        GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf));
+    }
+}
+
+HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size)
+{
+    HRESULT hr;
+    if (unsafe_impl(buf))
+        return iobuffer_SetDataSize(buf, size);
+    GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "SetDataSize", IFWXIOBuffer_SetDataSize(buf, size));
+    return hr;
 }

@@ -70,6 +70,10 @@ static void free_factories(struct session *s)
     struct data_factory *f, *next;
     for (f = s->factories; f; f = next) {
         next = f->next;
+        if (f->action) {
+            action_detach(f->action);
+            IFWXFirewallAction_Release(f->action);
+        }
         GUARDED_VOID(NULL, "IClassFactory", "Release", IClassFactory_Release(f->factory));
         if (f->context)
             GUARDED_VOID(NULL, "IUnknown", "Release", IUnknown_Release(f->context));
@@ -237,6 +241,34 @@ static void detach_session_filter(struct fx_filter *f, IFWXSessionFilter *sf,
     CoTaskMemFree(hooks);
 }
 
+/* A session filter in use is pinned by a host count taken under the lock,
+ * not by AddRef: AddRef is filter code, which never runs under our locks.
+ * session_end leaves Detach to the last caller still inside it. */
+static IFWXSessionFilter *entry_acquire(struct session *s, struct session_filter *e)
+{
+    IFWXSessionFilter *sf = NULL;
+    EnterCriticalSection(&s->lock);
+    if (!e->detached) {
+        e->busy++;
+        sf = e->sf;
+    }
+    LeaveCriticalSection(&s->lock);
+    return sf;
+}
+
+static void entry_release(struct session *s, struct session_filter *e)
+{
+    BOOL detach = FALSE;
+    EnterCriticalSection(&s->lock);
+    if (--e->busy == 0 && e->detach_pending) {
+        e->detach_pending = FALSE;
+        detach = TRUE;
+    }
+    LeaveCriticalSection(&s->lock);
+    if (detach)
+        detach_session_filter(e->filter, e->sf, e->hooks);
+}
+
 /* AttachToSession for f unless the session already has a session filter of
  * it. Returns the entry, or NULL (the filter declined, faulted, or the
  * session ended meanwhile). */
@@ -344,12 +376,7 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
             if (!match)
                 continue;
         }
-        EnterCriticalSection(&s->lock);
-        sf = entry->detached ? NULL : entry->sf;
-        if (sf)
-            IFWXSessionFilter_AddRef(sf);   /* ours while we call it; Release is filter code */
-        LeaveCriticalSection(&s->lock);
-        if (!sf)
+        if (!(sf = entry_acquire(s, entry)))
             continue;
 
         struct event_ctx ctx = { type, conn, f, NULL };
@@ -357,7 +384,7 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
         GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
                      IFWXSessionFilter_FirewallEventHandler(sf, ev));
         event_ctx_leave(&ctx);
-        GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
+        entry_release(s, entry);
         if (hr == FX_E_FILTER_FAULT || hr == E_OUTOFMEMORY) {
             if (first_error == S_OK)
                 first_error = hr;
@@ -372,11 +399,9 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
 void session_raise_terminating(struct session *s, struct connection *conn)
 {
     FwxFirewallEvent ev;
-    struct {
-        struct fx_filter *f;
-        IFWXSessionFilter *sf;
-    } targets[HOST_MAX_FILTERS];
-    int n = 0;
+    struct session_filter *targets[HOST_MAX_FILTERS];
+    IFWXSessionFilter *sfs[HOST_MAX_FILTERS];
+    int n = 0, count;
     HRESULT hr;
 
     memset(&ev, 0, sizeof(ev));
@@ -387,26 +412,23 @@ void session_raise_terminating(struct session *s, struct connection *conn)
     /* Every session filter may hold the connection (reference 8.1.3): no
      * hook check, no attach. */
     EnterCriticalSection(&s->lock);
-    for (int i = 0; i < s->nsfs; i++) {
-        if (s->sfs[i].detached)
-            continue;
-        targets[n].f = s->sfs[i].filter;
-        targets[n].sf = s->sfs[i].sf;
-        IFWXSessionFilter_AddRef(targets[n].sf);
-        n++;
-    }
+    count = s->nsfs;
     LeaveCriticalSection(&s->lock);
+    for (int i = 0; i < count; i++) {
+        if ((sfs[n] = entry_acquire(s, &s->sfs[i])))
+            targets[n++] = &s->sfs[i];
+    }
     for (int i = 0; i < n; i++) {
-        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, targets[i].f, NULL };
+        struct fx_filter *f = targets[i]->filter;
+        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, f, NULL };
         event_ctx_enter(&ctx);
-        GUARDED_CALL(hr, targets[i].f, "IFWXSessionFilter", "FirewallEventHandler",
-                     IFWXSessionFilter_FirewallEventHandler(targets[i].sf, &ev));
+        GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
+                     IFWXSessionFilter_FirewallEventHandler(sfs[i], &ev));
         event_ctx_leave(&ctx);
         if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
             fx_log(FX_LOG_INFO, "filter %s: fwx_ConnectionTerminating handler returned 0x%08lx",
-                   fx_filter_name(targets[i].f), (unsigned long)hr);
-        GUARDED_VOID(targets[i].f, "IFWXSessionFilter", "Release",
-                     IFWXSessionFilter_Release(targets[i].sf));
+                   fx_filter_name(f), (unsigned long)hr);
+        entry_release(s, targets[i]);
     }
 }
 
@@ -461,15 +483,21 @@ static HRESULT WINAPI session_SetDataFilterFactory(IFWXSession *iface, ProxyEven
     f->factory = factory;
     f->priority = priority;
     f->context = context;
-    IClassFactory_AddRef(factory);
+    GUARDED_VOID(NULL, "IClassFactory", "AddRef", IClassFactory_AddRef(factory));
     if (context)
-        IUnknown_AddRef(context);
-    if (action && FAILED(hr = action_create(factory_cancel, f, action))) {
-        IClassFactory_Release(factory);
-        if (context)
-            IUnknown_Release(context);
-        free(f);
-        return hr;
+        GUARDED_VOID(NULL, "IUnknown", "AddRef", IUnknown_AddRef(context));
+    if (action) {
+        if (FAILED(hr = action_create(factory_cancel, f, action))) {
+            GUARDED_VOID(NULL, "IClassFactory", "Release", IClassFactory_Release(factory));
+            if (context)
+                GUARDED_VOID(NULL, "IUnknown", "Release", IUnknown_Release(context));
+            free(f);
+            return hr;
+        }
+        /* Ours too, so that freeing the factory can detach it (the filter
+         * may keep its reference past the session's end). */
+        f->action = *action;
+        IFWXFirewallAction_AddRef(f->action);
     }
     EnterCriticalSection(&s->lock);
     f->next = s->factories;
@@ -505,10 +533,12 @@ void session_apply_factories(struct session *s, DWORD event, const void *win_add
     for (f = s->factories; f && n < CHAIN_MAX; f = f->next) {
         if (!factory_matches(f, event, win_addr, len))
             continue;
+        /* No AddRef (filter code) under our lock: the factory entry and its
+         * reference live until the session is freed, and the connection
+         * holds the session. */
         todo[n] = f->factory;
         prio[n] = f->priority;
         ctxs[n] = f->context;
-        IClassFactory_AddRef(todo[n]);
         n++;
     }
     LeaveCriticalSection(&s->lock);
@@ -526,7 +556,6 @@ void session_apply_factories(struct session *s, DWORD event, const void *win_add
             fx_log(FX_LOG_WARN, "session %s: data-filter factory CreateInstance returned 0x%08lx",
                    s->name, (unsigned long)hr);
         }
-        GUARDED_VOID(NULL, "IClassFactory", "Release", IClassFactory_Release(todo[i]));
     }
 }
 
@@ -610,12 +639,18 @@ void session_end(struct session *s)
 
     EnterCriticalSection(&s->lock);
     s->ended = TRUE;
-    n = s->nsfs;
-    memcpy(sfs, s->sfs, n * sizeof(sfs[0]));
-    for (int i = 0; i < n; i++)
-        s->sfs[i].detached = TRUE;
+    n = 0;
+    for (int i = 0; i < s->nsfs; i++) {
+        struct session_filter *e = &s->sfs[i];
+        if (e->detached)
+            continue;
+        e->detached = TRUE;
+        if (e->busy)
+            e->detach_pending = TRUE;    /* the last caller out detaches */
+        else
+            sfs[n++] = *e;
+    }
     LeaveCriticalSection(&s->lock);
     for (int i = 0; i < n; i++)
-        if (!sfs[i].detached)
-            detach_session_filter(sfs[i].filter, sfs[i].sf, sfs[i].hooks);
+        detach_session_filter(sfs[i].filter, sfs[i].sf, sfs[i].hooks);
 }

@@ -31,6 +31,8 @@
 struct op {
     struct op *next;
     IFWXIOBuffer *buf;             /* referenced; NULL for Recv(NULL) */
+    BYTE *data;                    /* buf's memory, read when the op was queued */
+    DWORD len;                     /* Send: data size; Recv: capacity */
     IFWXIOCompletion *sink;        /* referenced; may be NULL for sends */
     UserContextType user;
     struct fx_filter *owner;
@@ -96,23 +98,38 @@ static struct op *opq_pop(struct opq *q)
     return op;
 }
 
-/* The op's references move into the completion (or are dropped). */
-static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err, IFWXIOBuffer *buf)
+/* Queue op's completion. result (a reference, ours to give) goes to the
+ * sink; the op's own buffer reference travels with the completion and is
+ * dropped after delivery, unless it is the result itself. set_size >= 0:
+ * the result's data size, set at delivery (a filter's buffer class is filter
+ * code, which never runs under the connection lock). */
+static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err,
+                        IFWXIOBuffer *result, long set_size)
 {
-    if (op->sink)
-        completion_queue(c, op->sink, op->owner, ok, err, buf, op->user);
-    else if (buf)
-        IFWXIOBuffer_Release(buf);
-    if (op->buf)
-        IFWXIOBuffer_Release(op->buf);
+    IFWXIOBuffer *hold = op->buf == result ? NULL : op->buf;
+    completion_queue(c, op->sink, op->owner, ok, err, result, op->user, hold, set_size);
     free(op);
+}
+
+/* A host buffer holding a copy of len bytes. NULL on out of memory. */
+static IFWXIOBuffer *host_copy(const BYTE *data, DWORD len)
+{
+    IFWXIOBuffer *buf;
+    BYTE *dst;
+    DWORD size, cap;
+    if (FAILED(iobuffer_create(len, &buf)))
+        return NULL;
+    iobuffer_data(buf, &dst, &size, &cap);
+    memcpy(dst, data, len);
+    IFWXIOBuffer_SetDataSize(buf, len);
+    return buf;
 }
 
 static void fail_queue(struct connection *c, struct opq *q, DWORD err)
 {
     struct op *op;
     while ((op = opq_pop(q)))
-        op_complete(c, op, FALSE, err, NULL);
+        op_complete(c, op, FALSE, err, NULL, -1);
 }
 
 /* ------------------------------------------------------------ net ends */
@@ -138,15 +155,8 @@ static void net_pump_sends(struct sock *s)
     struct op *op;
 
     while ((op = s->sends.head)) {
-        BYTE *data;
-        DWORD size, cap;
-        if (FAILED(iobuffer_data(op->buf, &data, &size, &cap))) {
-            opq_pop(&s->sends);
-            op_complete(c, op, FALSE, ERROR_INVALID_PARAMETER, NULL);
-            continue;
-        }
-        while (op->done < size) {
-            long n = fx_send(s->fd, data + op->done, size - op->done);
+        while (op->done < op->len) {
+            long n = fx_send(s->fd, op->data + op->done, op->len - op->done);
             if (n == -LINUX_EAGAIN)
                 return;
             if (n < 0) {
@@ -162,7 +172,7 @@ static void net_pump_sends(struct sock *s)
             *inflight = *inflight > (size_t)n ? *inflight - (size_t)n : 0;
         }
         opq_pop(&s->sends);
-        op_complete(c, op, TRUE, 0, NULL);
+        op_complete(c, op, TRUE, 0, NULL, -1);
     }
     if (s->shut_pending && !s->shut_done) {
         fx_shutdown_write(s->fd);
@@ -177,33 +187,26 @@ static void net_pump_recvs(struct sock *s)
 
     while ((op = s->recvs.head)) {
         IFWXIOBuffer *buf = op->buf;
-        BYTE *data;
-        DWORD size, cap;
+        BYTE *data = op->data;
+        DWORD cap = op->len, size;
         long n = 0;
 
         if (!s->read_eof && !read_gate_open(s))
             return;
-        if (buf) {
-            IFWXIOBuffer_AddRef(buf);
-        } else if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf))) {
-            return;    /* out of memory: retry on the next pass */
-        }
-        if (FAILED(iobuffer_data(buf, &data, &size, &cap))) {
-            IFWXIOBuffer_Release(buf);
-            opq_pop(&s->recvs);
-            op_complete(c, op, FALSE, ERROR_INVALID_PARAMETER, NULL);
-            continue;
+        if (!buf) {
+            if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf)))
+                return;    /* out of memory: retry on the next pass */
+            iobuffer_data(buf, &data, &size, &cap);
         }
         if (!s->read_eof) {
             n = fx_recv(s->fd, data, cap);
-            if (n == -LINUX_EAGAIN) {
-                IFWXIOBuffer_Release(buf);
-                return;
-            }
-            if (n < 0) {
-                IFWXIOBuffer_Release(buf);
+            if (n == -LINUX_EAGAIN || n < 0) {
+                if (buf != op->buf)
+                    IFWXIOBuffer_Release(buf);     /* ours: no filter code */
+                if (n == -LINUX_EAGAIN)
+                    return;
                 opq_pop(&s->recvs);
-                op_complete(c, op, FALSE, fx_errno_to_wsa((int)-n), NULL);
+                op_complete(c, op, FALSE, fx_errno_to_wsa((int)-n), NULL, -1);
                 c->aborted = TRUE;
                 continue;
             }
@@ -211,11 +214,10 @@ static void net_pump_recvs(struct sock *s)
                 s->read_eof = TRUE;
         }
         /* 0 bytes in a successful completion is the end of the stream. */
-        IFWXIOBuffer_SetDataSize(buf, (DWORD)n);
         if (s->end == 0)
             c->bytes_in += (unsigned long long)n;         /* from the client */
         opq_pop(&s->recvs);
-        op_complete(c, op, TRUE, 0, buf);
+        op_complete(c, op, TRUE, 0, buf, n);
     }
 }
 
@@ -247,74 +249,55 @@ static void pipe_pump(struct sock *s)
     while ((recv = s->recvs.head)) {
         if (s->closed || s->rx_reset) {
             opq_pop(&s->recvs);
-            op_complete(c, recv, FALSE, s->closed ? ERROR_OPERATION_ABORTED : WSAECONNRESET, NULL);
+            op_complete(c, recv, FALSE, s->closed ? ERROR_OPERATION_ABORTED : WSAECONNRESET,
+                        NULL, -1);
             continue;
         }
         if (!(send = s->rx.head)) {
             if (!s->rx_eof)
                 return;
-            IFWXIOBuffer *empty;
-            if (recv->buf) {
-                empty = recv->buf;
-                IFWXIOBuffer_AddRef(empty);
-            } else if (FAILED(iobuffer_create(0, &empty))) {
+            IFWXIOBuffer *empty = recv->buf;
+            if (!empty && FAILED(iobuffer_create(0, &empty)))
                 return;
-            }
-            IFWXIOBuffer_SetDataSize(empty, 0);
             opq_pop(&s->recvs);
-            op_complete(c, recv, TRUE, 0, empty);
+            op_complete(c, recv, TRUE, 0, empty, 0);
             continue;
         }
-        BYTE *src;
-        DWORD size, cap;
-        if (FAILED(iobuffer_data(send->buf, &src, &size, &cap)) || s->rx_offset > size) {
-            opq_pop(&s->rx);
-            s->rx_offset = 0;
-            op_complete(c, send, FALSE, ERROR_INVALID_PARAMETER, NULL);
-            continue;
-        }
+        DWORD size = send->len;
         if (size == 0) {
             /* An empty Send moves nothing; completing it keeps the sender
              * going without faking an end of stream to the receiver. */
             opq_pop(&s->rx);
-            op_complete(c, send, TRUE, 0, NULL);
+            op_complete(c, send, TRUE, 0, NULL, -1);
             continue;
         }
         IFWXIOBuffer *out;
+        long out_size = -1;
         if (!recv->buf) {
-            /* The common case: hand the sender's buffer over by reference. */
             if (s->rx_offset == 0) {
+                /* The common case: the sender's buffer itself, by reference:
+                 * the send op's reference moves to the receiver. */
                 out = send->buf;
-                IFWXIOBuffer_AddRef(out);
-            } else if (FAILED(iobuffer_create_window(send->buf, s->rx_offset,
-                                                     size - s->rx_offset, &out))) {
+                send->buf = NULL;
+            } else if (!(out = host_copy(send->data + s->rx_offset, size - s->rx_offset))) {
                 return;
             }
             s->rx_offset = size;
         } else {
-            BYTE *dst;
-            DWORD dsize, dcap, n;
+            DWORD n = size - s->rx_offset < recv->len ? size - s->rx_offset : recv->len;
+            memcpy(recv->data, send->data + s->rx_offset, n);
             out = recv->buf;
-            IFWXIOBuffer_AddRef(out);
-            if (FAILED(iobuffer_data(out, &dst, &dsize, &dcap))) {
-                IFWXIOBuffer_Release(out);
-                opq_pop(&s->recvs);
-                op_complete(c, recv, FALSE, ERROR_INVALID_PARAMETER, NULL);
-                continue;
-            }
-            n = size - s->rx_offset < dcap ? size - s->rx_offset : dcap;
-            memcpy(dst, src + s->rx_offset, n);
-            IFWXIOBuffer_SetDataSize(out, n);
+            out_size = n;
             s->rx_offset += n;
         }
         opq_pop(&s->recvs);
-        op_complete(c, recv, TRUE, 0, out);
+        op_complete(c, recv, TRUE, 0, out, out_size);
         if (s->rx_offset >= size) {
             opq_pop(&s->rx);
             s->rx_offset = 0;
             size_t *inflight = &c->inflight[s->peer ? s->peer->dir : 0];
             *inflight = *inflight > size ? *inflight - size : 0;
-            op_complete(c, send, TRUE, 0, NULL);
+            op_complete(c, send, TRUE, 0, NULL, -1);
         }
     }
 }
@@ -403,22 +386,42 @@ static struct fx_filter *caller_filter(struct sock *s)
     return ctx ? ctx->filter : NULL;
 }
 
-static HRESULT queue_op(struct sock *s, struct opq *q, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
-                        UserContextType user)
+/* A new op with its references taken and its buffer read: all of it is
+ * filter code for a filter's own buffer class or sink, so it happens
+ * before the connection lock is taken (op_discard undoes it, also without
+ * the lock). For a Send, len is the data size; for a Recv, the capacity. */
+static HRESULT op_prepare(struct sock *s, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
+                          UserContextType user, BOOL is_send, struct op **out)
 {
-    struct op *op = calloc(1, sizeof(*op));
-    if (!op)
+    struct op *op;
+    DWORD size = 0, cap = 0;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!(op = calloc(1, sizeof(*op))))
         return E_OUTOFMEMORY;
+    if (buf && FAILED(hr = iobuffer_data(buf, &op->data, &size, &cap))) {
+        free(op);
+        return hr == E_UNEXPECTED ? E_INVALIDARG : hr;
+    }
+    op->len = is_send ? size : cap;
     op->buf = buf;
     op->sink = sink;
     op->user = user;
     op->owner = caller_filter(s);
-    if (buf)
-        IFWXIOBuffer_AddRef(buf);
+    iobuffer_ref(buf, +1);
     if (sink)
-        IFWXIOCompletion_AddRef(sink);
-    opq_push(q, op);
+        GUARDED_VOID(op->owner, "IFWXIOCompletion", "AddRef", IFWXIOCompletion_AddRef(sink));
+    *out = op;
     return S_OK;
+}
+
+static void op_discard(struct op *op)
+{
+    iobuffer_ref(op->buf, -1);
+    if (op->sink)
+        GUARDED_VOID(op->owner, "IFWXIOCompletion", "Release", IFWXIOCompletion_Release(op->sink));
+    free(op);
 }
 
 static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
@@ -426,30 +429,33 @@ static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
 {
     struct sock *s = impl_from_IFWXSocket(iface);
     struct connection *c = s->conn;
-    BYTE *data;
-    DWORD size, cap;
+    struct op *op;
     HRESULT hr;
 
     if (!buf)
         return E_POINTER;
+    if (FAILED(hr = op_prepare(s, buf, sink, user, TRUE, &op)))
+        return hr;
     EnterCriticalSection(&c->lock);
     if (s->dead || c->terminated)
         hr = FWX_E_TERMINATING;
     else if (s->shut_pending || s->closed)
         hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
     else if (s->kind == SOCK_NET)
-        hr = queue_op(s, &s->sends, buf, sink, user);
+        opq_push(&s->sends, op);
     else if (!s->peer || s->peer->closed || s->peer->dead)
         hr = HRESULT_FROM_WIN32(WSAECONNRESET);
     else
-        hr = queue_op(s, &s->peer->rx, buf, sink, user);
+        opq_push(&s->peer->rx, op);
     /* Flow control counts what the host itself queues in each direction:
      * counting reads against writes stalled filters that shrink the
      * stream. Filters that hold data themselves answer for it. */
-    if (SUCCEEDED(hr) && SUCCEEDED(iobuffer_data(buf, &data, &size, &cap)))
-        c->inflight[s->dir] += size;
-    LeaveCriticalSection(&c->lock);
     if (SUCCEEDED(hr))
+        c->inflight[s->dir] += op->len;
+    LeaveCriticalSection(&c->lock);
+    if (FAILED(hr))
+        op_discard(op);
+    else
         connection_kick(c);
     return hr;
 }
@@ -466,19 +472,24 @@ static HRESULT WINAPI sock_Recv(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
 {
     struct sock *s = impl_from_IFWXSocket(iface);
     struct connection *c = s->conn;
+    struct op *op;
     HRESULT hr;
 
     if (!sink)
         return E_POINTER;
+    if (FAILED(hr = op_prepare(s, buf, sink, user, FALSE, &op)))
+        return hr;
     EnterCriticalSection(&c->lock);
     if (s->dead || c->terminated)
         hr = FWX_E_TERMINATING;
     else if (s->closed)
         hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
     else
-        hr = queue_op(s, &s->recvs, buf, sink, user);
+        opq_push(&s->recvs, op);
     LeaveCriticalSection(&c->lock);
-    if (SUCCEEDED(hr))
+    if (FAILED(hr))
+        op_discard(op);
+    else
         connection_kick(c);
     return hr;
 }
