@@ -26,7 +26,7 @@
 #define LINUX_EAGAIN 11
 
 /* Read size for host-supplied buffers. */
-#define SOCK_READ_SIZE (32 * 1024)
+#define SOCK_READ_SIZE (64 * 1024)
 
 struct op {
     struct op *next;
@@ -60,6 +60,8 @@ struct sock {
     BOOL rx_eof;                   /* SOCK_PIPE: the peer shut down its sending side */
     BOOL rx_reset;                 /* SOCK_PIPE: the peer aborted */
     BOOL read_eof;                 /* SOCK_NET: the remote end finished sending */
+    BOOL drained;                  /* SOCK_NET: the last read was short; wait for FX_READ
+                                      instead of paying for a read that says EAGAIN */
     BOOL shut_pending, shut_done;  /* our sending side: requested, done */
     BOOL closed;                   /* Close called: no more Recv */
     BOOL dead;                     /* torn down: every call answers FWX_E_TERMINATING */
@@ -191,7 +193,7 @@ static void net_pump_recvs(struct sock *s)
         DWORD cap = op->len, size;
         long n = 0;
 
-        if (!s->read_eof && !read_gate_open(s))
+        if (!s->read_eof && (!read_gate_open(s) || s->drained))
             return;
         if (!buf) {
             if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf)))
@@ -212,6 +214,8 @@ static void net_pump_recvs(struct sock *s)
             }
             if (n == 0)
                 s->read_eof = TRUE;
+            else if ((DWORD)n < cap)
+                s->drained = TRUE;
         }
         /* 0 bytes in a successful completion is the end of the stream. */
         if (s->end == 0)
@@ -378,11 +382,17 @@ void sock_release(struct sock *s)
     sock_Release(&s->IFWXSocket_iface);
 }
 
-/* Current filter, for blaming faults in completions on the right DLL. */
+/* Current filter, for blaming faults in completions on the right DLL: the
+ * filter whose guarded call is running on this thread (SetSockets, a
+ * completion, an event handler), else the event's. */
 static struct fx_filter *caller_filter(struct sock *s)
 {
-    struct event_ctx *ctx = event_ctx_current();
+    struct fx_filter *f = guard_current_filter();
+    struct event_ctx *ctx;
     (void)s;
+    if (f)
+        return f;
+    ctx = event_ctx_current();
     return ctx ? ctx->filter : NULL;
 }
 
@@ -549,6 +559,8 @@ static const IFWXSocketVtbl sock_vtbl = {
 static void sock_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
     struct sock *s = data;
+    if (events & (FX_READ | FX_HUP | FX_ERR))
+        s->drained = FALSE;     /* the kernel says there is something to read */
     connection_run_now(s->conn);
 }
 
