@@ -39,7 +39,9 @@ not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift;
 
 free_port() {
     local p
-    for p in $(shuf -i 20000-45000 -n 100); do
+    # Below the ephemeral range (32768+): a client socket of a test running
+    # in parallel could hold a port above it, and the bind would fail.
+    for p in $(shuf -i 20000-32000 -n 100); do
         (exec 3<> /dev/tcp/127.0.0.1/$p) 2> /dev/null && continue
         case " ${used:-} " in *" $p "*) continue ;; esac
         used="${used:-} $p"
@@ -60,6 +62,7 @@ served() { grep -c 'accepted from' "$1"; }
 target=$(free_port) front=$(free_port) a=$(free_port) b=$(free_port)
 "$peer" server --listen 127.0.0.1:$target --send 100000 --seed 3 > "$T/server.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 100); do grep -q '^ready' "$T/server.log" && break; sleep 0.1; done
 for h in a b; do
     port=${!h}
     "$B/bin/fwxhost" --filter "$filter" --listen 127.0.0.1:$port --target 127.0.0.1:$target \

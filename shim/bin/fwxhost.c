@@ -42,7 +42,8 @@ static void usage(FILE *to)
         "  -h, --help            this text\n"
         "\n"
         "Prints \"fwxhost: ready\" on stderr once listening. Exit status: 0 after a\n"
-        "clean stop, 2 for a configuration or start-up error.\n");
+        "clean stop, 2 for a configuration or start-up error, 3 after a stop that\n"
+        "left workers stuck in filter code (see [host] hang-timeout).\n");
 }
 
 /* Async-signal-safe: one byte into a pipe the main thread waits on. */
@@ -196,6 +197,14 @@ int main(int argc, char **argv)
         ;
     fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
     host_stop(&host, drain);
+    if (host.stuck_workers) {
+        /* Their threads are still inside filter code: no clean-up that
+         * could meet them; ExitProcess ends them. */
+        fx_log(FX_LOG_ERROR, "stopped with %d worker(s) stuck in filter code: %ld connections "
+               "served, %ld denied", host.stuck_workers, (long)host.total_connections,
+               (long)host.denied_connections);
+        return 3;
+    }
     fx_log(FX_LOG_NOTICE, "stopped: %ld connections served, %ld denied", (long)host.total_connections,
            (long)host.denied_connections);
     fx_config_free(cfg);

@@ -6,6 +6,10 @@
  * winelib flavour of the program, and execs it under the matching Wine
  * loader with the arguments unchanged.
  *
+ * fwxreplay: a SCRIPT without --filter takes the flavour of the script's
+ * own 'filter' lines; a directory of scripts runs as a suite
+ * (replaysuite.c, built into this launcher only, FWX_REPLAY_SUITE).
+ *
  * FWX_PROGRAM, FWX_PKGLIBEXECDIR and FWX_WINE_DIR come from the build.
  */
 #include <errno.h>
@@ -107,12 +111,38 @@ static int find_program(enum flavour f, char *out, size_t len)
     return access(out, R_OK);
 }
 
-int main(int argc, char **argv)
+#ifdef FWX_REPLAY_SUITE
+#include <sys/stat.h>
+#include "fxscript.h"
+#include "replaysuite.h"
+
+/* fwxreplay SCRIPT without --filter: the flavour of the script's filter
+ * lines. A script that does not parse is left to fwxreplay to report. */
+static void flavour_from_script(const char *path, enum flavour *have, const char **from)
+{
+    char err[1024];
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    fx_script *s = fx_script_load(path, err, sizeof(err));
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nfilters; i++) {
+        char *p = strdup(s->filters[i].path);
+        merge(have, from, dll_flavour(p), p);
+    }
+    fx_script_free(s);
+}
+#endif
+
+static int launch(int argc, char **argv)
 {
     enum flavour have = FLAVOUR_NONE;
     const char *from = NULL;
     char buf[PATH_MAX];
     int positional_dlls = !strcmp(FWX_PROGRAM, "fwxinfo");
+    const char *script = NULL;
+    int filter_args = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -125,20 +155,33 @@ int main(int argc, char **argv)
             else {
                 char *p = strdup(dll_part(v, buf, sizeof(buf)));
                 merge(&have, &from, dll_flavour(p), p);
+                filter_args++;
             }
         } else if (!strncmp(a, "--filter=", 9)) {
             char *p = strdup(dll_part(a + 9, buf, sizeof(buf)));
             merge(&have, &from, dll_flavour(p), p);
+            filter_args++;
         } else if (!strncmp(a, "--config=", 9)) {
             flavour_from_config(a + 9, &have, &from);
         } else if (a[0] != '-' && positional_dlls) {
             char *p = strdup(dll_part(a, buf, sizeof(buf)));
             merge(&have, &from, dll_flavour(p), p);
+        } else if (a[0] != '-') {
+            script = a;
         } else if (a[0] == '-' && a[1] == '-' && i + 1 < argc && !strchr(a, '=') &&
-                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace"))) {
+                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") ||
+                    !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit"))) {
             i++; /* option with a separate value: skip the value */
         }
     }
+#ifdef FWX_REPLAY_SUITE
+    /* --filter replaces the script's filter lines, so it decides alone. */
+    if (script && !filter_args)
+        flavour_from_script(script, &have, &from);
+#else
+    (void)script;
+    (void)filter_args;
+#endif
     if (have == FLAVOUR_NONE)
         have = FLAVOUR_X64;
 
@@ -169,4 +212,15 @@ int main(int argc, char **argv)
     execv(loader, nargv);
     fprintf(stderr, "%s: exec %s: %s\n", FWX_PROGRAM, loader, strerror(errno));
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+#ifdef FWX_REPLAY_SUITE
+    /* fwxreplay DIR: one process per script, TAP and JUnit (replaysuite.c). */
+    int suite = fwx_replay_suite_wanted(argc, argv);
+    if (suite)
+        return fwx_replay_suite(argc, argv, launch);
+#endif
+    return launch(argc, argv);
 }

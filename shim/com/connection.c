@@ -459,8 +459,16 @@ static int outbound_target(struct connection *c, const char *who)
     return 0;
 }
 
-void connection_accept(struct worker *w, struct rule *rule, int client_fd,
-                       const void *client_sa, int client_len)
+/* What connection_accept and connection_accept_ends share: the session,
+ * the connection object, its addresses (local_sa: our address as the
+ * client sees it; target_sa: NULL to take the rule's target, or for
+ * outbound rules the connection's original destination), the events and
+ * their arbitration. Returns the connection, allowed and ready to reach
+ * its target, or NULL when it was refused (client_fd is then closed). */
+static struct connection *accept_events(struct worker *w, struct rule *rule, int client_fd,
+                                        const void *client_sa, int client_len,
+                                        const void *local_sa, int local_len,
+                                        const void *target_sa, int target_len)
 {
     struct connection *c;
     struct session *s;
@@ -479,22 +487,19 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
         fx_log(FX_LOG_WARN, "rule %s: cannot make a session for %s; connection refused",
                rule->conf->name, who);
         fx_close_abort(client_fd);
-        return;
+        return NULL;
     }
     c = connection_new(w, rule, s);
     if (outbound)
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
     if (!c) {
         fx_close_abort(client_fd);
-        return;
+        return NULL;
     }
     c->client_fd = client_fd;
     set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, client_sa,
              client_len);
-    unsigned char local[28];
-    int local_len = sizeof(local);
-    fx_getsockname(client_fd, local, &local_len);
-    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local, local_len);
+    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
     InterlockedIncrement(&w->connections);
     InterlockedIncrement(&the_host->live_connections);
     InterlockedIncrement(&the_host->total_connections);
@@ -503,10 +508,13 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
 
     memset(&ev, 0, sizeof(ev));
     if (outbound) {
-        if (outbound_target(c, who) != 0) {
+        if (target_sa)
+            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                     target_sa, target_len);
+        if (!target_sa && outbound_target(c, who) != 0) {
             c->aborted = TRUE;
             connection_teardown(c);
-            return;
+            return NULL;
         }
         ev.EventType = fwx_Connect_Tcp;
         ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
@@ -517,8 +525,12 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
         hr = session_raise(c->session, &ev, port, c);
         session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target, c->win_target_len, c);
     } else {
-        set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
-                 &rule->conf->target, rule->conf->target_len);
+        if (target_sa)
+            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                     target_sa, target_len);
+        else
+            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                     &rule->conf->target, rule->conf->target_len);
         ev.EventType = fwx_AcceptedConnection;
         ev.Parameters.Accept.RemoteAddress = (LPSOCKADDR)&c->win_remote;
         ev.Parameters.Accept.RemoteAddressLength = c->win_remote_len;
@@ -537,17 +549,50 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
             InterlockedIncrement(&the_host->denied_connections);
             fx_log(FX_LOG_NOTICE, "conn %lu rule %s: connection from %s denied by filter %s",
                    c->id, rule_name(c), who, c->denied_by);
-        } else {
-            fx_log(FX_LOG_WARN, "conn %lu rule %s: connection from %s refused: %s", c->id,
-                   rule_name(c), who,
+        } else if (hr != FX_E_FILTER_DISABLED) {   /* that one is logged by session_raise */
+            fx_log(FX_LOG_WARN, "conn %lu rule %s: connection from %s refused: %s (0x%08lx)",
+                   c->id, rule_name(c), who,
                    hr == FX_E_FILTER_FAULT ? "a filter faulted handling the event"
-                                           : "a filter failed the event (E_OUTOFMEMORY)");
+                                           : "a filter failed the event", (unsigned long)hr);
         }
         c->aborted = TRUE;
         connection_teardown(c);
+        return NULL;
+    }
+    return c;
+}
+
+void connection_accept(struct worker *w, struct rule *rule, int client_fd,
+                       const void *client_sa, int client_len)
+{
+    unsigned char local[28];
+    int local_len = sizeof(local);
+    fx_getsockname(client_fd, local, &local_len);
+    struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len, local,
+                                         local_len, NULL, 0);
+    if (c)
+        start_connect(c);
+}
+
+void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, int server_fd,
+                            const void *client_sa, int client_len,
+                            const void *target_sa, int target_len)
+{
+    /* AF_UNIX ends have no address: ours is the rule's listening one. */
+    struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len,
+                                         &rule->conf->listen, rule->conf->listen_len,
+                                         target_sa, target_len);
+    if (!c) {
+        close(server_fd);     /* as in fwxhost: the target is never reached */
         return;
     }
-    start_connect(c);
+    /* As on_connected, without a connect: the end towards the target exists
+     * already; our address towards it is the listening address too. */
+    c->win_ext_len = sizeof(c->win_ext);
+    if (fx_sa_to_win32(&rule->conf->listen, rule->conf->listen_len, &c->win_ext, &c->win_ext_len) != 0)
+        c->win_ext_len = 0;
+    c->server_fd = server_fd;
+    start_pump(c);
 }
 
 /* The listening side of a publishing rule, as ISA's listening remote
@@ -663,6 +708,9 @@ static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDat
         return FWX_E_BAD_CONTEXT;
     if (!df || (unsigned)priority > fwx_dfpc_Emulation)
         return E_INVALIDARG;
+    /* Interface pointers from filters are checked before use (HOST-022). */
+    if (!guard_check_iface(df, 5) || (context && !guard_check_iface(context, 3)))
+        return E_POINTER;
     /* References first: AddRef is filter code and never runs under our lock. */
     GUARDED_CALL(hr, ctx->filter, "IFWXDataFilter", "AddRef", (HRESULT)IFWXDataFilter_AddRef(df));
     if (context)

@@ -229,6 +229,9 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     memset(h, 0, sizeof(*h));
     h->config = cfg;
     the_host = h;
+    /* Before any filter code runs: FilterInit is guarded and watched too. */
+    guard_configure(cfg->host.max_faults, cfg->host.on_disabled == FX_DISABLED_BYPASS);
+    guard_watchdog_start(cfg->host.hang_timeout);
     h->firewall = firewall_get();
 
     h->nworkers = cfg->host.workers > 0 ? cfg->host.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -331,11 +334,32 @@ void host_stop(struct host *h, unsigned drain_seconds)
     for (int w = 0; w < h->nworkers; w++)
         if (h->workers[w].loop)
             fx_loop_stop(h->workers[w].loop);
-    for (int w = 0; w < h->nworkers; w++)
-        if (h->workers[w].thread) {
-            WaitForSingleObject(h->workers[w].thread, INFINITE);
-            CloseHandle(h->workers[w].thread);
+    /* A worker stuck in filter code never comes back: once the watchdog
+     * calls its call hung, stop without it (HOST-023). */
+    for (int w = 0; w < h->nworkers; w++) {
+        struct worker *wk = &h->workers[w];
+        char what[256];
+        if (!wk->thread)
+            continue;
+        while (WaitForSingleObject(wk->thread, 200) == WAIT_TIMEOUT) {
+            if (guard_thread_hung(wk->thread_id, what, sizeof(what))) {
+                fx_log(FX_LOG_ERROR, "worker %d is stuck (%s); stopping without it", w, what);
+                h->stuck_workers++;
+                break;
+            }
         }
+    }
+    if (h->stuck_workers) {
+        /* Its filter may hold its own locks, and FreeLibrary would pull the
+         * code from under the thread: no Detach, no FilterShutdown. */
+        fx_log(FX_LOG_ERROR, "not shutting the filters down: %d worker(s) still inside filter code",
+               h->stuck_workers);
+        guard_watchdog_stop();
+        return;
+    }
+    for (int w = 0; w < h->nworkers; w++)
+        if (h->workers[w].thread)
+            CloseHandle(h->workers[w].thread);
     for (int r = 0; r < h->nrules; r++) {
         if (!h->rules[r].session)
             continue;
@@ -348,6 +372,10 @@ void host_stop(struct host *h, unsigned drain_seconds)
         fx_filter_unload(&h->filters[i]);
     if (h->firewall)
         IFWXFirewall_Release(h->firewall);
+    guard_watchdog_stop();
+    if (iobuffer_live_count() > 0)
+        fx_log(FX_LOG_NOTICE, "%ld host buffers are still referenced after the filters were "
+               "unloaded (leaked by a filter)", (long)iobuffer_live_count());
 }
 
 /* The worker whose loop runs on the calling thread, or NULL (the main

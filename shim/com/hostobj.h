@@ -56,6 +56,7 @@ struct host {
     LONG total_connections;
     LONG denied_connections;
     LONG live_sessions;
+    int stuck_workers;             /* host_stop: workers left running filter code (guard.h watchdog) */
 };
 
 extern struct host *the_host;
@@ -185,6 +186,15 @@ struct connection *connection_from_iface(IFWXConnection *iface);   /* NULL if no
  * events, then connects to the target and starts the pump. */
 void connection_accept(struct worker *w, struct rule *rule, int client_fd,
                        const void *client_sa, int client_len);
+
+/* fwxreplay: the same, on ends that exist already (socketpairs): the same
+ * events with the rule's listening address as local address and target_sa
+ * as the target (publish) or original destination (outbound), then the
+ * pump on server_fd instead of a connect. Loop thread of w. Both fds
+ * belong to the host from the call on. */
+void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, int server_fd,
+                            const void *client_sa, int client_len,
+                            const void *target_sa, int target_len);
 
 /* Run a pump pass now (loop thread, no lock held). */
 void connection_run_now(struct connection *c);

@@ -33,6 +33,7 @@ static const char *hr_text(HRESULT hr, char *buf, size_t len)
     case E_INVALIDARG: return "E_INVALIDARG";
     case E_FAIL: return "E_FAIL";
     case E_NOTIMPL: return "E_NOTIMPL";
+    case E_POINTER: return "E_POINTER (no usable object)";
     case CLASS_E_NOAGGREGATION: return "CLASS_E_NOAGGREGATION";
     case FX_E_FILTER_FAULT: return "the filter faulted";
     }
@@ -204,8 +205,8 @@ int fx_filter_load(struct fx_filter *f, GUID *classes, int max_classes, int *n_c
     }
     GUARDED_CALL(hr, f, "IClassFactory", "CreateInstance",
                  IClassFactory_CreateInstance(factory, NULL, &IID_IFWXFilter, (void **)&f->filter));
-    if (SUCCEEDED(hr) && !f->filter)
-        hr = E_POINTER;
+    if (SUCCEEDED(hr) && (!f->filter || !guard_check_iface(f->filter, 6)))
+        hr = E_POINTER;     /* NULL, or not an object the host could call */
     if (FAILED(hr)) {
         f->filter = NULL;
         snprintf(err, errlen, "%s: class %s does not give an IFWXFilter (CreateInstance: %s)",

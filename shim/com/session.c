@@ -269,6 +269,37 @@ static void entry_release(struct session *s, struct session_filter *e)
         detach_session_filter(e->filter, e->sf, e->hooks);
 }
 
+/* Our own copy of per-session hook events a filter returned, read without
+ * trusting the pointer: S_OK, E_OUTOFMEMORY, or E_POINTER when the
+ * structure or its port ranges cannot be read or are corrupt. */
+static HRESULT copy_session_hooks(const FwxFilterHookEvents *src, FwxFilterHookEvents **out)
+{
+    FwxFilterHookEvents h;
+    FwxPortRangeEvents *ranges = NULL;
+    DWORD n;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!guard_copy(&h, src, sizeof(h)))
+        return E_POINTER;
+    n = h.PortRangeEvents ? h.dwNumPortRanges : 0;
+    if (n > 65536)
+        return E_POINTER;
+    if (n) {
+        if (!(ranges = malloc(n * sizeof(*ranges))))
+            return E_OUTOFMEMORY;
+        if (!guard_copy(ranges, h.PortRangeEvents, n * sizeof(*ranges))) {
+            free(ranges);
+            return E_POINTER;
+        }
+    }
+    h.PortRangeEvents = ranges;
+    h.dwNumPortRanges = n;
+    hr = hooks_duplicate(&h, out);
+    free(ranges);
+    return hr == E_INVALIDARG ? E_POINTER : hr;
+}
+
 /* AttachToSession for f unless the session already has a session filter of
  * it. Returns the entry, or NULL (the filter declined, faulted, or the
  * session ended meanwhile). */
@@ -288,18 +319,45 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
 
     GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
                  IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    if (hr == FX_E_FILTER_FAULT) {
+        *result = hr;     /* the out-parameters are not trustworthy: leak them */
+        return NULL;
+    }
     if (FAILED(hr) || !sf) {
-        if (hr != FX_E_FILTER_FAULT && hr != E_OUTOFMEMORY)
+        if (hr != E_OUTOFMEMORY)
             fx_log(FX_LOG_WARN, "filter %s: AttachToSession returned 0x%08lx%s", fx_filter_name(f),
                    (unsigned long)hr, sf ? "" : " and no session filter");
         *result = FAILED(hr) ? hr : E_POINTER;
-        /* On a fault the out-parameters are not trustworthy: leak them. */
-        if (hr != FX_E_FILTER_FAULT) {
-            if (sf)
-                GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
-            CoTaskMemFree(hooks);
-        }
+        /* COM wants NULL out-parameters on failure; many filters leave
+         * whatever was there. Touch them only if they look real. */
+        if (sf && guard_check_iface(sf, 5))
+            GUARDED_VOID(f, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(sf));
+        guard_free_cotaskmem(hooks);
         return NULL;
+    }
+    /* Success, but nothing it handed back is used unchecked (HOST-022). */
+    if (!guard_check_iface(sf, 5)) {
+        *result = guard_blame(f, "IFWXFilter", "AttachToSession",
+                              "returned 0x%08lx with an unusable session-filter pointer %p",
+                              (unsigned long)hr, (void *)sf);
+        guard_free_cotaskmem(hooks);
+        return NULL;
+    }
+    if (hooks) {
+        FwxFilterHookEvents *copy = NULL;
+        HRESULT chr = copy_session_hooks(hooks, &copy);
+        if (FAILED(chr)) {
+            *result = chr == E_OUTOFMEMORY ? chr
+                    : guard_blame(f, "IFWXFilter", "AttachToSession",
+                                  "returned unreadable or corrupt per-session hook events at %p",
+                                  (void *)hooks);
+            detach_session_filter(f, sf, NULL);
+            return NULL;
+        }
+        if (!guard_free_cotaskmem(hooks))
+            fx_log(FX_LOG_WARN, "filter %s: AttachToSession returned hook events at %p that are "
+                   "not CoTaskMem memory; not freed", fx_filter_name(f), (void *)hooks);
+        hooks = copy;
     }
     EnterCriticalSection(&s->lock);
     entry = find_session_filter(s, f);
@@ -346,6 +404,30 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
     DWORD type = ev->EventType;
 
     ev->EventSource = s->source;
+    /* A disabled filter gets no events; with on-disabled-filter = refuse,
+     * a request it would have seen is refused before any filter sees it
+     * (HOST-022). */
+    if (h && h->config && h->config->host.on_disabled == FX_DISABLED_REFUSE &&
+        (type & (fwx_Connect_Tcp | fwx_Bind_Tcp | fwx_Bind_Udp | fwx_AcceptedConnection))) {
+        for (int i = 0; i < h->nfilters; i++) {
+            struct fx_filter *f = &h->filters[i];
+            if (!f->filter || !f->disabled)
+                continue;
+            EnterCriticalSection(&s->lock);
+            struct session_filter *entry = find_session_filter(s, f);
+            BOOL match = entry ? entry->hooks && hooks_match(entry->hooks, type, s->source, port)
+                               : hooks_match(&f->hooks, type, s->source, port);
+            LeaveCriticalSection(&s->lock);
+            if (!match)
+                continue;
+            if (conn)
+                fx_log(FX_LOG_NOTICE, "conn %lu rule %s: refused: filter %s is disabled "
+                       "(on-disabled-filter = refuse)", conn->id,
+                       conn->rule && conn->rule->conf ? conn->rule->conf->name : "?",
+                       fx_filter_name(f));
+            return FX_E_FILTER_DISABLED;
+        }
+    }
     for (int i = 0; h && i < h->nfilters; i++) {
         struct fx_filter *f = &h->filters[i];
         struct session_filter *entry;
@@ -356,8 +438,9 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
             continue;
         EnterCriticalSection(&s->lock);
         entry = find_session_filter(s, f);
-        BOOL match = entry ? entry->hooks && hooks_match(entry->hooks, type, s->source, port)
-                           : hooks_match(&f->hooks, type, s->source, port);
+        /* NULL per-session hooks mean "the same as the global ones" (HOST-003). */
+        BOOL match = entry && entry->hooks ? hooks_match(entry->hooks, type, s->source, port)
+                                           : hooks_match(&f->hooks, type, s->source, port);
         LeaveCriticalSection(&s->lock);
         if (!match)
             continue;
@@ -415,6 +498,8 @@ void session_raise_terminating(struct session *s, struct connection *conn)
     count = s->nsfs;
     LeaveCriticalSection(&s->lock);
     for (int i = 0; i < count; i++) {
+        if (s->sfs[i].filter->disabled)
+            continue;     /* a disabled filter gets no more events (HOST-022) */
         if ((sfs[n] = entry_acquire(s, &s->sfs[i])))
             targets[n++] = &s->sfs[i];
     }

@@ -28,7 +28,8 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
-    "idle-timeout", "max-buffer", "trace", NULL
+    "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
+    "hang-timeout", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -249,6 +250,9 @@ fx_config *fx_config_new_empty(void)
     cfg->host.connect_timeout = 10;
     cfg->host.idle_timeout = 300;
     cfg->host.max_buffer = 262144;
+    cfg->host.max_faults = 5;
+    cfg->host.on_disabled = FX_DISABLED_REFUSE;
+    cfg->host.hang_timeout = 30;
     return cfg;
 }
 
@@ -453,6 +457,23 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "bytes from 4096 to 64m, optionally with suffix k or m",
                                 msg, msglen);
         h->max_buffer = (size_t)v;
+    } else if (strcasecmp(key, "max-faults") == 0) {
+        if (fx_parse_uint(value, 1000000, &v) < 0)
+            return fx_bad_value(key, value, "a number from 1 to 1000000, or 0 for never disabling",
+                                msg, msglen);
+        h->max_faults = (unsigned)v;
+    } else if (strcasecmp(key, "on-disabled-filter") == 0) {
+        if (strcasecmp(value, "refuse") == 0)
+            h->on_disabled = FX_DISABLED_REFUSE;
+        else if (strcasecmp(value, "bypass") == 0)
+            h->on_disabled = FX_DISABLED_BYPASS;
+        else
+            return fx_bad_value(key, value, "refuse or bypass", msg, msglen);
+    } else if (strcasecmp(key, "hang-timeout") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400, or 0 for no watchdog",
+                                msg, msglen);
+        h->hang_timeout = (unsigned)v;
     } else if (strcasecmp(key, "trace") == 0) {
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);

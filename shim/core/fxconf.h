@@ -32,6 +32,9 @@ enum fx_profile {
 };
 
 enum fx_rule_type { FX_RULE_PUBLISH = 0, FX_RULE_OUTBOUND };
+/* [host] on-disabled-filter: new connections a disabled filter would have
+ * seen are refused, or go on without it. */
+enum fx_on_disabled { FX_DISABLED_REFUSE = 0, FX_DISABLED_BYPASS };
 enum fx_proto { FX_PROTO_TCP = 0, FX_PROTO_UDP };
 
 typedef struct fx_setting {
@@ -73,6 +76,9 @@ typedef struct fx_host_conf {
     unsigned idle_timeout;    /* seconds; 0 = never */
     size_t max_buffer;        /* bytes per connection direction */
     char *trace;              /* NULL = no trace */
+    unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
+    enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
+    unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
 } fx_host_conf;
 
 typedef struct fx_config {

@@ -2,7 +2,9 @@
  * fxloop.c - the epoll event loop (see fxloop.h).
  *
  * Owns per-loop state only: the epoll fd, the wake-up eventfd, the fd table,
- * the timer heap and the two task queues.  Nothing here is global.
+ * the timer heap, the two task queues and the module slots (whose contents
+ * belong to their modules; fx_loop_free calls their free function).
+ * Nothing here is global.
  *
  * Stale events: every registration gets a generation number that travels in
  * epoll_event.data next to the fd.  An event fetched in a batch is dropped
@@ -88,6 +90,9 @@ struct fx_loop {
     atomic_int stop_req;
     atomic_int running;
     _Atomic pthread_t owner;
+
+    void *slot[FX_LOOP_NSLOTS];            /* fx_loop_slot_set */
+    void (*slot_free[FX_LOOP_NSLOTS])(void *);
 
     struct epoll_event events[FX_LOOP_BATCH];
 };
@@ -493,6 +498,9 @@ void fx_loop_free(fx_loop *loop)
         loop->timer_free = t->next_free;
         free(t);
     }
+    for (int i = 0; i < FX_LOOP_NSLOTS; i++)
+        if (loop->slot[i] != NULL && loop->slot_free[i] != NULL)
+            loop->slot_free[i](loop->slot[i]);
     free(loop->heap);
     free(loop->io);
     free(loop->deferq.v);
@@ -558,6 +566,19 @@ void fx_loop_stop(fx_loop *loop)
 {
     atomic_store(&loop->stop_req, 1);
     fx_loop_wake(loop);
+}
+
+void *fx_loop_slot_get(const fx_loop *loop, int slot)
+{
+    return slot >= 0 && slot < FX_LOOP_NSLOTS ? loop->slot[slot] : NULL;
+}
+
+void fx_loop_slot_set(fx_loop *loop, int slot, void *ptr, void (*free_fn)(void *))
+{
+    if (slot < 0 || slot >= FX_LOOP_NSLOTS)
+        return;
+    loop->slot[slot] = ptr;
+    loop->slot_free[slot] = free_fn;
 }
 
 int fx_loop_in_thread(const fx_loop *loop)

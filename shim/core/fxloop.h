@@ -2,8 +2,8 @@
  * fxloop.h - the epoll event loop: one per worker thread.
  *
  * Owns: fd readiness dispatch (level-triggered), one-shot timers, the
- * deferred-task queue (loop thread only) and the posted-task queue (any
- * thread).  The loop never creates a thread: the host runs fx_loop_run on
+ * deferred-task queue (loop thread only), the posted-task queue (any
+ * thread) and a few per-loop slots for other core modules' state.  The loop never creates a thread: the host runs fx_loop_run on
  * threads made by Wine's CreateThread, because only those have a TEB and
  * may call into filter code.
  *
@@ -79,6 +79,14 @@ int  fx_loop_run(fx_loop *loop);
 void fx_loop_stop(fx_loop *loop);
 /* Nonzero when the calling thread is the one inside fx_loop_run. */
 int  fx_loop_in_thread(const fx_loop *loop);
+
+/* Per-loop state of other core modules, created lazily by them: one
+ * pointer per slot, free_fn called from fx_loop_free (after the fds and
+ * before the loop's memory goes).  Loop thread (or before the loop runs /
+ * after it stopped).  Set replaces the pointer without freeing the old. */
+enum { FX_LOOP_SLOT_RELAY, FX_LOOP_NSLOTS };   /* fxrelay.c: its pipe pool */
+void *fx_loop_slot_get(const fx_loop *loop, int slot);
+void fx_loop_slot_set(fx_loop *loop, int slot, void *ptr, void (*free_fn)(void *));
 
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t fx_now_ms(void);

@@ -2,7 +2,8 @@
  * fxnet.c - native socket helpers and address conversion (see fxnet.h).
  *
  * Owns the Linux socket calls and the Linux/Win32 sockaddr mapping.  No
- * state: every function works on the fd or buffers it is given.
+ * state: every function works on the fd or buffers it is given, except the
+ * one optional observer of abortive closes that fwxreplay installs.
  */
 #define _GNU_SOURCE
 #include "fxnet.h"
@@ -355,11 +356,24 @@ int fx_shutdown_write(int fd)
     return shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
 }
 
+/* fwxreplay's observer of abortive closes (fx_set_close_abort_hook). */
+static void (*volatile fx_abort_hook)(int fd, void *arg);
+static void *volatile fx_abort_hook_arg;
+
+void fx_set_close_abort_hook(void (*hook)(int fd, void *arg), void *arg)
+{
+    fx_abort_hook_arg = arg;
+    __atomic_store_n(&fx_abort_hook, hook, __ATOMIC_RELEASE);
+}
+
 void fx_close_abort(int fd)
 {
     struct linger lg = { 1, 0 };
     if (fd < 0)
         return;
+    void (*hook)(int, void *) = __atomic_load_n(&fx_abort_hook, __ATOMIC_ACQUIRE);
+    if (hook)
+        hook(fd, fx_abort_hook_arg);
     /* Fails on a non-socket; close still does the rest. */
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
@@ -657,4 +671,11 @@ int fx_sockopt_set(int fd, int opt, int value)
     if (rc > 0)
         return -EINVAL;
     return setsockopt(fd, level, name, &value, sizeof(value)) < 0 ? -errno : 0;
+}
+
+int fx_socketpair_stream(int fds[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+        return -errno;
+    return 0;
 }

@@ -72,6 +72,15 @@ int fx_shutdown_write(int fd);
  * which is how an aborted connection is propagated. */
 void fx_close_abort(int fd);
 
+/* fwxreplay: hook(fd, arg) runs inside every fx_close_abort, before the
+ * close, on the closing thread (AF_UNIX ends cannot carry a RST, so the
+ * driver learns of resets this way).  NULL removes it. */
+void fx_set_close_abort_hook(void (*hook)(int fd, void *arg), void *arg);
+
+/* fwxreplay's in-memory ends: socketpair(AF_UNIX, SOCK_STREAM), both
+ * non-blocking and close-on-exec.  0 or -errno. */
+int fx_socketpair_stream(int fds[2]);
+
 /* *salen in/out as for getsockname(2).  0 or -errno. */
 int fx_getsockname(int fd, void *sa, int *salen);
 int fx_getpeername(int fd, void *sa, int *salen);

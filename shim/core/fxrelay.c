@@ -2,9 +2,19 @@
  * fxrelay.c - the no-filter data pump (see fxrelay.h).
  *
  * Owns one fx_relay per proxied connection: the two fds, their loop
- * registrations, and per direction either a heap buffer or a pipe.
+ * registrations, and per direction a heap buffer or a pipe borrowed from
+ * the loop's pipe pool, never both holding bytes at once; and per loop
+ * that pool (fx_pipe_pool, in the loop's FX_LOOP_SLOT_RELAY).
  * Direction 0 moves a -> b, direction 1 moves b -> a; fd[i] is the source
  * of direction i and the destination of direction 1 - i.
+ *
+ * Pipe pool: a direction takes a pipe just before it splices in (only when
+ * its copy buffer is empty) and gives it back at the end of the pump pass
+ * that emptied it, so an idle relay holds no pipe.  At most cap pipes exist
+ * per loop (idle + lent); past that, or when pipe2 fails (fd limit), the
+ * chunk goes through the copy buffer instead.  A pipe that still holds
+ * bytes is never given back: when a relay ends with bytes in flight, the
+ * pipe is closed.  Loop thread only, so no lock.
  */
 #define _GNU_SOURCE
 #include "fxrelay.h"
@@ -21,6 +31,20 @@
  * loop is level-triggered, so unfinished work simply comes back. */
 #define FX_RELAY_ROUNDS 16
 
+struct fx_pool_pipe {
+    int r, w;
+    unsigned size;        /* F_GETPIPE_SZ, kept to spare a syscall per take */
+};
+
+typedef struct fx_pipe_pool {
+    unsigned cap;         /* most pipes in existence: idle + lent */
+    unsigned total;       /* in existence */
+    unsigned nidle;
+    unsigned idle_alloc;
+    struct fx_pool_pipe *idle;
+    unsigned long long takes, made, misses;
+} fx_pipe_pool;
+
 struct fx_dir {
     int src;
     int dst;
@@ -28,10 +52,12 @@ struct fx_dir {
     char *buf;
     size_t off;
     size_t len;
-    /* splice mode */
+    /* splice mode: a pool pipe is held (pipe_r >= 0) */
+    int want_splice;  /* FX_RELAY_SPLICE and the kernel has not refused it */
     int splice;
     int pipe_r;
     int pipe_w;
+    unsigned pipesize;
     size_t piped;
     size_t pipecap;
     int stalled;      /* splice-in said EAGAIN with data in the pipe: the
@@ -44,6 +70,7 @@ struct fx_dir {
 
 struct fx_relay {
     fx_loop *loop;
+    fx_pipe_pool *pool;   /* NULL without FX_RELAY_SPLICE */
     int fd[2];
     unsigned interest[2];
     struct fx_dir dir[2];
@@ -53,6 +80,145 @@ struct fx_relay {
     int ending;
     fx_relay_stats stats;
 };
+
+/* ---- the per-loop pipe pool ------------------------------------------ */
+
+static void fx_pool_close(int r, int w)
+{
+    close(r);
+    close(w);
+}
+
+static void fx_pipe_pool_free(void *arg)
+{
+    fx_pipe_pool *pool = arg;
+    /* Lent pipes belong to their relays, which cannot outlive the loop. */
+    for (unsigned i = 0; i < pool->nidle; i++)
+        fx_pool_close(pool->idle[i].r, pool->idle[i].w);
+    free(pool->idle);
+    free(pool);
+}
+
+static int fx_pipe_pool_reserve(fx_pipe_pool *pool, unsigned n)
+{
+    if (n <= pool->idle_alloc)
+        return 0;
+    struct fx_pool_pipe *v = realloc(pool->idle, (size_t)n * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    pool->idle = v;
+    pool->idle_alloc = n;
+    return 0;
+}
+
+static fx_pipe_pool *fx_pipe_pool_of(fx_loop *loop)
+{
+    fx_pipe_pool *pool = fx_loop_slot_get(loop, FX_LOOP_SLOT_RELAY);
+    if (pool != NULL)
+        return pool;
+    if ((pool = calloc(1, sizeof(*pool))) == NULL)
+        return NULL;
+    pool->cap = FX_RELAY_PIPE_POOL_CAP;
+    if (fx_pipe_pool_reserve(pool, pool->cap) < 0) {
+        free(pool);
+        return NULL;
+    }
+    fx_loop_slot_set(loop, FX_LOOP_SLOT_RELAY, pool, fx_pipe_pool_free);
+    return pool;
+}
+
+int fx_relay_pool_set_cap(fx_loop *loop, unsigned cap)
+{
+    fx_pipe_pool *pool = fx_pipe_pool_of(loop);
+    if (pool == NULL || fx_pipe_pool_reserve(pool, cap) < 0)
+        return -ENOMEM;
+    pool->cap = cap;
+    while (pool->nidle > 0 && pool->total > cap) {
+        pool->nidle--;
+        fx_pool_close(pool->idle[pool->nidle].r, pool->idle[pool->nidle].w);
+        pool->total--;
+    }
+    return 0;
+}
+
+void fx_relay_pool_get_stats(fx_loop *loop, fx_relay_pool_stats *st)
+{
+    const fx_pipe_pool *pool = fx_loop_slot_get(loop, FX_LOOP_SLOT_RELAY);
+    memset(st, 0, sizeof(*st));
+    if (pool == NULL) {
+        st->cap = FX_RELAY_PIPE_POOL_CAP;
+        return;
+    }
+    st->cap = pool->cap;
+    st->pipes = pool->total;
+    st->idle = pool->nidle;
+    st->lent = pool->total - pool->nidle;
+    st->takes = pool->takes;
+    st->made = pool->made;
+    st->misses = pool->misses;
+}
+
+/* Lend d an empty pipe: an idle one, else a new one while under the cap.
+ * 0, or -1: none (copy mode for this chunk). */
+static int fx_dir_take_pipe(fx_relay *r, struct fx_dir *d)
+{
+    fx_pipe_pool *pool = r->pool;
+    struct fx_pool_pipe p;
+
+    if (pool->nidle > 0) {
+        p = pool->idle[--pool->nidle];
+    } else {
+        int fds[2], sz;
+        if (pool->total >= pool->cap || pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+            pool->misses++;
+            return -1;
+        }
+        sz = fcntl(fds[1], F_GETPIPE_SZ);
+        p = (struct fx_pool_pipe){ fds[0], fds[1], sz > 0 ? (unsigned)sz : 4096u };
+        pool->total++;
+        pool->made++;
+    }
+    pool->takes++;
+    if (r->bufsize > p.size && p.size < (1u << 20)) {
+        /* Larger relay buffers want larger pipes (up to 1 MiB, the default
+         * pipe-max-size); the pipe keeps its size in the pool. */
+        int sz = fcntl(p.w, F_SETPIPE_SZ, (int)(r->bufsize > (1u << 20) ? (1u << 20) : r->bufsize));
+        if (sz > 0)
+            p.size = (unsigned)sz;
+    }
+    d->pipe_r = p.r;
+    d->pipe_w = p.w;
+    d->pipesize = p.size;
+    /* Keep the pipe within bufsize so an unsplice always fits the buffer. */
+    d->pipecap = p.size < r->bufsize ? p.size : r->bufsize;
+    d->piped = 0;
+    d->stalled = 0;
+    d->splice = 1;
+    return 0;
+}
+
+/* Give d's pipe back, or close it if it may hold bytes (or its state is
+ * unknown after an error): bytes of one connection must never reach
+ * another. */
+static void fx_dir_release_pipe(fx_relay *r, struct fx_dir *d, int reusable)
+{
+    fx_pipe_pool *pool = r->pool;
+
+    if (d->pipe_r < 0)
+        return;
+    if (reusable && d->piped == 0 && pool->total <= pool->cap && pool->nidle < pool->idle_alloc) {
+        pool->idle[pool->nidle++] = (struct fx_pool_pipe){ d->pipe_r, d->pipe_w, d->pipesize };
+    } else {
+        fx_pool_close(d->pipe_r, d->pipe_w);
+        pool->total--;
+    }
+    d->pipe_r = d->pipe_w = -1;
+    d->piped = 0;
+    d->splice = 0;
+    d->stalled = 0;
+}
+
+/* ---- directions ------------------------------------------------------- */
 
 static int fx_dir_pending(const struct fx_dir *d)
 {
@@ -66,37 +232,33 @@ static int fx_dir_room(const fx_relay *r, const struct fx_dir *d)
     return d->len < r->bufsize;
 }
 
-static void fx_dir_close_pipe(struct fx_dir *d)
-{
-    if (d->pipe_r >= 0)
-        close(d->pipe_r);
-    if (d->pipe_w >= 0)
-        close(d->pipe_w);
-    d->pipe_r = d->pipe_w = -1;
-    d->splice = 0;
-    d->stalled = 0;
-}
-
-/* Switch a direction from splice to copy mode, keeping the bytes already
- * in the pipe (pipecap <= bufsize, so they fit). */
+/* The kernel refused splice for this direction: switch it to copy mode
+ * for good, keeping the bytes already in the pipe (pipecap <= bufsize, so
+ * they fit; the buffer is empty while a pipe is held). */
 static int fx_dir_unsplice(fx_relay *r, struct fx_dir *d)
 {
+    d->want_splice = 0;
     if (d->piped > 0) {
-        if (d->buf == NULL && (d->buf = malloc(r->bufsize)) == NULL)
+        if (d->buf == NULL && (d->buf = malloc(r->bufsize)) == NULL) {
+            fx_dir_release_pipe(r, d, 0);
             return -ENOMEM;
+        }
         d->off = 0;
         d->len = 0;
         while (d->piped > 0) {
             ssize_t n = read(d->pipe_r, d->buf + d->len, d->piped);
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n <= 0)
-                return n < 0 ? -errno : -EIO;
+            if (n <= 0) {
+                int rc = n < 0 ? -errno : -EIO;
+                fx_dir_release_pipe(r, d, 0);
+                return rc;
+            }
             d->len += (size_t)n;
             d->piped -= (size_t)n;
         }
     }
-    fx_dir_close_pipe(d);
+    fx_dir_release_pipe(r, d, 1);
     return 0;
 }
 
@@ -145,6 +307,9 @@ static int fx_dir_flush(fx_relay *r, struct fx_dir *d)
 /* 1: read bytes or EOF, 0: would block, <0: -errno. */
 static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
 {
+    /* Only with an empty copy buffer: bytes leave in the order they came. */
+    if (!d->splice && d->want_splice && d->len == 0)
+        fx_dir_take_pipe(r, d);     /* none: this chunk is copied */
     if (d->splice) {
         ssize_t n;
         do {
@@ -218,7 +383,9 @@ static int fx_dir_pump(fx_relay *r, struct fx_dir *d)
             return rc;
         d->done = 1;
     }
-    /* An idle connection should cost no buffer memory. */
+    /* An idle connection should cost no buffer memory, and no pipe. */
+    if (d->splice && d->piped == 0)
+        fx_dir_release_pipe(r, d, 1);
     if (d->buf != NULL && d->len == 0) {
         free(d->buf);
         d->buf = NULL;
@@ -253,7 +420,7 @@ static void fx_relay_end(fx_relay *r, int abort, int err)
         else
             close(r->fd[i]);
         r->fd[i] = -1;
-        fx_dir_close_pipe(&r->dir[i]);
+        fx_dir_release_pipe(r, &r->dir[i], 1);   /* closed if not empty */
         free(r->dir[i].buf);
         r->dir[i].buf = NULL;
     }
@@ -313,26 +480,14 @@ fail:
     fx_relay_end(r, 1, -rc);
 }
 
-static void fx_dir_init(fx_relay *r, struct fx_dir *d, int src, int dst, int want_splice)
+/* No pipe yet: fx_dir_fill borrows one from the pool when bytes come. */
+static void fx_dir_init(fx_relay *r, struct fx_dir *d, int src, int dst)
 {
-    int p[2];
-
     memset(d, 0, sizeof(*d));
     d->src = src;
     d->dst = dst;
     d->pipe_r = d->pipe_w = -1;
-    if (!want_splice || pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
-        return;   /* no pipe (fd limit?): copy mode still works */
-    d->pipe_r = p[0];
-    d->pipe_w = p[1];
-    if (r->bufsize > 65536)
-        fcntl(p[1], F_SETPIPE_SZ, (int)(r->bufsize > (1u << 20) ? (1u << 20) : r->bufsize));
-    int sz = fcntl(p[1], F_GETPIPE_SZ);
-    d->pipecap = sz > 0 ? (size_t)sz : 65536;
-    /* Keep the pipe within bufsize so an unsplice always fits the buffer. */
-    if (d->pipecap > r->bufsize)
-        d->pipecap = r->bufsize;
-    d->splice = 1;
+    d->want_splice = r->pool != NULL;
 }
 
 static int fx_set_nonblock(int fd)
@@ -366,8 +521,10 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
     r->bufsize = (opts != NULL && opts->bufsize > 0) ? opts->bufsize : FX_RELAY_DEFAULT_BUFSIZE;
     r->done = done;
     r->arg = arg;
-    fx_dir_init(r, &r->dir[0], fd_a, fd_b, want_splice);
-    fx_dir_init(r, &r->dir[1], fd_b, fd_a, want_splice);
+    /* No pool (out of memory): copy mode still works. */
+    r->pool = want_splice ? fx_pipe_pool_of(loop) : NULL;
+    fx_dir_init(r, &r->dir[0], fd_a, fd_b);
+    fx_dir_init(r, &r->dir[1], fd_b, fd_a);
 
     for (added = 0; added < 2; added++) {
         int rc = fx_loop_add_fd(loop, r->fd[added], FX_READ, fx_relay_io, r);
@@ -383,8 +540,6 @@ fail:
     saved = errno;
     while (added-- > 0)
         fx_loop_del_fd(loop, r->fd[added]);
-    fx_dir_close_pipe(&r->dir[0]);
-    fx_dir_close_pipe(&r->dir[1]);
     free(r);
     errno = saved;
     return NULL;

@@ -1,8 +1,9 @@
 /*
  * fxrelay.h - the no-filter data pump between two connected TCP sockets.
  *
- * Owns: both fds from fx_relay_start on, one bounded buffer (or one pipe,
- * with FX_RELAY_SPLICE) per direction, half-close and abort propagation.
+ * Owns: both fds from fx_relay_start on, one bounded buffer (or one pipe
+ * borrowed from the loop's pool, with FX_RELAY_SPLICE) per direction,
+ * half-close and abort propagation; and the per-loop pipe pools.
  *
  *  - Backpressure: a side is not read while its direction's buffer is
  *    full, so a slow receiver slows the sender instead of growing memory.
@@ -12,7 +13,11 @@
  *  - Abort: a reset or any error on either side resets the other side
  *    (fx_close_abort), so a client sees the server's RST and vice versa.
  *  - Idle relays hold no buffer: it is freed whenever it drains.  With
- *    FX_RELAY_SPLICE a relay holds two pipes (four fds) for its lifetime.
+ *    FX_RELAY_SPLICE a direction borrows a pipe from its loop's pool
+ *    while bytes sit in it and gives it back once it is empty, so an idle
+ *    relay holds its two sockets and nothing else.  The pool keeps at most
+ *    FX_RELAY_PIPE_POOL_CAP pipes per loop (idle + lent); when none is
+ *    free, that chunk is copied through the buffer instead.
  */
 #ifndef FX_RELAY_H
 #define FX_RELAY_H
@@ -23,6 +28,7 @@
 
 #define FX_RELAY_SPLICE 1u           /* move bytes with splice(2) through a pipe */
 #define FX_RELAY_DEFAULT_BUFSIZE 65536
+#define FX_RELAY_PIPE_POOL_CAP 64    /* pipes per loop (2 fds each) */
 
 typedef struct fx_relay fx_relay;
 
@@ -47,12 +53,27 @@ typedef struct fx_relay_opts {
  * fx_relay_start or fx_relay_abort), after both are closed; the handle is
  * invalid once done has been called.  NULL (errno set) leaves the fds to
  * the caller.  Splice falls back to read/write per direction when the
- * kernel refuses it (EINVAL) or no pipe can be made. */
+ * kernel refuses it (EINVAL), and per chunk when the pool has no pipe. */
 fx_relay *fx_relay_start(fx_loop *loop, int fd_a, int fd_b, unsigned flags,
                          fx_relay_done_cb done, void *arg);
 fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
                               const fx_relay_opts *opts,
                               fx_relay_done_cb done, void *arg);
+
+/* The loop's pipe pool, created on first use.  Loop thread (or while the
+ * loop is not running).  set_cap: 0 or -ENOMEM; a lower cap closes idle
+ * pipes now and lent ones as they come back; 0 turns splicing off. */
+typedef struct fx_relay_pool_stats {
+    unsigned cap;
+    unsigned pipes;                  /* in existence: idle + lent */
+    unsigned idle;
+    unsigned lent;                   /* held by relays, with bytes in flight */
+    unsigned long long takes;        /* pipes lent */
+    unsigned long long made;         /* pipe2 calls that succeeded */
+    unsigned long long misses;       /* chunks copied because no pipe was free */
+} fx_relay_pool_stats;
+int fx_relay_pool_set_cap(fx_loop *loop, unsigned cap);
+void fx_relay_pool_get_stats(fx_loop *loop, fx_relay_pool_stats *stats);
 
 /* Loop thread.  Resets both sides and ends the relay (done follows, with
  * aborted = 1, error = 0).  A no-op if the relay is already ending. */

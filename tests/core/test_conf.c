@@ -227,7 +227,46 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.idle_timeout, 300);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
+    assert_int_equal(c->host.max_faults, 5);
+    assert_int_equal(c->host.on_disabled, FX_DISABLED_REFUSE);
+    assert_int_equal(c->host.hang_timeout, 30);
     assert_int_equal(c->nfilters, 0);
+    fx_config_free(c);
+}
+
+/* The fault-handling keys (max-faults, on-disabled-filter, hang-timeout). */
+static void test_fault_keys(void **state)
+{
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    write_file("[host]\nmax-faults = 0\non-disabled-filter = Bypass\nhang-timeout = 7\n"
+               "[rule r]\nlisten=127.0.0.1:1\ntarget=127.0.0.1:2\n");
+    c = fx_config_load(g_path, err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(c->host.max_faults, 0);
+    assert_int_equal(c->host.on_disabled, FX_DISABLED_BYPASS);
+    assert_int_equal(c->host.hang_timeout, 7);
+    fx_config_free(c);
+
+    write_file("[host]\nmax-faults = 1000000\non-disabled-filter = refuse\nhang-timeout = 0\n"
+               "[rule r]\nlisten=127.0.0.1:1\ntarget=127.0.0.1:2\n");
+    c = fx_config_load(g_path, err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(c->host.max_faults, 1000000);
+    assert_int_equal(c->host.on_disabled, FX_DISABLED_REFUSE);
+    assert_int_equal(c->host.hang_timeout, 0);
+    /* The same keys through the command-line path. */
+    assert_int_equal(fx_config_set(c, "host", "max-faults", "3", err, sizeof(err)), 0);
+    assert_int_equal(fx_config_set(c, "host", "on-disabled-filter", "bypass", err, sizeof(err)), 0);
+    assert_int_equal(fx_config_set(c, "host", "hang-timeout", "2", err, sizeof(err)), 0);
+    assert_int_equal(c->host.max_faults, 3);
+    assert_int_equal(c->host.on_disabled, FX_DISABLED_BYPASS);
+    assert_int_equal(c->host.hang_timeout, 2);
+    assert_int_equal(fx_config_set(c, "host", "hang-timeout", "-2", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value '-2' for 'hang-timeout' (expected seconds from 1 to 86400, "
+                             "or 0 for no watchdog)");
     fx_config_free(c);
 }
 
@@ -273,7 +312,10 @@ static void test_err_unknown_key(void **state)
                  "%s:2: unknown key 'loglevel' in [host] (did you mean 'log-level'?)");
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
-                 "connect-timeout, idle-timeout, max-buffer, trace)");
+                 "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
+                 "hang-timeout)");
+    expect_error("[host]\nmax-fault = 3\n",
+                 "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
                  "%s:3: unknown key 'settings.Mode' in [filter f] (did you mean 'setting.Mode'?)");
     expect_error("[filter f]\npath = a.dll\nsetting. = x\n",
@@ -302,6 +344,16 @@ static void test_err_bad_values(void **state)
     expect_error("[host]\nmax-buffer = 65m\n",
                  "%s:2: bad value '65m' for 'max-buffer' (expected bytes from 4096 to 64m, optionally with suffix k or m)");
     expect_error("[host]\ntrace =\n", "%s:2: bad value '' for 'trace' (expected a file path)");
+    expect_error("[host]\nmax-faults = 1000001\n",
+                 "%s:2: bad value '1000001' for 'max-faults' (expected a number from 1 to 1000000, or 0 for never disabling)");
+    expect_error("[host]\nmax-faults = few\n",
+                 "%s:2: bad value 'few' for 'max-faults' (expected a number from 1 to 1000000, or 0 for never disabling)");
+    expect_error("[host]\non-disabled-filter = ignore\n",
+                 "%s:2: bad value 'ignore' for 'on-disabled-filter' (expected refuse or bypass)");
+    expect_error("[host]\nhang-timeout = 86401\n",
+                 "%s:2: bad value '86401' for 'hang-timeout' (expected seconds from 1 to 86400, or 0 for no watchdog)");
+    expect_error("[host]\nhang-timeout = 3\nhang-timeout = 4\n",
+                 "%s:3: duplicate key 'hang-timeout' (first set on line 2)");
     expect_error("[filter f]\npath = a.dll\nclsid = {1234}\n",
                  "%s:3: bad value '{1234}' for 'clsid' (expected a GUID like {4B8E9C5A-0D12-4F6B-9A3E-2C7D1F0E8B64})");
     expect_error("[filter f]\npath = a.dll\nclsid = {4b8e9c5a-0d12-4f6b-9a3e-2c7d1f0e8b64\n",
@@ -493,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_good_file_bom_crlf),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_fault_keys),
         cmocka_unit_test(test_err_unknown_section),
         cmocka_unit_test(test_err_unknown_key),
         cmocka_unit_test(test_err_bad_values),

@@ -1,0 +1,341 @@
+/*
+ * fwxreplay.c — regression-tests filter binaries without a network: runs
+ * one script (docs/replay-format.md) through the configured filter chain
+ * with the same host objects and pump as fwxhost, on in-memory ends
+ * (socketpairs), and compares what each side received with the golden
+ * file SCRIPT.golden.
+ *
+ *   fwxreplay [--filter DLL[=CLSID] ...] [--chunking fixed:N|random:SEED]
+ *             [--update] [--timeout MS] SCRIPT
+ *
+ * Owns the command line, the replay's rule and session, and the golden
+ * file; the driver is shim/core/fxreplay.c. Suites of scripts (a
+ * directory, TAP, JUnit) are run by the native launcher, one process per
+ * script (shim/bin/replaysuite.c).
+ *
+ * Exit status: 0 pass, 1 mismatch (a diff on stdout), 2 error.
+ */
+#include "fwxhost.h" /* first: Winsock before any libc header */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fxconf.h"
+#include "fxreplay.h"
+#include "fxscript.h"
+#include "host.h"
+#include "hostobj.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+        "usage: fwxreplay [--filter DLL[=CLSID] ...] [options] SCRIPT\n"
+        "       fwxreplay [--filter DLL[=CLSID] ...] [options] [--junit FILE] DIR\n"
+        "\n"
+        "Plays a scripted client/server conversation (docs/replay-format.md) through\n"
+        "the filter chain, with the host's own objects and pump but no network, and\n"
+        "compares what each side received with SCRIPT.golden.\n"
+        "\n"
+        "  --filter DLL[=CLSID]   load a filter (repeatable, chain order); replaces the\n"
+        "                         script's 'filter' lines. The launcher picks the x86 or\n"
+        "                         x64 host from these DLLs (or from the script's lines)\n"
+        "  --chunking fixed:N     split each payload into writes of N bytes (default 65536)\n"
+        "  --chunking random:SEED split into writes of 1..512 bytes from SEED\n"
+        "  --update               write SCRIPT.golden from this run instead of comparing\n"
+        "  --timeout MS           bound of every wait (default 5000)\n"
+        "  --log-level LEVEL      host log on stderr (default warn)\n"
+        "  --junit FILE           with DIR: also write a JUnit XML report\n"
+        "  -h, --help             this text\n"
+        "\n"
+        "DIR runs every *.fwxs script in it and prints TAP.\n"
+        "Exit status: 0 pass, 1 a golden file differs (diff on stdout), 2 error.\n");
+}
+
+static int want_value(int argc, char **argv, int i)
+{
+    if (i + 1 >= argc) {
+        fprintf(stderr, "fwxreplay: %s needs a value (see --help)\n", argv[i]);
+        exit(2);
+    }
+    return i + 1;
+}
+
+/* The accept, run on the worker's loop as fwxhost's on_accept would. */
+struct accept_task {
+    struct worker *worker;
+    struct rule *rule;
+    int client_fd, server_fd;
+    const fx_script *script;
+    volatile LONG ready;
+    BOOL denied;
+};
+
+static void accept_task_run(void *arg)
+{
+    struct accept_task *t = arg;
+    LONG before = the_host->denied_connections;
+    connection_accept_ends(t->worker, t->rule, t->client_fd, t->server_fd,
+                           &t->script->client, t->script->client_len,
+                           &t->script->target, t->script->target_len);
+    t->denied = the_host->denied_connections != before;
+    InterlockedExchange(&t->ready, 1);
+}
+
+static int task_ready(void *arg)
+{
+    return ((struct accept_task *)arg)->ready != 0;
+}
+
+static int task_done(void *arg)
+{
+    return task_ready(arg) && the_host->live_connections == 0;
+}
+
+static char *read_all(const char *path, int *missing)
+{
+    FILE *f = fopen(path, "rb");
+    fx_text t = { 0 };
+    char buf[8192];
+    size_t n;
+    *missing = !f && errno == ENOENT;
+    if (!f)
+        return NULL;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && t.len < FX_SCRIPT_MAX_SIZE * 4)
+        fx_text_add(&t, buf, n);
+    fclose(f);
+    if (!t.p)
+        fx_text_add(&t, "", 0);
+    return t.p;
+}
+
+static void add_filter(fx_config *cfg, const char *path, const char *clsid)
+{
+    char name[32], err[1024];
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int len = (int)strcspn(base, ".");
+    snprintf(name, sizeof(name), "%.*s", len > 24 ? 24 : len, base);
+    for (size_t k = 0, dup = 2; k < cfg->nfilters; k++)
+        if (!strcmp(cfg->filters[k].name, name)) {
+            snprintf(name, sizeof(name), "%.*s-%zu", len > 24 ? 24 : len, base, dup++);
+            k = (size_t)-1;
+        }
+    if (fx_config_add_filter(cfg, name, path, clsid, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxreplay: filter %s: %s\n", path, err);
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *script_path = NULL, *level_text = "warn", *chunk_text = "fixed:65536";
+    unsigned timeout_ms = 5000;
+    int update = 0, nfilters = 0;
+    char err[2048];
+    static struct host host;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--filter")) {
+            i = want_value(argc, argv, i);
+            nfilters++;
+        } else if (!strcmp(a, "--chunking")) {
+            chunk_text = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--update")) {
+            update = 1;
+        } else if (!strcmp(a, "--timeout")) {
+            const char *v = argv[i = want_value(argc, argv, i)];
+            char *end;
+            unsigned long t = strtoul(v, &end, 10);
+            if (!*v || *end || t < 1 || t > 600000) {
+                fprintf(stderr, "fwxreplay: --timeout: '%s' is not 1 to 600000 ms\n", v);
+                return 2;
+            }
+            timeout_ms = (unsigned)t;
+        } else if (!strcmp(a, "--log-level")) {
+            level_text = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--junit")) {
+            fprintf(stderr, "fwxreplay: --junit goes with a directory of scripts (run through "
+                    "the fwxreplay launcher)\n");
+            return 2;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "fwxreplay: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        } else if (script_path) {
+            fprintf(stderr, "fwxreplay: one SCRIPT at a time (or a directory through the "
+                    "launcher); '%s' and '%s' given\n", script_path, a);
+            return 2;
+        } else {
+            script_path = a;
+        }
+    }
+    if (!script_path) {
+        fprintf(stderr, "fwxreplay: no SCRIPT given (see --help)\n");
+        return 2;
+    }
+    fx_chunking chunking;
+    if (fx_chunking_parse(chunk_text, &chunking, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxreplay: %s\n", err);
+        return 2;
+    }
+    int level = fx_log_level_parse(level_text);
+    if (level < 0) {
+        fprintf(stderr, "fwxreplay: --log-level: unknown level '%s'\n", level_text);
+        return 2;
+    }
+    fx_log_init("fwxreplay", level);
+
+    fx_script *script = fx_script_load(script_path, err, sizeof(err));
+    if (!script) {
+        fprintf(stderr, "fwxreplay: %s\n", err);
+        return 2;
+    }
+    fx_config *cfg = fx_config_new_empty();
+    if (!cfg || fx_config_set(cfg, "host", "workers", "1", err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxreplay: out of memory\n");
+        return 2;
+    }
+    if (nfilters) {
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--filter"))
+                continue;
+            char *spec = strdup(argv[++i]), *eq = strchr(spec, '=');
+            if (eq)
+                *eq++ = 0;
+            add_filter(cfg, spec, eq);
+            free(spec);
+        }
+    } else {
+        for (size_t i = 0; i < script->nfilters; i++)
+            add_filter(cfg, script->filters[i].path, script->filters[i].clsid);
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    if (host_start(&host, cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
+        host_stop(&host, 0);
+        return 2;
+    }
+
+    /* The script's rule: labels only, no listener (HOST-001 otherwise). */
+    static fx_rule_conf rc;
+    static struct rule rule;
+    rc.name = (char *)"replay";
+    rc.type = script->rule;
+    rc.protocol = FX_PROTO_TCP;
+    rc.has_listen = rc.has_target = 1;
+    rc.listen = script->listen;
+    rc.listen_len = script->listen_len;
+    rc.target = script->target;
+    rc.target_len = script->target_len;
+    rule.conf = &rc;
+    for (int w = 0; w < 64; w++)
+        rule.listen_fds[w] = -1;
+    int rc_exit = 0;
+    if (rc.type == FX_RULE_PUBLISH) {
+        SOCKADDR_STORAGE win;
+        int wlen = sizeof(win);
+        fx_sa_to_win32(&rc.target, rc.target_len, &win, &wlen);
+        if (!(rule.session = session_create(&win, wlen, "rule replay"))) {
+            fprintf(stderr, "fwxreplay: out of memory\n");
+            rc_exit = 2;
+        } else if (connection_rule_listen_events(&rule, &host.workers[0], err, sizeof(err)) != 0) {
+            fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
+            rc_exit = 2;
+        }
+    }
+
+    fx_replay_result result;
+    memset(&result, 0, sizeof(result));
+    int cpair[2] = { -1, -1 }, spair[2] = { -1, -1 };
+    if (!rc_exit && (fx_socketpair_stream(cpair) != 0 || fx_socketpair_stream(spair) != 0)) {
+        fprintf(stderr, "fwxreplay: socketpair: %s\n", strerror(errno));
+        rc_exit = 2;
+    }
+    if (!rc_exit) {
+        static struct accept_task task;
+        task.worker = &host.workers[0];
+        task.rule = &rule;
+        task.client_fd = cpair[1];
+        task.server_fd = spair[0];
+        task.script = script;
+        fx_replay_opts opts;
+        memset(&opts, 0, sizeof(opts));
+        opts.chunking = chunking;
+        opts.timeout_ms = timeout_ms;
+        opts.ready = task_ready;
+        opts.done = task_done;
+        opts.arg = &task;
+        fx_loop_post(host.workers[0].loop, accept_task_run, &task);
+        if (fx_replay_run(script, cpair[0], cpair[1], spair[1], spair[0], &opts, &result, err,
+                          sizeof(err)) != 0) {
+            fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
+            rc_exit = 2;
+        }
+        result.denied = task.denied;
+    }
+
+    if (rule.listener)
+        connection_rule_listen_end(&rule);
+    if (rule.session) {
+        session_end(rule.session);
+        IFWXSession_Release(session_iface(rule.session));
+    }
+    host_stop(&host, 2);
+    if (rc_exit)
+        return rc_exit;
+
+    /* ---- the golden file */
+    fx_text actual = { 0 };
+    char *golden_path = malloc(strlen(script_path) + sizeof(".golden"));
+    if (!golden_path)
+        return 2;
+    sprintf(golden_path, "%s.golden", script_path);
+    fx_replay_format(&result, script_path, &actual);
+    if (actual.oom) {
+        fprintf(stderr, "fwxreplay: out of memory\n");
+        return 2;
+    }
+    if (result.expect_failed) {
+        printf("fwxreplay: %s: an expectation failed:\n%s", script_path, result.notes.p);
+        return 1;
+    }
+    if (update) {
+        FILE *f = fopen(golden_path, "w");
+        if (!f || fwrite(actual.p, 1, actual.len, f) != actual.len || fclose(f) != 0) {
+            fprintf(stderr, "fwxreplay: %s: %s\n", golden_path, strerror(errno));
+            return 2;
+        }
+        printf("fwxreplay: %s: wrote %s\n", script_path, golden_path);
+        return 0;
+    }
+    int missing = 0;
+    char *expected = read_all(golden_path, &missing);
+    if (!expected) {
+        fprintf(stderr, "fwxreplay: %s: %s%s\n", golden_path, strerror(errno),
+                missing ? " (run with --update to create it)" : "");
+        return 2;
+    }
+    fflush(stdout);
+    if (fx_text_diff(golden_path, expected, "this run", actual.p, NULL) != 0) {
+        printf("fwxreplay: %s: differs from its golden file (- golden, + this run):\n",
+               script_path);
+        fx_text_diff(golden_path, expected, "this run", actual.p, stdout);
+        return 1;
+    }
+    printf("fwxreplay: %s: pass\n", script_path);
+    fx_text_free(&actual);
+    free(expected);
+    free(golden_path);
+    fx_replay_result_free(&result);
+    fx_script_free(script);
+    fx_config_free(cfg);
+    CoUninitialize();
+    return 0;
+}

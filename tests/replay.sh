@@ -1,0 +1,143 @@
+#!/bin/bash
+# replay.sh - end-to-end tests of fwxreplay, for each flavour in FWX_FLAVOURS
+# (through tests/wine-run like fwxhost.sh); prints TAP, exits 0 iff all passed.
+#
+#   a. the suite tests/replay/ passes (TAP from the launcher, JUnit XML written),
+#      with the flavour picked from the scripts' own filter lines
+#   b. passthrough gives the same golden file with --chunking fixed:1 and random:42
+#   c. a mutated golden file fails with a diff and exit 1
+#   d. malformed scripts (truncated, garbage, huge lengths) exit 2 with a
+#      FILE:LINE:COL message, never a crash
+#
+# Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
+# WINEPREFIX, WINEDEBUG. Directly:
+#   cd build && WINEPREFIX=$PWD/wineprefix WINEDEBUG=-all FWX_BUILDDIR=$PWD \
+#     FWX_SRCDIR=/work/main FWX_FLAVOURS="x86 x64" bash ../tests/replay.sh
+set -u
+
+B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
+S=${FWX_SRCDIR:?FWX_SRCDIR not set}
+FLAVOURS=${FWX_FLAVOURS:-x64}
+: "${WINEPREFIX:?WINEPREFIX not set}"
+export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+B=$(cd "$B" && pwd)
+S=$(cd "$S" && pwd)
+R=$B/bin/fwxreplay
+
+T=$(mktemp -d /tmp/fwxreplay-test.XXXXXX) || exit 99
+trap 'rm -rf "$T"' EXIT
+trap 'exit 99' INT TERM HUP
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {  # DESC WHY [FILE...]
+    local desc=$1 why=$2 f
+    shift 2
+    n=$((n + 1)); failed=$((failed + 1))
+    echo "not ok $n - $desc"
+    echo "#   $why"
+    for f in "$@"; do [ -s "$f" ] && tail -n 30 "$f" | sed 's/^/#   | /'; done
+}
+
+for fl in $FLAVOURS; do
+    F=$B/filters/$fl
+    export FWX_FILTERS=$F
+    # The suite runs on a copy, so that the goldens can be mutated below.
+    D=$T/$fl
+    mkdir -p "$D"
+    cp "$S"/tests/replay/*.fwxs "$S"/tests/replay/*.golden "$D"/
+
+    # a. the suite
+    "$R" --junit "$T/$fl.xml" "$D" > "$T/$fl.suite" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q '^1\.\.[1-9]' "$T/$fl.suite" && ! grep -q '^not ok' "$T/$fl.suite" &&
+       grep -q 'failures="0" errors="0"' "$T/$fl.xml"; then
+        ok "$fl: the tests/replay suite passes ($(grep -c '^ok' "$T/$fl.suite") scripts), JUnit written"
+    else
+        not_ok "$fl: the tests/replay suite passes" "exit $rc" "$T/$fl.suite" "$T/$fl.xml"
+    fi
+    # The flavour came from the scripts: the host that ran is the x86/x64 one.
+    if FWX_FILTERS=$F "$R" --log-level info "$D/passthrough.fwxs" 2> "$T/$fl.log" > /dev/null &&
+       grep -q "$([ "$fl" = x86 ] && echo 32 || echo 64)-bit" "$T/$fl.log"; then
+        ok "$fl: the launcher picks the $fl host from the script's filter lines"
+    else
+        not_ok "$fl: the launcher picks the $fl host from the script's filter lines" "see log" "$T/$fl.log"
+    fi
+
+    # b. chunking does not change passthrough's golden file
+    for c in fixed:1 random:42 fixed:3; do
+        if "$R" --chunking "$c" --filter "$F/passthrough.dll" "$D/passthrough.fwxs" > "$T/out" 2>&1; then
+            ok "$fl: passthrough with --chunking $c matches the golden file"
+        else
+            not_ok "$fl: passthrough with --chunking $c matches the golden file" "exit $?" "$T/out"
+        fi
+    done
+    if "$R" --chunking random:7 --filter "$F/rewrite.dll" "$D/rewrite.fwxs" > "$T/out" 2>&1; then
+        ok "$fl: rewrite with --chunking random:7 (tokens split across reads) matches"
+    else
+        not_ok "$fl: rewrite with --chunking random:7 matches" "exit $?" "$T/out"
+    fi
+
+    # c. a mutated golden file
+    sed -i 's/HTTP\/1.0 200 OK/HTTP\/1.0 404 Not Found/' "$D/passthrough.fwxs.golden"
+    "$R" "$D/passthrough.fwxs" > "$T/out" 2>&1
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q '^-client received: "HTTP/1.0 404 Not Found\\r\\n"$' "$T/out" &&
+       grep -q '^+client received: "HTTP/1.0 200 OK\\r\\n"$' "$T/out" && grep -q '^@@ ' "$T/out"; then
+        ok "$fl: a mutated golden file fails with a diff and exit 1"
+    else
+        not_ok "$fl: a mutated golden file fails with a diff and exit 1" "exit $rc" "$T/out"
+    fi
+    "$R" "$D" > "$T/out" 2>&1
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q '^not ok [0-9]* - passthrough.fwxs (differs from its golden file)' "$T/out"; then
+        ok "$fl: the suite reports the mutated golden file as not ok, exit 1"
+    else
+        not_ok "$fl: the suite reports the mutated golden file" "exit $rc" "$T/out"
+    fi
+    # --update repairs it.
+    if "$R" --update "$D/passthrough.fwxs" > /dev/null 2>&1 &&
+       cmp -s "$D/passthrough.fwxs.golden" "$S/tests/replay/passthrough.fwxs.golden"; then
+        ok "$fl: --update rewrites the golden file as it was"
+    else
+        not_ok "$fl: --update rewrites the golden file as it was" "differs" "$D/passthrough.fwxs.golden"
+    fi
+
+    # d. malformed scripts: exit 2, FILE:LINE:COL, no crash
+    M=$T/$fl-bad
+    mkdir -p "$M"
+    # cut in the middle of the first action's string
+    sed -n '1,/^client:/p' "$S/tests/replay/passthrough.fwxs" | head -c -12 > "$M/truncated.fwxs"
+    head -c 3000 /dev/urandom > "$M/garbage.fwxs"
+    { printf 'client: "'; head -c 1100000 /dev/zero | tr '\0' A; printf '"\n'; } > "$M/hugeline.fwxs"
+    printf 'pause 99999999999999999999\n' > "$M/hugepause.fwxs"
+    printf 'client: "\\xZZ"\n' > "$M/badescape.fwxs"
+    printf 'client-datagram: "x"\n' > "$M/udp.fwxs"
+    for s in truncated garbage hugeline hugepause badescape udp; do
+        "$R" --filter "$F/passthrough.dll" "$M/$s.fwxs" > "$T/out" 2>&1
+        rc=$?
+        if [ $rc -eq 2 ] && grep -q "^fwxreplay: $M/$s.fwxs:[0-9]*:[0-9]*: " "$T/out"; then
+            ok "$fl: malformed script ($s): exit 2, $(sed -n 's/.*fwxs:[0-9]*:[0-9]*: //p' "$T/out" | head -c 60)"
+        else
+            not_ok "$fl: malformed script ($s): exit 2 with FILE:LINE:COL" "exit $rc" "$T/out"
+        fi
+    done
+    "$R" --filter "$F/passthrough.dll" "$T/no-such.fwxs" > "$T/out" 2>&1
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q 'No such file' "$T/out"; then
+        ok "$fl: a missing script exits 2"
+    else
+        not_ok "$fl: a missing script exits 2" "exit $rc" "$T/out"
+    fi
+    cp "$S/tests/replay/nofilter.fwxs" "$M/nogolden.fwxs"
+    "$R" --filter "$F/passthrough.dll" "$M/nogolden.fwxs" > "$T/out" 2>&1
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q 'run with --update to create it' "$T/out"; then
+        ok "$fl: a script without a golden file exits 2 and says how to make one"
+    else
+        not_ok "$fl: a script without a golden file exits 2" "exit $rc" "$T/out"
+    fi
+done
+
+echo "1..$n"
+[ $failed -eq 0 ]
