@@ -138,6 +138,10 @@ static void connection_teardown(struct connection *c)
         fx_timer_cancel(c->worker->loop, c->connect_timer);
         c->connect_timer = NULL;
     }
+    if (c->idle_timer) {
+        fx_timer_cancel(c->worker->loop, c->idle_timer);
+        c->idle_timer = NULL;
+    }
     deliver(c, list);
 
     /* fwx_ConnectionTerminating first, then the data filters' Detach: the
@@ -162,6 +166,11 @@ static void connection_teardown(struct connection *c)
            c->id, rule_name(c), c->aborted ? " (aborted)" : "", c->bytes_in, c->bytes_out);
     InterlockedDecrement(&c->worker->connections);
     InterlockedDecrement(&the_host->live_connections);
+    if (c->rule) {
+        InterlockedDecrement(&c->rule->live);
+        InterlockedExchangeAdd64(&c->rule->bytes_in, (LONG64)c->bytes_in);
+        InterlockedExchangeAdd64(&c->rule->bytes_out, (LONG64)c->bytes_out);
+    }
     IFWXConnection_Release(connection_iface(c));    /* the connection's life reference */
 }
 
@@ -275,13 +284,55 @@ static int by_priority(const void *a, const void *b)
     return (int)x->priority - (int)y->priority;
 }
 
+/* Bytes moved either way so far (client end, or the relay). Loop thread. */
+static unsigned long long bytes_moved(struct connection *c)
+{
+    unsigned long long ab = 0, ba = 0;
+    if (c->relay)
+        fx_relay_bytes(c->relay, &ab, &ba);
+    return c->bytes_in + c->bytes_out + ab + ba;
+}
+
+/* [host] idle-timeout: a connection that moved no byte for that long is
+ * aborted. The timer re-arms itself while bytes move, so a busy connection
+ * costs one timer expiry per period, not one per read. */
+static void idle_check(void *arg)
+{
+    struct connection *c = arg;
+    unsigned secs = the_host->config->host.idle_timeout;
+    unsigned long long moved = bytes_moved(c);
+
+    c->idle_timer = NULL;
+    if (c->terminated)
+        return;
+    if (moved != c->idle_mark) {
+        c->idle_mark = moved;
+        c->idle_timer = fx_timer_start(c->worker->loop, (uint64_t)secs * 1000, idle_check, c);
+        return;
+    }
+    char why[64];
+    snprintf(why, sizeof(why), "idle for %u s (idle-timeout)", secs);
+    connection_abort(c, why);
+}
+
+static void start_idle_timer(struct connection *c)
+{
+    unsigned secs = the_host && the_host->config ? the_host->config->host.idle_timeout : 0;
+    if (!secs)
+        return;
+    c->idle_mark = (unsigned long long)-1;    /* the first check only arms */
+    c->idle_timer = fx_timer_start(c->worker->loop, 0, idle_check, c);
+}
+
 static void start_pump(struct connection *c)
 {
     int n = c->nchain;
 
     c->state = CONN_PUMPING;
+    start_idle_timer(c);
     if (n == 0) {
-        c->relay = fx_relay_start(c->worker->loop, c->client_fd, c->server_fd, FX_RELAY_SPLICE,
+        c->relay = fx_relay_start(c->worker->loop, c->client_fd, c->server_fd,
+                                  FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
                                   relay_done, c);
         if (!c->relay) {
             connection_abort(c, "out of memory starting the relay");
@@ -362,7 +413,9 @@ static void connect_timeout(void *arg)
 static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
 {
     struct connection *c = data;
-    int err = fx_sock_error(fd);
+    /* Writable without an error or hang-up is a connect that succeeded:
+     * SO_ERROR is only worth a syscall when something went wrong. */
+    int err = (events & (FX_ERR | FX_HUP)) ? fx_sock_error(fd) : 0;
     char text[64];
 
     fx_loop_del_fd(loop, fd);
@@ -382,7 +435,9 @@ static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
     unsigned char sa[28];
     int salen = sizeof(sa);
     c->win_ext_len = sizeof(c->win_ext);
-    if (fx_getsockname(fd, sa, &salen) != 0 || fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
+    /* Only a filter can ask for it (GetExternalSocketName). */
+    if (the_host->nfilters == 0 || fx_getsockname(fd, sa, &salen) != 0 ||
+        fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
     start_pump(c);
 }
@@ -503,7 +558,9 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     InterlockedIncrement(&w->connections);
     InterlockedIncrement(&the_host->live_connections);
     InterlockedIncrement(&the_host->total_connections);
-    fx_set_nodelay(client_fd);
+    InterlockedIncrement(&rule->connections);
+    InterlockedIncrement(&rule->live);
+    /* TCP_NODELAY: inherited from the listener (fx_tcp_listen). */
     fx_log(FX_LOG_INFO, "conn %lu rule %s: accepted from %s", c->id, rule_name(c), who);
 
     memset(&ev, 0, sizeof(ev));
@@ -512,6 +569,7 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
             set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
                      target_sa, target_len);
         if (!target_sa && outbound_target(c, who) != 0) {
+            InterlockedIncrement(&rule->refused);
             c->aborted = TRUE;
             connection_teardown(c);
             return NULL;
@@ -545,6 +603,7 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     }
 
     if (c->denied || FAILED(hr)) {
+        InterlockedIncrement(c->denied ? &rule->denials : &rule->refused);
         if (c->denied) {
             InterlockedIncrement(&the_host->denied_connections);
             fx_log(FX_LOG_NOTICE, "conn %lu rule %s: connection from %s denied by filter %s",
@@ -567,8 +626,15 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
 {
     unsigned char local[28];
     int local_len = sizeof(local);
-    fx_getsockname(client_fd, local, &local_len);
-    struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len, local,
+    const void *lsa = local;
+    /* A listener on one address: that is the local address, no syscall. */
+    if (!fx_sa_is_any(&rule->conf->listen, rule->conf->listen_len)) {
+        lsa = &rule->conf->listen;
+        local_len = rule->conf->listen_len;
+    } else {
+        fx_getsockname(client_fd, local, &local_len);
+    }
+    struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len, lsa,
                                          local_len, NULL, 0);
     if (c)
         start_connect(c);
@@ -798,8 +864,11 @@ static HRESULT WINAPI connection_Deny(IFWXConnection *iface, DWORD reserved)
     if (reserved)
         return E_INVALIDARG;
     EnterCriticalSection(&c->lock);
-    if (!c->denied)
+    if (!c->denied) {
         snprintf(c->denied_by, sizeof(c->denied_by), "%s", fx_filter_name(ctx->filter));
+        if (ctx->filter)
+            InterlockedIncrement(&ctx->filter->denials);
+    }
     c->denied = TRUE;     /* deny wins over any allow (reference 2.6) */
     LeaveCriticalSection(&c->lock);
     return S_OK;

@@ -40,6 +40,12 @@ struct rule {
     struct session *session;       /* publishing: the published server's */
     struct connection *listener;   /* publishing: the listening side, for its events */
     int listen_fds[64];            /* one per worker (SO_REUSEPORT) */
+    /* Counters for stats.c: Interlocked*, read by the control thread. */
+    LONG connections;              /* accepted (denied and refused ones too) */
+    LONG live;                     /* not yet torn down */
+    LONG denials;                  /* denied by a filter (Deny) */
+    LONG refused;                  /* refused otherwise: a filter failed or faulted, ... */
+    LONG64 bytes_in, bytes_out;    /* from / to clients, of closed connections */
 };
 
 struct host {
@@ -172,6 +178,8 @@ struct connection {
     BOOL aborted;
     BOOL terminated;               /* teardown ran */
     fx_timer *connect_timer;
+    fx_timer *idle_timer;          /* [host] idle-timeout */
+    unsigned long long idle_mark;  /* bytes moved when the timer was last armed */
     unsigned long long bytes_in, bytes_out;
     size_t inflight[2];            /* bytes queued by the host per direction (0: to the server) */
     struct completion *pending;    /* queued under the lock, delivered without it */

@@ -20,6 +20,8 @@ struct fx_filter {
     FwxFilterHookEvents hooks;     /* our copy of FilterInit's hook events */
     FwxPortRangeEvents *ranges;    /* our copy of its port ranges */
     LONG faults;                   /* exceptions caught in this filter's code */
+    LONG sessions;                 /* AttachToSession that gave a session filter (stats.c) */
+    LONG denials;                  /* connections or binds it denied first (stats.c) */
     BOOL disabled;                 /* gets no more events */
 };
 

@@ -368,6 +368,7 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
         entry->hooks = hooks;
         entry->detached = FALSE;
         sf = NULL;
+        InterlockedIncrement(&f->sessions);
     }
     LeaveCriticalSection(&s->lock);
     if (sf)    /* lost the race, or the session ended: undo ours */

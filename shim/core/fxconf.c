@@ -29,7 +29,7 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", NULL
+    "hang-timeout", "control", "metrics", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -278,6 +278,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->filters);
     free(cfg->rules);
     free(cfg->host.trace);
+    free(cfg->host.control);
     free(cfg->path);
     free(cfg);
 }
@@ -478,6 +479,28 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
         return fx_replace_str(&h->trace, value, msg, msglen);
+    } else if (strcasecmp(key, "control") == 0) {
+        /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
+        if (*value != '/' || strlen(value) > 107)
+            return fx_bad_value(key, value, "an absolute path of at most 107 bytes for the "
+                                "control socket", msg, msglen);
+        return fx_replace_str(&h->control, value, msg, msglen);
+    } else if (strcasecmp(key, "metrics") == 0) {
+        char why[128];
+        fx_sockaddr sa;
+        int salen = sizeof(sa);
+        if (fx_addr_parse(value, &sa, &salen, why, sizeof(why)) != 0)
+            return fx_bad_value(key, value, "a loopback address and port, e.g. 127.0.0.1:9469",
+                                msg, msglen);
+        if (!fx_addr_is_loopback(&sa, salen)) {
+            fx_msg(msg, msglen, "bad value '%s' for 'metrics' (the metrics port has no "
+                   "authentication: it must be a loopback address, 127.0.0.0/8 or [::1], "
+                   "e.g. 127.0.0.1:9469)", value);
+            return -1;
+        }
+        h->metrics = sa;
+        h->metrics_len = salen;
+        h->has_metrics = 1;
     } else {
         fx_unknown_key(key, "[host]", fx_host_keys, msg, msglen);
         return -1;

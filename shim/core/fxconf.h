@@ -79,6 +79,10 @@ typedef struct fx_host_conf {
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
+    char *control;            /* the control socket (fxctl.h); NULL = the default path */
+    int has_metrics;          /* Prometheus HTTP on a loopback address */
+    fx_sockaddr metrics;
+    int metrics_len;
 } fx_host_conf;
 
 typedef struct fx_config {

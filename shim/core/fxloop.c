@@ -389,6 +389,13 @@ void fx_loop_del_fd(fx_loop *loop, int fd)
     loop->io[fd] = (struct fx_io){ 0 };
 }
 
+void fx_loop_forget_fd(fx_loop *loop, int fd)
+{
+    if (fd < 0 || fd >= loop->nio || !loop->io[fd].registered)
+        return;
+    loop->io[fd] = (struct fx_io){ 0 };
+}
+
 /* ---- posting ---------------------------------------------------------- */
 
 static void fx_loop_wake(fx_loop *loop)

@@ -53,6 +53,11 @@ int  fx_loop_add_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *d
 int  fx_loop_mod_fd(fx_loop *loop, int fd, unsigned events);
 /* Unknown fds are ignored.  Call before close(fd). */
 void fx_loop_del_fd(fx_loop *loop, int fd);
+/* As fx_loop_del_fd, without the epoll_ctl, for an fd the caller closes
+ * right after and has never duplicated (no dup, no fork without
+ * CLOEXEC-exec in between): closing the last reference to the file takes
+ * it out of the epoll set.  Saves one syscall per connection. */
+void fx_loop_forget_fd(fx_loop *loop, int fd);
 
 /* Any thread.  Wakes the loop.  Aborts the process if memory runs out (a
  * lost completion would hang a connection forever, which is worse). */

@@ -267,6 +267,9 @@ int fx_tcp_listen(const void *sa, int salen, int backlog, int reuseport,
         fx_seterr(err, errlen, "setsockopt IPV6_V6ONLY on %s: %s", name, strerror(errno));
         goto fail;
     }
+    /* Accepted sockets inherit it: one setsockopt per listener instead of
+     * one per connection.  Not fatal: it only costs latency. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)sa, (socklen_t)salen) < 0) {
         rc = -errno;
         fx_seterr(err, errlen, "bind %s: %s", name, strerror(errno));
@@ -437,6 +440,15 @@ int fx_getpeername(int fd, void *sa, int *salen)
     if (getpeername(fd, (struct sockaddr *)sa, &sl) < 0)
         return -errno;
     *salen = (int)sl;
+    return 0;
+}
+
+int fx_sa_is_any(const void *sa, int salen)
+{
+    if (fx_check_sa(sa, salen) == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (fx_check_sa(sa, salen) == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
     return 0;
 }
 
@@ -677,5 +689,19 @@ int fx_socketpair_stream(int fds[2])
 {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
         return -errno;
+    return 0;
+}
+
+int fx_addr_is_loopback(const void *sa, int salen)
+{
+    const struct sockaddr *a = sa;
+    if (!sa || salen < (int)sizeof(sa_family_t))
+        return 0;
+    if (a->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in))
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (a->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6)) {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(x) || (IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127);
+    }
     return 0;
 }

@@ -41,7 +41,8 @@ int fx_addr_parse(const char *text, void *sa, int *salen, char *err, size_t errl
 int fx_addr_format(const void *sa, int salen, char *buf, size_t len);
 
 /* socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen.  IPv6 listeners
- * are IPV6_V6ONLY so "*:80" and "[::]:80" can be separate rules.
+ * are IPV6_V6ONLY so "*:80" and "[::]:80" can be separate rules.  The
+ * listener has TCP_NODELAY, which accepted sockets inherit.
  * Returns the fd, or -errno with e.g. "bind 127.0.0.1:80: Address already
  * in use" in err. */
 int fx_tcp_listen(const void *sa, int salen, int backlog, int reuseport,
@@ -92,6 +93,13 @@ int fx_original_dst(int fd, void *sa, int *salen);
 
 /* Same address and port?  Compares AF_INET/AF_INET6 sockaddrs. */
 int fx_sa_equal(const void *a, int alen, const void *b, int blen);
+
+/* 1 if sa is 0.0.0.0 or :: (a wildcard listener: the local address of an
+ * accepted connection must then be asked with fx_getsockname), else 0. */
+int fx_sa_is_any(const void *sa, int salen);
+
+/* 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104?  0 for anything else. */
+int fx_addr_is_loopback(const void *sa, int salen);
 
 /* TCP_NODELAY.  0 or -errno. */
 int fx_set_nodelay(int fd);

@@ -304,7 +304,8 @@ static int fx_dir_flush(fx_relay *r, struct fx_dir *d)
     return 0;
 }
 
-/* 1: read bytes or EOF, 0: would block, <0: -errno. */
+/* 1: read bytes or EOF, 2: read fewer bytes than asked (the socket had no
+ * more a moment ago), 0: would block, <0: -errno. */
 static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
 {
     /* Only with an empty copy buffer: bytes leave in the order they came. */
@@ -312,13 +313,13 @@ static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
         fx_dir_take_pipe(r, d);     /* none: this chunk is copied */
     if (d->splice) {
         ssize_t n;
+        size_t want = d->pipecap - d->piped;
         do {
-            n = splice(d->src, NULL, d->pipe_w, NULL, d->pipecap - d->piped,
-                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            n = splice(d->src, NULL, d->pipe_w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         } while (n < 0 && errno == EINTR);
         if (n > 0) {
             d->piped += (size_t)n;
-            return 1;
+            return (size_t)n < want ? 2 : 1;
         }
         if (n == 0) {
             d->eof = 1;
@@ -357,11 +358,17 @@ static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
     if (n == 0)
         d->eof = 1;
     d->len += (size_t)n;
-    return 1;
+    return n > 0 && (size_t)n < room ? 2 : 1;
 }
 
-static int fx_dir_pump(fx_relay *r, struct fx_dir *d)
+/* other: the opposite direction.  A short read ends the reading of this
+ * pass: the socket was empty a moment ago, and as the loop is
+ * level-triggered, bytes (or EOF) that come later bring us back; this
+ * spares the read that would only say EAGAIN, one syscall per chunk. */
+static int fx_dir_pump(fx_relay *r, struct fx_dir *d, const struct fx_dir *other)
 {
+    int drained = 0;
+
     for (int round = 0; round < FX_RELAY_ROUNDS; round++) {
         int progress = 0, rc;
         if (fx_dir_pending(d)) {
@@ -369,18 +376,25 @@ static int fx_dir_pump(fx_relay *r, struct fx_dir *d)
                 return rc;
             progress |= rc;
         }
-        if (!d->eof && fx_dir_room(r, d)) {
+        if (!d->eof && !drained && fx_dir_room(r, d)) {
             if ((rc = fx_dir_fill(r, d)) < 0)
                 return rc;
-            progress |= rc;
+            if (rc == 2)
+                drained = 1;
+            progress |= rc != 0;
         }
         if (!progress)
             break;
     }
     if (d->eof && !fx_dir_pending(d) && !d->done) {
-        int rc = fx_shutdown_write(d->dst);
-        if (rc < 0)
-            return rc;
+        /* If the other direction has ended too, the relay ends now and
+         * its close() sends the FIN (nothing is left unread on dst: its
+         * EOF was read), so no shutdown is needed. */
+        if (!other->done) {
+            int rc = fx_shutdown_write(d->dst);
+            if (rc < 0)
+                return rc;
+        }
         d->done = 1;
     }
     /* An idle connection should cost no buffer memory, and no pipe. */
@@ -414,7 +428,9 @@ static void fx_relay_end(fx_relay *r, int abort, int err)
     r->stats.aborted = abort;
     r->stats.error = err;
     for (int i = 0; i < 2; i++) {
-        fx_loop_del_fd(r->loop, r->fd[i]);
+        /* Closed right below and never duplicated: the close takes it out
+         * of the epoll set, no epoll_ctl needed. */
+        fx_loop_forget_fd(r->loop, r->fd[i]);
         if (abort)
             fx_close_abort(r->fd[i]);
         else
@@ -461,11 +477,11 @@ static void fx_relay_io(fx_loop *loop, int fd, unsigned events, void *data)
         }
     }
     if (events & (FX_READ | FX_HUP | FX_ERR)) {
-        if ((rc = fx_dir_pump(r, &r->dir[i])) < 0)
+        if ((rc = fx_dir_pump(r, &r->dir[i], &r->dir[1 - i])) < 0)
             goto fail;
     }
     if (events & (FX_WRITE | FX_HUP | FX_ERR)) {
-        if ((rc = fx_dir_pump(r, &r->dir[1 - i])) < 0)
+        if ((rc = fx_dir_pump(r, &r->dir[1 - i], &r->dir[i])) < 0)
             goto fail;
     }
     if (r->dir[0].done && r->dir[1].done) {
@@ -510,7 +526,8 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
         errno = EINVAL;
         return NULL;
     }
-    if (fx_set_nonblock(fd_a) < 0 || fx_set_nonblock(fd_b) < 0)
+    if (!(opts != NULL && (opts->flags & FX_RELAY_NONBLOCKING)) &&
+        (fx_set_nonblock(fd_a) < 0 || fx_set_nonblock(fd_b) < 0))
         return NULL;
     r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -556,4 +573,10 @@ void fx_relay_abort(fx_relay *r)
 {
     if (r != NULL)
         fx_relay_end(r, 1, 0);
+}
+
+void fx_relay_bytes(const fx_relay *relay, unsigned long long *ab, unsigned long long *ba)
+{
+    *ab = relay->dir[0].bytes;
+    *ba = relay->dir[1].bytes;
 }

@@ -27,6 +27,8 @@
 #include "fxloop.h"
 
 #define FX_RELAY_SPLICE 1u           /* move bytes with splice(2) through a pipe */
+#define FX_RELAY_NONBLOCKING 2u      /* both fds are O_NONBLOCK already (as
+                                        fxnet makes them): no fcntl */
 #define FX_RELAY_DEFAULT_BUFSIZE 65536
 #define FX_RELAY_PIPE_POOL_CAP 64    /* pipes per loop (2 fds each) */
 
@@ -47,8 +49,10 @@ typedef struct fx_relay_opts {
     size_t bufsize;                  /* per direction; 0 = FX_RELAY_DEFAULT_BUFSIZE */
 } fx_relay_opts;
 
-/* Loop thread.  fd_a and fd_b must be connected stream sockets; they are
- * made non-blocking (even if the call then fails).  From a non-NULL return on, the relay owns both fds
+/* Loop thread.  fd_a and fd_b must be connected stream sockets, not
+ * registered on the loop and not duplicated (the relay closes them without
+ * an epoll_ctl); they are made non-blocking unless FX_RELAY_NONBLOCKING
+ * says they are (even if the call then fails).  From a non-NULL return on, the relay owns both fds
  * and calls done exactly once, from the loop (never from inside
  * fx_relay_start or fx_relay_abort), after both are closed; the handle is
  * invalid once done has been called.  NULL (errno set) leaves the fds to
@@ -78,5 +82,8 @@ void fx_relay_pool_get_stats(fx_loop *loop, fx_relay_pool_stats *stats);
 /* Loop thread.  Resets both sides and ends the relay (done follows, with
  * aborted = 1, error = 0).  A no-op if the relay is already ending. */
 void fx_relay_abort(fx_relay *relay);
+
+/* Bytes moved so far in each direction (a to b, b to a); loop thread. */
+void fx_relay_bytes(const fx_relay *relay, unsigned long long *ab, unsigned long long *ba);
 
 #endif /* FX_RELAY_H */
