@@ -5,6 +5,7 @@
  *
  *   fwxhost --filter DLL[=CLSID] ... --listen ADDR:PORT --target ADDR:PORT
  *   fwxhost --config FILE
+ *   fwxhost --stats [--control PATH | --config FILE]
  *
  * SIGTERM/SIGINT: stop accepting, drain live connections, exit 0.
  */
@@ -17,8 +18,10 @@
 #include <unistd.h>
 
 #include "fxconf.h"
+#include "fxctl.h"
 #include "host.h"
 #include "hostobj.h"
+#include "stats.h"
 
 static int signal_pipe[2] = { -1, -1 };
 
@@ -27,6 +30,7 @@ static void usage(FILE *to)
     fprintf(to,
         "usage: fwxhost --filter DLL[=CLSID] [--filter ...] --listen ADDR:PORT --target ADDR:PORT\n"
         "       fwxhost --config FILE\n"
+        "       fwxhost --stats [--control PATH | --config FILE]\n"
         "\n"
         "Runs ISA Server 2000 application-filter DLLs in front of real TCP traffic.\n"
         "With --listen/--target: one publishing rule (clients connect to ADDR:PORT,\n"
@@ -39,6 +43,11 @@ static void usage(FILE *to)
         "  --workers N           worker threads (default: one per CPU core)\n"
         "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
         "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  --control PATH        the control socket (default: [host] control, else\n"
+        "                        /run/fwxshim/fwxhost.sock as root, else\n"
+        "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
+        "  --stats               ask the host on the control socket for its counters,\n"
+        "                        print them and exit (2 if no host answers)\n"
         "  -h, --help            this text\n"
         "\n"
         "Prints \"fwxhost: ready\" on stderr once listening. Exit status: 0 after a\n"
@@ -67,7 +76,8 @@ static int want_value(int argc, char **argv, int i)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice";
+    const char *level_text = "notice", *control = NULL;
+    int stats = 0;
     unsigned drain = 10;
     char err[2048];
     fx_config *cfg = NULL;
@@ -91,6 +101,10 @@ int main(int argc, char **argv)
             level_text = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--drain")) {
             drain = (unsigned)atoi(argv[i = want_value(argc, argv, i)]);
+        } else if (!strcmp(a, "--control")) {
+            control = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--stats")) {
+            stats = 1;
         } else if (!strcmp(a, "--filter")) {
             i = want_value(argc, argv, i);
             nfilters++;
@@ -105,6 +119,29 @@ int main(int argc, char **argv)
         return 2;
     }
     fx_log_init("fwxhost", level);
+
+    if (stats) {
+        /* Client mode: no filter, no Wine objects; the path as the host
+         * would choose it. */
+        char path[256];
+        if (!control && config_path) {
+            if (!(cfg = fx_config_load(config_path, err, sizeof(err)))) {
+                fprintf(stderr, "fwxhost: %s\n", err);
+                return 2;
+            }
+            control = cfg->host.control;
+        }
+        if (!control) {
+            fx_ctl_default_path(path, sizeof(path));
+            control = path;
+        }
+        if (fx_ctl_query(control, "stats\n", 1, 10000, err, sizeof(err)) != 0) {
+            fprintf(stderr, "fwxhost: --stats: %s\n", err);
+            return 2;
+        }
+        fx_config_free(cfg);
+        return 0;
+    }
 
     if (config_path) {
         if (listen || target || nfilters) {
@@ -180,6 +217,11 @@ int main(int argc, char **argv)
         host_stop(&host, 0);
         return 2;
     }
+    if (stats_server_start(&host, control, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        host_stop(&host, 0);
+        return 2;
+    }
     for (int r = 0; r < host.nrules; r++) {
         char l[64], t[64];
         fx_addr_format(&host.rules[r].conf->listen, host.rules[r].conf->listen_len, l, sizeof(l));
@@ -196,6 +238,7 @@ int main(int argc, char **argv)
     while (read(signal_pipe[0], &sig, 1) < 0)
         ;
     fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
+    stats_server_stop();
     host_stop(&host, drain);
     if (host.stuck_workers) {
         /* Their threads are still inside filter code: no clean-up that

@@ -144,7 +144,14 @@ static int launch(int argc, char **argv)
     const char *script = NULL;
     int filter_args = 0;
 
-    for (int i = 1; i < argc; i++) {
+    /* fwxhost --stats only talks to a running host: no filter is loaded,
+     * so the x64 flavour does whatever the filters are; the config is read
+     * for its control path only (by fwxhost). */
+    int stats_only = 0;
+    for (int i = 1; i < argc && !strcmp(FWX_PROGRAM, "fwxhost"); i++)
+        if (!strcmp(argv[i], "--stats"))
+            stats_only = 1;
+    for (int i = 1; i < argc && !stats_only; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "--version"))
             break;
@@ -170,7 +177,8 @@ static int launch(int argc, char **argv)
             script = a;
         } else if (a[0] == '-' && a[1] == '-' && i + 1 < argc && !strchr(a, '=') &&
                    (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") ||
-                    !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit"))) {
+                    !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit") ||
+                    !strcmp(a, "--control"))) {
             i++; /* option with a separate value: skip the value */
         }
     }

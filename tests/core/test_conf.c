@@ -270,6 +270,56 @@ static void test_fault_keys(void **state)
     fx_config_free(c);
 }
 
+/* The control keys: control (socket path), metrics (loopback only). */
+static void expect_error(const char *text, const char *expect_fmt);
+
+static void test_control_keys(void **state)
+{
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    c = fx_config_new_empty();
+    assert_non_null(c);
+    assert_null(c->host.control);
+    assert_int_equal(c->host.has_metrics, 0);
+    fx_config_free(c);
+
+    write_file("[host]\ncontrol = /run/x/fwx.sock\nmetrics = 127.0.0.1:9469\n"
+               "[rule r]\nlisten=127.0.0.1:1\ntarget=127.0.0.1:2\n");
+    c = fx_config_load(g_path, err, sizeof(err));
+    assert_non_null(c);
+    assert_string_equal(c->host.control, "/run/x/fwx.sock");
+    assert_int_equal(c->host.has_metrics, 1);
+    assert_int_equal(c->host.metrics_len, 16);
+    assert_int_equal(fx_config_set(c, "host", "metrics", "[::1]:9469", err, sizeof(err)), 0);
+    assert_int_equal(c->host.metrics_len, 28);
+    assert_int_equal(fx_config_set(c, "host", "metrics", "127.1.2.3:0", err, sizeof(err)), 0);
+    assert_int_equal(fx_config_set(c, "host", "control", "/tmp/other.sock", err, sizeof(err)), 0);
+    assert_string_equal(c->host.control, "/tmp/other.sock");
+    assert_int_equal(fx_config_set(c, "host", "metrics", "0.0.0.0:9469", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value '0.0.0.0:9469' for 'metrics' (the metrics port has no "
+                             "authentication: it must be a loopback address, 127.0.0.0/8 or [::1], "
+                             "e.g. 127.0.0.1:9469)");
+    assert_int_equal(fx_config_set(c, "host", "metrics", "*:9469", err, sizeof(err)), -1);
+    assert_int_equal(fx_config_set(c, "host", "metrics", "[::]:9469", err, sizeof(err)), -1);
+    assert_int_equal(fx_config_set(c, "host", "metrics", "192.0.2.1:9469", err, sizeof(err)), -1);
+    assert_int_equal(fx_config_set(c, "host", "metrics", "localhost:9469", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value 'localhost:9469' for 'metrics' (expected a loopback "
+                             "address and port, e.g. 127.0.0.1:9469)");
+    assert_int_equal(fx_config_set(c, "host", "control", "relative.sock", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value 'relative.sock' for 'control' (expected an absolute path "
+                             "of at most 107 bytes for the control socket)");
+    fx_config_free(c);
+
+    expect_error("[host]\nmetrics = 10.0.0.1:9469\n",
+                 "%s:2: bad value '10.0.0.1:9469' for 'metrics' (the metrics port has no "
+                 "authentication: it must be a loopback address, 127.0.0.0/8 or [::1], "
+                 "e.g. 127.0.0.1:9469)");
+    expect_error("[host]\ncontrol = /a\ncontrol = /b\n",
+                 "%s:3: duplicate key 'control' (first set on line 2)");
+}
+
 /* expect uses "%1$s" for the file path, as many times as needed. */
 static void expect_error(const char *text, const char *expect_fmt)
 {
@@ -313,7 +363,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout)");
+                 "hang-timeout, control, metrics)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -553,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_err_duplicates),
         cmocka_unit_test(test_err_syntax_and_order),
         cmocka_unit_test(test_programmatic),
+        cmocka_unit_test(test_control_keys),
         cmocka_unit_test(test_guid),
     };
     return cmocka_run_group_tests_name("fxconf", tests, setup, teardown);
