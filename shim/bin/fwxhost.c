@@ -89,6 +89,9 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--version")) {
+            printf("fwxhost (fwxshim) %s, %s-bit host\n", FWX_VERSION, sizeof(void *) == 8 ? "64" : "32");
+            return 0;
         } else if (!strcmp(a, "--config")) {
             config_path = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--listen")) {
@@ -207,6 +210,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
@@ -235,8 +239,16 @@ int main(int argc, char **argv)
     fflush(stderr);
 
     char sig = 0;
-    while (read(signal_pipe[0], &sig, 1) < 0)
-        ;
+    for (;;) {
+        if (read(signal_pipe[0], &sig, 1) < 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        /* Re-reading the config under load is not implemented yet: say so
+         * instead of dying, which is what an unhandled SIGHUP would do. */
+        fx_log(FX_LOG_WARN, "SIGHUP: configuration reload is not implemented yet; "
+               "still running with the configuration read at start (restart to apply changes)");
+    }
     fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
     stats_server_stop();
     host_stop(&host, drain);
