@@ -38,26 +38,9 @@ static const char *rule_name(struct connection *c)
 
 /* ------------------------------------------------------------ completions */
 
-void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
-                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user,
-                      IFWXIOBuffer *hold, long set_size)
+void completion_push(struct connection *c, struct completion *cp)
 {
-    struct completion *cp = malloc(sizeof(*cp));
-    if (!cp) {
-        /* Losing a completion would hang the filter; dying loudly is
-         * better (same policy as fx_loop_post). */
-        fx_log(FX_LOG_ERROR, "out of memory queueing a completion");
-        abort();
-    }
     cp->next = NULL;
-    cp->sink = sink;
-    cp->owner = owner;
-    cp->success = ok;
-    cp->error = ok ? 0 : err;
-    cp->buffer = buf;
-    cp->user = user;
-    cp->hold = hold;
-    cp->set_size = set_size;
     *c->pending_tail = cp;
     c->pending_tail = &cp->next;
 }

@@ -251,9 +251,11 @@ struct completion {
     IFWXIOBuffer *hold;            /* referenced; released after delivery */
     long set_size;                 /* >= 0: SetDataSize(buffer) before delivery */
 };
-void completion_queue(struct connection *c, IFWXIOCompletion *sink, struct fx_filter *owner,
-                      BOOL ok, DWORD err, IFWXIOBuffer *buf, UserContextType user,
-                      IFWXIOBuffer *hold, long set_size);
+/* Appends cp (connection lock held). Delivery frees it with free(): a
+ * record is the first member of the allocation it lives in, so the
+ * operation that completes becomes its own completion record and the
+ * data path allocates nothing extra per buffer. */
+void completion_push(struct connection *c, struct completion *cp);
 
 /* ---- netsocket.c: IFWXNetworkSocket, the sockets filters create ---- */
 /* IFWXFirewall/IFWXSession::CreateNetworkSocket (session NULL for the

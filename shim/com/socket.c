@@ -29,6 +29,7 @@
 #define SOCK_READ_SIZE (64 * 1024)
 
 struct op {
+    struct completion record;      /* first: becomes the completion record */
     struct op *next;
     IFWXIOBuffer *buf;             /* referenced; NULL for Recv(NULL) */
     BYTE *data;                    /* buf's memory, read when the op was queued */
@@ -108,9 +109,16 @@ static struct op *opq_pop(struct opq *q)
 static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err,
                         IFWXIOBuffer *result, long set_size)
 {
-    IFWXIOBuffer *hold = op->buf == result ? NULL : op->buf;
-    completion_queue(c, op->sink, op->owner, ok, err, result, op->user, hold, set_size);
-    free(op);
+    struct completion *cp = &op->record;
+    cp->sink = op->sink;
+    cp->owner = op->owner;
+    cp->success = ok;
+    cp->error = ok ? 0 : err;
+    cp->buffer = result;
+    cp->user = op->user;
+    cp->hold = op->buf == result ? NULL : op->buf;
+    cp->set_size = set_size;
+    completion_push(c, cp);     /* freed after delivery, with the op around it */
 }
 
 /* A host buffer holding a copy of len bytes. NULL on out of memory. */
@@ -434,11 +442,47 @@ static void op_discard(struct op *op)
     free(op);
 }
 
+/* Queues a prepared op under the connection lock, or refuses it (the op is
+ * then undone without the lock), and kicks the connection. */
+static HRESULT sock_submit(struct sock *s, struct op *op, BOOL is_send)
+{
+    struct connection *c = s->conn;
+    struct opq *q = NULL;
+    HRESULT hr = S_OK;
+
+    EnterCriticalSection(&c->lock);
+    if (s->dead || c->terminated)
+        hr = FWX_E_TERMINATING;
+    else if (s->closed || (is_send && s->shut_pending))
+        hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
+    else if (!is_send)
+        q = &s->recvs;
+    else if (s->kind == SOCK_NET)
+        q = &s->sends;
+    else if (!s->peer || s->peer->closed || s->peer->dead)
+        hr = HRESULT_FROM_WIN32(WSAECONNRESET);
+    else
+        q = &s->peer->rx;
+    if (q) {
+        opq_push(q, op);
+        /* Flow control counts what the host itself queues in each
+         * direction: counting reads against writes stalled filters that
+         * shrink the stream. Filters that hold data answer for it. */
+        if (is_send)
+            c->inflight[s->dir] += op->len;
+    }
+    LeaveCriticalSection(&c->lock);
+    if (FAILED(hr))
+        op_discard(op);
+    else
+        connection_kick(c);
+    return hr;
+}
+
 static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
                                 UserContextType user)
 {
     struct sock *s = impl_from_IFWXSocket(iface);
-    struct connection *c = s->conn;
     struct op *op;
     HRESULT hr;
 
@@ -446,28 +490,7 @@ static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
         return E_POINTER;
     if (FAILED(hr = op_prepare(s, buf, sink, user, TRUE, &op)))
         return hr;
-    EnterCriticalSection(&c->lock);
-    if (s->dead || c->terminated)
-        hr = FWX_E_TERMINATING;
-    else if (s->shut_pending || s->closed)
-        hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
-    else if (s->kind == SOCK_NET)
-        opq_push(&s->sends, op);
-    else if (!s->peer || s->peer->closed || s->peer->dead)
-        hr = HRESULT_FROM_WIN32(WSAECONNRESET);
-    else
-        opq_push(&s->peer->rx, op);
-    /* Flow control counts what the host itself queues in each direction:
-     * counting reads against writes stalled filters that shrink the
-     * stream. Filters that hold data themselves answer for it. */
-    if (SUCCEEDED(hr))
-        c->inflight[s->dir] += op->len;
-    LeaveCriticalSection(&c->lock);
-    if (FAILED(hr))
-        op_discard(op);
-    else
-        connection_kick(c);
-    return hr;
+    return sock_submit(s, op, TRUE);
 }
 
 static HRESULT WINAPI sock_SendTo(IFWXSocket *iface, IFWXIOBuffer *buf, SOCKADDR *addr, INT len,
@@ -481,7 +504,6 @@ static HRESULT WINAPI sock_Recv(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
                                 UserContextType user)
 {
     struct sock *s = impl_from_IFWXSocket(iface);
-    struct connection *c = s->conn;
     struct op *op;
     HRESULT hr;
 
@@ -489,19 +511,7 @@ static HRESULT WINAPI sock_Recv(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
         return E_POINTER;
     if (FAILED(hr = op_prepare(s, buf, sink, user, FALSE, &op)))
         return hr;
-    EnterCriticalSection(&c->lock);
-    if (s->dead || c->terminated)
-        hr = FWX_E_TERMINATING;
-    else if (s->closed)
-        hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
-    else
-        opq_push(&s->recvs, op);
-    LeaveCriticalSection(&c->lock);
-    if (FAILED(hr))
-        op_discard(op);
-    else
-        connection_kick(c);
-    return hr;
+    return sock_submit(s, op, FALSE);
 }
 
 static HRESULT sock_end(struct sock *s, BOOLEAN abortive, BOOL close_too)
