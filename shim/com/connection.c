@@ -316,7 +316,8 @@ void connection_start_pump(struct connection *c)
     int n = c->nchain;
 
     c->state = CONN_PUMPING;
-    start_idle_timer(c);
+    if (!c->dgram)
+        start_idle_timer(c);     /* UDP: udp-timeout instead (udp.c) */
     if (n == 0) {
         c->relay = fx_relay_start(c->worker->loop, c->client_fd, c->server_fd,
                                   FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
