@@ -59,7 +59,7 @@ static void log_line(const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     EnterCriticalSection(&log_lock);
-    if (log_path && (f = fopen(log_path, "a"))) {
+    if (log_path && (f = fopen(log_path, "ab"))) {
         fprintf(f, "%s\n", line);
         fclose(f);
     }

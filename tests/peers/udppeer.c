@@ -10,6 +10,9 @@
  *       text), response (a well-formed answer-shaped datagram, QR set), longname (a
  *       query whose name has 4 labels of 63 bytes: 255 characters), pointer (a query
  *       whose name is a compression pointer), qdcount (a header with 0 questions).
+ *       With --follow NAME, then sends a valid query for NAME from the same socket: the
+ *       drop must not stall the path; prints "then answer A.B.C.D" or "then no answer"
+ *       (exit 1).
  *   udppeer flood --connect ADDR:PORT --name NAME --expect A.B.C.D --sources S
  *                 --queries Q [--window W] [--timeout-ms T]
  *       S sockets (S source ports) send Q queries in total, each socket keeping at most
@@ -138,7 +141,7 @@ static int wait_reply(int fd, uint8_t *buf, size_t cap, int timeout_ms)
 }
 
 struct opts {
-    const char *connect, *name, *expect, *kind;
+    const char *connect, *name, *expect, *kind, *follow;
     int sources, queries, window, timeout_ms;
 };
 
@@ -201,12 +204,27 @@ static int run_raw(const struct opts *o)
     if (send(fd, q, n, 0) < 0)
         die("send");
     int got = wait_reply(fd, r, sizeof(r), o->timeout_ms);
-    if (got < 0) {
-        printf("no reply\n");
-        return 0;
+    if (got >= 0) {
+        printf("reply %d bytes\n", got);
+        return 1;
     }
-    printf("reply %d bytes\n", got);
-    return 1;
+    printf("no reply\n");
+    if (!o->follow)
+        return 0;
+    uint16_t id;
+    uint32_t addr;
+    char text[32];
+    n = build_query(q, 0x5151, o->follow);
+    if (send(fd, q, n, 0) < 0)
+        die("send");
+    got = wait_reply(fd, r, sizeof(r), o->timeout_ms);
+    if (got < 0 || parse_answer(r, (size_t)got, &id, &addr) != 0 || id != 0x5151) {
+        printf("then no answer\n");
+        return 1;
+    }
+    inet_ntop(AF_INET, &addr, text, sizeof(text));
+    printf("then answer %s\n", text);
+    return 0;
 }
 
 struct src {
@@ -317,6 +335,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--name")) o.name = v;
         else if (!strcmp(k, "--expect")) o.expect = v;
         else if (!strcmp(k, "--kind")) o.kind = v;
+        else if (!strcmp(k, "--follow")) o.follow = v;
         else if (!strcmp(k, "--sources")) o.sources = atoi(v);
         else if (!strcmp(k, "--queries")) o.queries = atoi(v);
         else if (!strcmp(k, "--window")) o.window = atoi(v);
