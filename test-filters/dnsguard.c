@@ -24,8 +24,13 @@
  * checks, to accepted TCP connections (fwx_AcceptedConnection), so that a test can see
  * the ExternalAddress of TCP receives, which must be NULL.
  *
+ * It also hooks fwx_Bind_Udp and logs "bind ADDR attach=HRESULT": the bound address and
+ * what an AttachDataFilter in that event returned. With FWX_DNSGUARD_DENY=1 it denies
+ * every destination (IFWXUdpDestination::Deny) and logs "deny HRESULT" instead of
+ * attaching a data filter.
+ *
  * Environment: FWX_DNSGUARD_LOG (default dnsguard.txt), FWX_DNSGUARD_MAXNAME (default
- * 253), FWX_DNSGUARD_EXTADDR, FWX_DNSGUARD_TCP (default unset).
+ * 253), FWX_DNSGUARD_EXTADDR, FWX_DNSGUARD_TCP, FWX_DNSGUARD_DENY (default unset).
  *
  * The pump: each direction has one Recv in flight; a passed datagram is Sent out of the
  * other socket and the next Recv is posted when the Send completes; a dropped one posts
@@ -40,13 +45,14 @@ const CLSID fwx_filter_clsid =
     { 0x3e9a7c21, 0x6d4b, 0x4f0e, { 0xa2, 0xc8, 0x5b, 0x1d, 0x9e, 0x7f, 0x4a, 0x63 } };
 const char fwx_filter_name[] = "dnsguard";
 
-#define DNSGUARD_EVENTS (fwx_Udp_Destination | FWX_ALL_SOURCES)
+#define DNSGUARD_EVENTS (fwx_Udp_Destination | fwx_Bind_Udp | FWX_ALL_SOURCES)
 
 static CRITICAL_SECTION log_lock;
 static char *log_path;
 static unsigned max_name = 253;
 static BOOL log_extaddr;
 static BOOL hook_tcp;
+static BOOL deny_all;
 
 static void log_line(const char *fmt, ...) __attribute__((format(__MINGW_PRINTF_FORMAT, 1, 2)));
 static void log_line(const char *fmt, ...)
@@ -188,6 +194,10 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
         log_extaddr = v[0] == '1';
         fwx_free(v);
     }
+    if ((v = fwx_getenv("FWX_DNSGUARD_DENY", ""))) {
+        deny_all = v[0] == '1';
+        fwx_free(v);
+    }
     if ((v = fwx_getenv("FWX_DNSGUARD_TCP", ""))) {
         hook_tcp = v[0] == '1';
         fwx_free(v);
@@ -291,8 +301,25 @@ static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionF
         IFWXDataFilter_Release(df);
         return S_OK;
     }
+    if (event->EventType == fwx_Bind_Udp && event->Parameters.Bind.piConnection) {
+        char text[64];
+        if (FAILED(hr = data_filter_create(&df, FALSE)))
+            return hr;
+        hr = IFWXConnection_AttachDataFilter(event->Parameters.Bind.piConnection, df,
+                                             fwx_dfpc_Middle, NULL);
+        IFWXDataFilter_Release(df);
+        format_addr(event->Parameters.Bind.Address, (INT)event->Parameters.Bind.AddressLength,
+                    text, sizeof(text));
+        log_line("bind %s attach=0x%08lx", text, (unsigned long)hr);
+        return S_OK;
+    }
     if (event->EventType != fwx_Udp_Destination || !d->piConnection)
         return S_OK;
+    if (deny_all) {
+        hr = d->piUdpDestination ? IFWXUdpDestination_Deny(d->piUdpDestination, 0) : E_POINTER;
+        log_line("deny 0x%08lx", (unsigned long)hr);
+        return S_OK;
+    }
     if (FAILED(hr = data_filter_create(&df, FALSE)))
         return hr;
     hr = IFWXConnection_AttachDataFilterWithDestination(d->piConnection, df, fwx_dfpc_Middle, NULL,

@@ -7,6 +7,8 @@
 #   - malformed queries (5 kinds) are dropped and logged with their reason, and the same
 #     source's next valid query is answered (a drop does not stall the path);
 #   - a silent client address expires after udp-timeout (destination cache);
+#   - fwx_Bind_Udp at rule start (AttachDataFilter refused there), and
+#     IFWXUdpDestination::Deny drops a client's datagrams until it expires;
 #   - 10 000 queries from 50 concurrent sources, no retries, lose none (with dnsguard, and
 #     without any filter: the host's own datagram path);
 #   - one connection per client address (50 sources, 50 connections).
@@ -111,6 +113,11 @@ EOF
         not_ok "$flavour: dig through fwxhost + dnsguard (UDP) gets 10.1.2.3 (got '$got')" \
             "$T/feat-$flavour.log" "$glog"
     fi
+    if grep -qx "bind 127.0.0.1:$uport attach=0x80004001" "$glog"; then
+        ok "$flavour: fwx_Bind_Udp at rule start for the listening address; AttachDataFilter there is E_NOTIMPL"
+    else
+        not_ok "$flavour: fwx_Bind_Udp at rule start for the listening address" "$glog"
+    fi
     # The seed: the source when receiving from the external side, the target when
     # receiving from the internal side. Both are dnsmasq here.
     if grep -qx "recv internal ext=127.0.0.1:$dns" "$glog" &&
@@ -152,6 +159,35 @@ then answer 10.1.2.3" ] && grep -q "^drop $why len=" "$glog"; then
             "$T/feat-$flavour.log"
     fi
     stop_host
+
+    # ---- deny: IFWXUdpDestination::Deny for every destination
+    uport=$(free_port)
+    glog=$T/guard-deny-$flavour.txt
+    printf '[host]\nlog-level = info\ncontrol = %s\n\n[filter guard]\npath = %s\n\n' \
+        "$T/ctl-$flavour.sock" "$dll" > "$T/deny-$flavour.ini"
+    printf '[rule dns]\nprotocol = udp\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\nudp-timeout = 1\n' \
+        $uport $dns >> "$T/deny-$flavour.ini"
+    export FWX_DNSGUARD_LOG=$glog FWX_DNSGUARD_DENY=1
+    if start_host deny-$flavour; then
+        unset FWX_DNSGUARD_LOG FWX_DNSGUARD_DENY
+        a=$("$peer" query --connect 127.0.0.1:$uport --name example.test --timeout-ms 700 2>&1)
+        b=$("$peer" raw --connect 127.0.0.1:$uport --kind short --timeout-ms 300 \
+            --follow example.test 2>&1)
+        sleep 2
+        hlog=$T/deny-$flavour.log
+        if [ "$a" = "no answer" ] && [ "$b" = "no reply
+then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
+           [ "$(grep -c 'denied by filter guard' "$hlog")" = 2 ] &&
+           [ "$(grep -c 'denied for 1 s: destination expired' "$hlog")" = 2 ]; then
+            ok "$flavour: a denied destination gets no datagram and expires after udp-timeout"
+        else
+            not_ok "$flavour: a denied destination gets no datagram and expires ($a / $b)" "$glog" "$hlog"
+        fi
+        stop_host
+    else
+        unset FWX_DNSGUARD_LOG FWX_DNSGUARD_DENY
+        not_ok "$flavour: fwxhost starts (deny)" "$T/deny-$flavour.log"
+    fi
 
     # ---- load: 10 000 queries from 50 sources, with dnsguard and with no filter
     for mode in guard direct; do
