@@ -340,7 +340,7 @@ void connection_start_pump(struct connection *c)
     EnterCriticalSection(&c->lock);
     if (c->dgram) {
         /* UDP: the client end shares the rule's socket (udp.c feeds it). */
-        internal[0] = sock_create_dgram(c, c->client_fd, FALSE, 0);
+        internal[0] = sock_create_dgram(c, c->client_fd, udp_client_fd_owned(c), 0);
         external[n - 1] = sock_create_dgram(c, c->server_fd, TRUE, 1);
     } else {
         internal[0] = sock_create_net(c, c->client_fd, 0);

@@ -269,15 +269,6 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
         int wlen = sizeof(win);
         char name[64];
 
-        if (rc->protocol == FX_PROTO_UDP && rc->type == FX_RULE_OUTBOUND) {
-            if (cfg->path)
-                snprintf(err, errlen, "%s:%d: rule %s: outbound UDP rules are not implemented yet "
-                         "(UDP rules publish: type = publish)", cfg->path, rc->line, rc->name);
-            else
-                snprintf(err, errlen, "rule %s: outbound UDP rules are not implemented yet "
-                         "(UDP rules publish: type = publish)", rc->name);
-            return -1;
-        }
         rule->conf = rc;
         for (int w = 0; w < 64; w++)
             rule->listen_fds[w] = -1;

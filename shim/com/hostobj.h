@@ -299,6 +299,9 @@ struct udp_rule;
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen);
 /* Loop thread of the rule's worker: stop receiving, end every connection. */
 void udp_rule_stop(struct rule *rule);
+/* Does the client end of c own c->client_fd (outbound: the client's
+ * transparent socket), or share the rule's? */
+BOOL udp_client_fd_owned(struct connection *c);
 /* May a filter's SendTo on c name this address (Win32 layout)? */
 BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len);
 /* connection_teardown of a UDP connection (loop thread). */

@@ -405,6 +405,7 @@ static void dgram_pump_sends(struct sock *s)
 
 static void dgram_pump_reads(struct sock *s)
 {
+    struct connection *c = s->conn;
     unsigned char buf[DGRAM_MAX];
 
     while (s->rx_count < DGRAM_RX_MAX) {
@@ -417,8 +418,13 @@ static void dgram_pump_reads(struct sock *s)
             return;
         if (n < 0)
             continue;       /* ICMP errors of earlier sends surface here: not ours to report */
-        if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0)
+        /* The client end's datagrams carry their target (the seed), the
+         * target end's their source. */
+        if (s->end == 0) {
+            memcpy(&win, &c->win_target, winlen = c->win_target_len);
+        } else if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0) {
             winlen = 0;
+        }
         struct op *op = dgram_op(buf, (DWORD)n, &win, winlen);
         if (!op)
             return;

@@ -1,7 +1,14 @@
 /*
- * udp.c — UDP rules (protocol = udp, type = publish): the rule's socket,
- * one connection per client address (source ip:port), its events, its
- * datagram path and its expiry (docs/configuration.md; HOST-200..204).
+ * udp.c — UDP rules (protocol = udp): the rule's socket, one connection per
+ * client address (source ip:port; outbound: per client address and
+ * original destination), its events, its datagram path and its expiry
+ * (docs/configuration.md; HOST-200..205).
+ *
+ * Publishing rules bind listen and send to target. Outbound rules serve
+ * datagrams iptables TPROXY sent to listen: the original destination comes
+ * with each datagram (IP_ORIGDSTADDR); answers go back through a socket
+ * bound to that destination and connected to the client (IP_TRANSPARENT),
+ * on which the kernel also delivers the client's further datagrams.
  *
  *   rule start   fwx_Bind_Udp on the rule's listening connection
  *                (connection.c): Deny stops the rule.
@@ -46,6 +53,9 @@ struct udp_conn {
     struct connection *c;              /* until udp_conn_ended */
     unsigned char src[28];             /* the client address, Linux layout */
     int srclen;
+    unsigned char dst[28];             /* outbound: the original destination */
+    int dstlen;
+    int peer_fd;                       /* outbound: bound to dst, connected to src; -1 */
     unsigned hash;
     BOOL direct;                       /* no data filter: forwarded by this file */
     BOOL denied;                       /* cached denial: datagrams dropped */
@@ -63,6 +73,9 @@ struct udp_rule {
     unsigned nclients;
     unsigned long long dropped;
     BOOL full_logged;
+    BOOL outbound;
+    BOOL loop_logged;
+    unsigned listen_port;              /* host order */
     struct udp_conn *buckets[UDP_BUCKETS];
 };
 
@@ -71,20 +84,24 @@ static const char *rname(struct udp_rule *ur)
     return ur->rule->conf->name;
 }
 
-static unsigned addr_hash(const unsigned char *sa, int len)
+static unsigned addr_hash(const unsigned char *sa, int len, const unsigned char *dst, int dstlen)
 {
     unsigned h = 2166136261u;
     /* Port and address: bytes 2.. of both sockaddr_in and sockaddr_in6
      * (sin_zero is zero in what recvfrom fills in). */
     for (int i = 2; i < len && i < 24; i++)
         h = (h ^ sa[i]) * 16777619u;
+    for (int i = 2; i < dstlen && i < 24; i++)
+        h = (h ^ dst[i]) * 16777619u;
     return h;
 }
 
-static struct udp_conn *lookup(struct udp_rule *ur, const unsigned char *sa, int len, unsigned h)
+static struct udp_conn *lookup(struct udp_rule *ur, const unsigned char *sa, int len,
+                               const unsigned char *dst, int dstlen, unsigned h)
 {
     for (struct udp_conn *uc = ur->buckets[h % UDP_BUCKETS]; uc; uc = uc->next)
-        if (uc->hash == h && fx_sa_equal(uc->src, uc->srclen, sa, len))
+        if (uc->hash == h && fx_sa_equal(uc->src, uc->srclen, sa, len) &&
+            (!ur->outbound || fx_sa_equal(uc->dst, uc->dstlen, dst, dstlen)))
             return uc;
     return NULL;
 }
@@ -145,8 +162,20 @@ void udp_conn_ended(struct connection *c)
         fx_timer_cancel(ur->w->loop, uc->timer);
     if (c->client_fd == ur->fd)
         c->client_fd = -1;      /* the rule's socket: never closed by a connection */
+    if (uc->direct && uc->peer_fd >= 0) {
+        fx_loop_del_fd(ur->w->loop, uc->peer_fd);
+        close(uc->peer_fd);
+        if (c->client_fd == uc->peer_fd)
+            c->client_fd = -1;
+    }
     c->udp = NULL;
     free(uc);
+}
+
+BOOL udp_client_fd_owned(struct connection *c)
+{
+    struct udp_conn *uc = c->udp;
+    return uc && uc->peer_fd >= 0 && c->client_fd == uc->peer_fd;
 }
 
 BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
@@ -173,7 +202,9 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
             return;
         if (n < 0)
             continue;           /* an ICMP error of an earlier send: nothing to forward */
-        long m = fx_udp_sendto(uc->ur->fd, buf, (unsigned long)n, c->client_addr, c->client_len);
+        long m = uc->peer_fd >= 0
+                     ? fx_udp_sendto(uc->peer_fd, buf, (unsigned long)n, NULL, 0)
+                     : fx_udp_sendto(uc->ur->fd, buf, (unsigned long)n, c->client_addr, c->client_len);
         if (m < 0) {
             uc->ur->dropped++;
             continue;
@@ -183,10 +214,33 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
     }
 }
 
+/* Outbound, no data filter: the client's datagrams that the kernel
+ * delivers on its own transparent socket go straight to the destination. */
+static void peer_io(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct udp_conn *uc = data;
+    struct connection *c = uc->c;
+    unsigned char buf[UDP_DGRAM_MAX];
+
+    for (int i = 0; i < UDP_BATCH; i++) {
+        long n = fx_udp_recvfrom(fd, buf, sizeof(buf), NULL, NULL);
+        if (n == -LINUX_EAGAIN)
+            return;
+        if (n < 0)
+            continue;
+        if (fx_udp_sendto(c->server_fd, buf, (unsigned long)n, NULL, 0) < 0) {
+            uc->ur->dropped++;
+            continue;
+        }
+        c->bytes_in += (unsigned long long)n;
+        uc->datagrams++;
+    }
+}
+
 /* ------------------------------------------------------------ new clients */
 
 static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src, int srclen,
-                                   unsigned h)
+                                   const unsigned char *dst, int dstlen, unsigned h)
 {
     struct rule *rule = ur->rule;
     struct worker *w = ur->w;
@@ -208,10 +262,27 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return NULL;
     }
     ur->full_logged = FALSE;
-    if (!(uc = calloc(1, sizeof(*uc))) || !(c = connection_create(w, rule, rule->session))) {
+    /* Publishing: the published server's session. Outbound: the client's
+     * own, one per client IP address, as for TCP (HOST-001). */
+    struct session *s = rule->session;
+    if (ur->outbound) {
+        SOCKADDR_STORAGE win;
+        int wlen = sizeof(win);
+        s = fx_sa_to_win32(src, srclen, &win, &wlen) == 0 ? host_client_session(&win, wlen) : NULL;
+    }
+    uc = s ? calloc(1, sizeof(*uc)) : NULL;
+    c = uc ? connection_create(w, rule, s) : NULL;
+    if (ur->outbound && s)
+        IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    if (!c) {
         free(uc);
         fx_log(FX_LOG_WARN, "rule %s: out of memory for UDP client %s", rname(ur), who);
         return NULL;
+    }
+    uc->peer_fd = -1;
+    if (ur->outbound) {
+        memcpy(uc->dst, dst, dstlen);
+        uc->dstlen = dstlen;
     }
     c->dgram = TRUE;
     c->udp = uc;
@@ -226,31 +297,44 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
 
     connection_set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, src,
                         srclen);
-    if (fx_sa_is_any(&rule->conf->listen, rule->conf->listen_len))
+    if (ur->outbound)
+        memcpy(local, dst, local_len = dstlen);      /* where the client thinks it sends */
+    else if (fx_sa_is_any(&rule->conf->listen, rule->conf->listen_len))
         fx_getsockname(ur->fd, local, &local_len);
     else
         memcpy(local, &rule->conf->listen, local_len = rule->conf->listen_len);
     connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local,
                         local_len);
-    connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
-                        &rule->conf->target, rule->conf->target_len);
+    if (ur->outbound)
+        connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                            dst, dstlen);
+    else
+        connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+                            &rule->conf->target, rule->conf->target_len);
     InterlockedIncrement(&w->connections);
     InterlockedIncrement(&the_host->live_connections);
     InterlockedIncrement(&the_host->total_connections);
     InterlockedIncrement(&rule->connections);
     InterlockedIncrement(&rule->live);
-    fx_log(FX_LOG_INFO, "conn %lu rule %s: new UDP client %s", c->id, rname(ur), who);
+    if (ur->outbound) {
+        char text[64];
+        fx_addr_format(dst, dstlen, text, sizeof(text));
+        fx_log(FX_LOG_INFO, "conn %lu rule %s: new UDP client %s to %s", c->id, rname(ur), who, text);
+    } else {
+        fx_log(FX_LOG_INFO, "conn %lu rule %s: new UDP client %s", c->id, rname(ur), who);
+    }
 
     /* The one destination of a publishing rule's client: its target. */
     memset(&ev, 0, sizeof(ev));
     hr = udpdest_create(c, &dest);
     if (SUCCEEDED(hr)) {
-        ev.EventType = fwx_Udp_Destination;
+        ev.EventType = fwx_Udp_Destination;   /* its one destination (HOST-200) */
         ev.Parameters.UdpDest.Address = (LPSOCKADDR)&c->win_target;
         ev.Parameters.UdpDest.AddressLength = c->win_target_len;
         ev.Parameters.UdpDest.piConnection = connection_iface(c);
         ev.Parameters.UdpDest.piUdpDestination = dest;
         ev.Parameters.UdpDest.FilterAccess = FWX_PASS;
+        /* Port ranges: the listening port (publish), the destination's (outbound). */
         unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
         hr = session_raise(c->session, &ev, port, c);
         session_apply_factories(c->session, fwx_Udp_Destination, &c->win_target,
@@ -291,17 +375,35 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return NULL;
     }
     c->server_fd = fd;
-    if (c->nchain == 0) {
-        uc->direct = TRUE;
-        c->state = CONN_PUMPING;
-        if (fx_loop_add_fd(w->loop, fd, FX_READ, server_io, uc) != 0) {
+    if (ur->outbound) {
+        /* Answers must come from the destination the client sent to. */
+        int pfd = fx_udp_transparent_peer(dst, dstlen, src, srclen);
+        if (pfd < 0) {
+            fx_log(FX_LOG_WARN, "conn %lu rule %s: transparent UDP socket for client %s failed: %s",
+                   c->id, rname(ur), who, strerror(-pfd));
+            InterlockedIncrement(&rule->refused);
             c->aborted = TRUE;
             connection_teardown(c);
             return NULL;
         }
+        uc->peer_fd = pfd;
+    }
+    if (c->nchain == 0) {
+        uc->direct = TRUE;
+        c->state = CONN_PUMPING;
+        if (fx_loop_add_fd(w->loop, fd, FX_READ, server_io, uc) != 0 ||
+            (uc->peer_fd >= 0 && fx_loop_add_fd(w->loop, uc->peer_fd, FX_READ, peer_io, uc) != 0)) {
+            c->aborted = TRUE;
+            connection_teardown(c);
+            return NULL;
+        }
+        if (uc->peer_fd >= 0)
+            c->client_fd = uc->peer_fd;     /* closed by udp_conn_ended */
         return uc;
     }
-    c->client_fd = ur->fd;              /* the client end sends through the rule's socket */
+    /* The client end sends through the rule's socket, or outbound through
+     * the client's transparent socket, which it then owns and reads. */
+    c->client_fd = uc->peer_fd >= 0 ? uc->peer_fd : ur->fd;
     connection_start_pump(c);
     EnterCriticalSection(&c->lock);
     /* connection_start_pump puts the client end first. */
@@ -321,14 +423,33 @@ static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
     for (int i = 0; i < UDP_BATCH && ur->fd >= 0; i++) {
         unsigned char from[28];
         int fromlen = sizeof(from);
-        long n = fx_udp_recvfrom(fd, buf, sizeof(buf), from, &fromlen);
+        unsigned char dst[28];
+        int dstlen = sizeof(dst);
+        long n = ur->outbound ? fx_udp_recvorig(fd, buf, sizeof(buf), from, &fromlen, dst, &dstlen)
+                              : fx_udp_recvfrom(fd, buf, sizeof(buf), from, &fromlen);
         if (n == -LINUX_EAGAIN)
             return;
         if (n < 0)
             continue;
-        unsigned h = addr_hash(from, fromlen);
-        struct udp_conn *uc = lookup(ur, from, fromlen, h);
-        if (!uc && !(uc = client_new(ur, from, fromlen, h))) {
+        if (!ur->outbound) {
+            dstlen = 0;
+        } else if (dstlen < 4 || ((unsigned)dst[2] << 8 | dst[3]) == ur->listen_port) {
+            /* Not redirected, or sent to the rule's own port: no destination
+             * but ourselves, and forwarding it would loop. */
+            if (!ur->loop_logged) {
+                char who[64];
+                fx_addr_format(from, fromlen, who, sizeof(who));
+                fx_log(FX_LOG_WARN, "rule %s: datagram from %s was not redirected by iptables "
+                       "TPROXY (or its destination is the rule's own port); dropped (logged once)",
+                       rname(ur), who);
+            }
+            ur->loop_logged = TRUE;
+            ur->dropped++;
+            continue;
+        }
+        unsigned h = addr_hash(from, fromlen, dst, dstlen);
+        struct udp_conn *uc = lookup(ur, from, fromlen, dst, dstlen, h);
+        if (!uc && !(uc = client_new(ur, from, fromlen, dst, dstlen, h))) {
             ur->dropped++;
             continue;
         }
@@ -363,7 +484,12 @@ int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
     }
     ur->rule = rule;
     ur->w = w;
-    ur->fd = fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
+    ur->outbound = rule->conf->type == FX_RULE_OUTBOUND;
+    ur->listen_port = (unsigned)((const unsigned char *)&rule->conf->listen)[2] << 8 |
+                      ((const unsigned char *)&rule->conf->listen)[3];
+    ur->fd = ur->outbound
+                 ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
+                 : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
     if (ur->fd < 0 || fx_loop_add_fd(w->loop, ur->fd, FX_READ, rule_io, ur) != 0) {
         if (ur->fd >= 0) {
             close(ur->fd);
@@ -375,8 +501,8 @@ int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
     rule->udp = ur;
     char text[64];
     fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
-    fx_log(FX_LOG_INFO, "rule %s: UDP on %s, destinations expire after %u s", rule->conf->name,
-           text, rule->conf->udp_timeout);
+    fx_log(FX_LOG_INFO, "rule %s: %sUDP on %s, destinations expire after %u s", rule->conf->name,
+           ur->outbound ? "transparent (TPROXY) " : "", text, rule->conf->udp_timeout);
     return 0;
 }
 

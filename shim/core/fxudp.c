@@ -111,3 +111,113 @@ long fx_udp_sendto(int fd, const void *buf, unsigned long len, const void *sa, i
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     return (long)n;
 }
+
+/* ------------------------------------------------------------ transparent */
+
+static int set_transparent(int fd, int family, int recv_orig)
+{
+    int one = 1;
+    if (family == AF_INET6) {
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) != 0)
+            return -errno;
+        if (recv_orig && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof(one)) != 0)
+            return -errno;
+        return 0;
+    }
+    if (setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0)
+        return -errno;
+    if (recv_orig && setsockopt(fd, IPPROTO_IP, IP_RECVORIGDSTADDR, &one, sizeof(one)) != 0)
+        return -errno;
+    return 0;
+}
+
+int fx_udp_bind_transparent(const void *sa, int salen, char *err, unsigned long errlen)
+{
+    int family = family_of(sa, salen), fd, rc;
+
+    if (family < 0) {
+        snprintf(err, errlen, "not an IPv4 or IPv6 address");
+        return -1;
+    }
+    if ((fd = udp_socket(family)) < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(-fd));
+        return -1;
+    }
+    if ((rc = set_transparent(fd, family, 1)) != 0) {
+        snprintf(err, errlen, "IP_TRANSPARENT: %s (outbound UDP rules need CAP_NET_ADMIN)",
+                 strerror(-rc));
+        close(fd);
+        return -1;
+    }
+    if (bind(fd, (const struct sockaddr *)sa, (socklen_t)salen) != 0) {
+        snprintf(err, errlen, "bind: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+long fx_udp_recvorig(int fd, void *buf, unsigned long len, void *from, int *fromlen, void *dst,
+                     int *dstlen)
+{
+    struct sockaddr_storage src;
+    char control[256];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = {
+        .msg_name = &src, .msg_namelen = sizeof(src),
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control, .msg_controllen = sizeof(control),
+    };
+    ssize_t n;
+
+    do
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (from && fromlen) {
+        int l = (int)msg.msg_namelen < *fromlen ? (int)msg.msg_namelen : *fromlen;
+        memcpy(from, &src, l);
+        *fromlen = l;
+    }
+    if (dst && dstlen) {
+        int cap = *dstlen;
+        *dstlen = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            int l = 0;
+            if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_ORIGDSTADDR)
+                l = sizeof(struct sockaddr_in);
+            else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_ORIGDSTADDR)
+                l = sizeof(struct sockaddr_in6);
+            if (l && l <= cap) {
+                memcpy(dst, CMSG_DATA(cm), l);
+                *dstlen = l;
+            }
+        }
+    }
+    return (long)n;
+}
+
+int fx_udp_transparent_peer(const void *local, int locallen, const void *peer, int peerlen)
+{
+    int family = family_of(local, locallen), fd, rc, one = 1;
+
+    if (family < 0)
+        return family;
+    if ((fd = udp_socket(family)) < 0)
+        return fd;
+    /* Several clients may talk to one destination: each has its own socket
+     * bound to it, told apart by the connected peer. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((rc = set_transparent(fd, family, 0)) != 0)
+        goto fail;
+    if (bind(fd, (const struct sockaddr *)local, (socklen_t)locallen) != 0 ||
+        connect(fd, (const struct sockaddr *)peer, (socklen_t)peerlen) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}

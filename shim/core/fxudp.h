@@ -23,4 +23,19 @@ long fx_udp_recvfrom(int fd, void *buf, unsigned long len, void *from, int *from
 /* One datagram to sa (NULL: the connected peer). Bytes sent or -errno. */
 long fx_udp_sendto(int fd, const void *buf, unsigned long len, const void *sa, int salen);
 
+/* Transparent proxying (outbound UDP rules, iptables TPROXY; needs
+ * CAP_NET_ADMIN). A socket bound to sa that receives datagrams TPROXY sent
+ * to it with their original destination (fx_udp_recvorig). fd, or -1 with
+ * a message in err. */
+int fx_udp_bind_transparent(const void *sa, int salen, char *err, unsigned long errlen);
+/* One datagram and its original destination (dst, *dstlen = 0 if the
+ * kernel gave none). As fx_udp_recvfrom otherwise. */
+long fx_udp_recvorig(int fd, void *buf, unsigned long len, void *from, int *fromlen, void *dst,
+                     int *dstlen);
+/* A socket bound to the foreign address local (the client's original
+ * destination) and connected to peer (the client): what it sends appears
+ * to come from local, and TPROXY delivers the client's further datagrams
+ * to local on it. fd or -errno. */
+int fx_udp_transparent_peer(const void *local, int locallen, const void *peer, int peerlen);
+
 #endif /* FX_UDP_H */
