@@ -49,7 +49,7 @@ free_port() {
 }
 wait_ready() {  # LOG PID
     for _ in $(seq 1 300); do
-        grep -q 'fwxhost: ready' "$1" && return 0
+        grep -q 'fwxhost: ready' "$1" 2> /dev/null && return 0
         kill -0 "$2" 2> /dev/null || return 1
         sleep 0.1
     done

@@ -84,7 +84,7 @@ fi
 "${FWX_WINESERVER:-wineserver}" -p60 2> /dev/null
 wait_ready() {  # LOG PID
     for _ in $(seq 1 300); do
-        grep -q 'fwxhost: ready' "$1" && return 0
+        grep -q 'fwxhost: ready' "$1" 2> /dev/null && return 0
         kill -0 "$2" 2> /dev/null || return 1
         sleep 0.1
     done
@@ -143,6 +143,27 @@ then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
         ok "$flavour: 2000 queries from 20 client sources, none lost ($out)"
     else
         not_ok "$flavour: 2000 queries from 20 client sources, none lost ($out)" "$hlog"
+    fi
+    kill -TERM $hp
+    wait $hp 2> /dev/null
+
+    # The same rule without any filter: the host's own datagram path.
+    sed '/^\[filter guard\]/,/^$/d' "$T/$flavour.ini" > "$T/direct-$flavour.ini"
+    ip netns exec $G "$B/bin/fwxhost" --config "$T/direct-$flavour.ini" 2> "$T/direct-$flavour.log" &
+    hp=$!
+    pids+=($hp)
+    if ! wait_ready "$T/direct-$flavour.log" $hp; then
+        not_ok "$flavour/direct: fwxhost starts" "$T/direct-$flavour.log"
+        continue
+    fi
+    got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=3 +tries=1 2>&1)
+    out=$(ip netns exec $C "$peer" flood --connect 10.201.2.2:53 --name example.test \
+          --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 3000 2>&1)
+    if [ "$got" = 10.1.2.3 ] && [ "${out#sent 2000 answered 2000 lost 0 bad 0 }" != "$out" ] &&
+       ! grep -q 'filter' "$T/direct-$flavour.ini"; then
+        ok "$flavour/direct: no filter: dig answered, 2000 queries from 20 sources, none lost ($out)"
+    else
+        not_ok "$flavour/direct: no filter: dig ('$got') and 2000 queries ($out)" "$T/direct-$flavour.log"
     fi
     kill -TERM $hp
     wait $hp 2> /dev/null
