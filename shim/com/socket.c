@@ -428,6 +428,8 @@ static void dgram_pump_reads(struct sock *s)
         struct op *op = dgram_op(buf, (DWORD)n, &win, winlen);
         if (!op)
             return;
+        if (s->end == 0)
+            c->bytes_in += (unsigned long long)n;          /* from the client */
         opq_push(&s->rx, op);
         s->rx_count++;
     }

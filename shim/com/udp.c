@@ -375,6 +375,13 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return NULL;
     }
     c->server_fd = fd;
+    /* GetExternalSocketName: our address towards the target. */
+    unsigned char ext[28];
+    int ext_len = sizeof(ext);
+    c->win_ext_len = sizeof(c->win_ext);
+    if (fx_getsockname(fd, ext, &ext_len) != 0 ||
+        fx_sa_to_win32(ext, ext_len, &c->win_ext, &c->win_ext_len) != 0)
+        c->win_ext_len = 0;
     if (ur->outbound) {
         /* Answers must come from the destination the client sent to. */
         int pfd = fx_udp_transparent_peer(dst, dstlen, src, srclen);
