@@ -25,8 +25,9 @@
 /* fx_recv/fx_send return -errno; Linux EAGAIN (errno.h is Wine's here). */
 #define LINUX_EAGAIN 11
 
-/* Read size for host-supplied buffers. */
-#define SOCK_READ_SIZE (64 * 1024)
+/* Read size for host-supplied buffers: the size the workers' buffer caches
+ * hold (64 KiB: half the syscalls per byte of 32 KiB). */
+#define SOCK_READ_SIZE IOBUFFER_POOL_SIZE
 
 struct op {
     struct completion record;      /* first: becomes the completion record */
