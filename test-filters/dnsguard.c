@@ -32,7 +32,8 @@
  * Environment: FWX_DNSGUARD_LOG (default dnsguard.txt), FWX_DNSGUARD_MAXNAME (default
  * 253), FWX_DNSGUARD_EXTADDR, FWX_DNSGUARD_TCP, FWX_DNSGUARD_DENY (default unset).
  *
- * The pump: each direction has one Recv in flight; a passed datagram is Sent out of the
+ * The pump: each direction has one Recv in flight; a passed datagram is sent (SendTo with
+ * the ExternalAddress it came with; Send for TCP) out of the
  * other socket and the next Recv is posted when the Send completes; a dropped one posts
  * the next Recv at once. Datagram boundaries are the host's: one Recv, one datagram.
  */
@@ -59,15 +60,26 @@ static void log_line(const char *fmt, ...)
 {
     char line[256];
     va_list ap;
-    FILE *f;
+    HANDLE file;
+    DWORD written;
+    int len;
 
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
     va_end(ap);
+    if (len < 0 || len > (int)sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    if (!log_path)
+        return;
+    /* One appending write per line: several instances (two copies of this DLL in one
+     * chain) may share the file. */
     EnterCriticalSection(&log_lock);
-    if (log_path && (f = fopen(log_path, "ab"))) {
-        fprintf(f, "%s\n", line);
-        fclose(f);
+    file = CreateFileA(log_path, FILE_APPEND_DATA, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+                       OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (file != INVALID_HANDLE_VALUE) {
+        WriteFile(file, line, (DWORD)len, &written, NULL);
+        CloseHandle(file);
     }
     LeaveCriticalSection(&log_lock);
 }
@@ -435,13 +447,21 @@ static void pump_recv(DataFilter *df, enum side from)
         fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
 }
 
-static void pump_send(DataFilter *df, enum side from, IFWXIOBuffer *buffer)
+/* A datagram goes on with SendTo and the external address it came with: on the external
+ * socket that is its target, on the internal socket the source it should appear to come
+ * from (reference 3.11). A stream (no address) goes on with Send. */
+static void pump_send(DataFilter *df, enum side from, IFWXIOBuffer *buffer, SOCKADDR *ext,
+                      INT ext_len)
 {
     IFWXSocket *socket = pump_socket(df, OTHER_SIDE(from));
     HRESULT hr;
     if (!socket)
         return;
-    hr = IFWXSocket_Send(socket, buffer, &df->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
+    if (ext)
+        hr = IFWXSocket_SendTo(socket, buffer, ext, ext_len, &df->IFWXIOCompletion_iface,
+                               IO_TAG(from, IO_SEND));
+    else
+        hr = IFWXSocket_Send(socket, buffer, &df->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
     IFWXSocket_Release(socket);
     if (FAILED(hr)) {
         fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
@@ -450,7 +470,7 @@ static void pump_send(DataFilter *df, enum side from, IFWXIOBuffer *buffer)
 }
 
 static void on_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer,
-                        const SOCKADDR *ext, INT ext_len)
+                        SOCKADDR *ext, INT ext_len)
 {
     BYTE *data = NULL;
     DWORD size = 0;
@@ -479,7 +499,7 @@ static void on_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer,
         pump_recv(df, from);      /* dropped: complete without sending, read the next */
         return;
     }
-    pump_send(df, from, buffer);
+    pump_send(df, from, buffer, ext, ext_len);
 }
 
 static HRESULT STDMETHODCALLTYPE DataFilter_QueryInterface(IFWXDataFilter *iface, REFIID riid, void **ppv)

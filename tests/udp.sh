@@ -9,6 +9,7 @@
 #   - a silent client address expires after udp-timeout (destination cache);
 #   - fwx_Bind_Udp at rule start (AttachDataFilter refused there), and
 #     IFWXUdpDestination::Deny drops a client's datagrams until it expires;
+#   - two filters in a chain: datagrams and their ExternalAddress cross the in-memory link;
 #   - 10 000 queries from 50 concurrent sources, no retries, lose none (with dnsguard, and
 #     without any filter: the host's own datagram path);
 #   - one connection per client address (50 sources, 50 connections).
@@ -62,9 +63,17 @@ start_host() {  # NAME: config $T/NAME.ini, log $T/NAME.log
     pids+=($hp)
     wait_ready "$T/$1.log" $hp
 }
-stop_host() {
+stop_host() {  # NAME: the host stops cleanly, every buffer and connection released
+    local rc
     kill -TERM $hp 2> /dev/null
     wait $hp 2> /dev/null
+    rc=$?
+    if [ $rc = 0 ] && ! grep -q 'still referenced\|released more often' "$T/$1.log" &&
+       grep -q 'NOTICE: stopped:' "$T/$1.log"; then
+        ok "$1: fwxhost stops cleanly with UDP connections open (exit 0, no buffer left referenced)"
+    else
+        not_ok "$1: fwxhost stops cleanly with UDP connections open (exit $rc)" "$T/$1.log"
+    fi
 }
 
 dns=$(free_port)
@@ -158,7 +167,7 @@ then answer 10.1.2.3" ] && grep -q "^drop $why len=" "$glog"; then
         not_ok "$flavour: UDP client addresses expire after udp-timeout ($expired of $clients)" \
             "$T/feat-$flavour.log"
     fi
-    stop_host
+    stop_host feat-$flavour
 
     # ---- deny: IFWXUdpDestination::Deny for every destination
     uport=$(free_port)
@@ -183,10 +192,41 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
         else
             not_ok "$flavour: a denied destination gets no datagram and expires ($a / $b)" "$glog" "$hlog"
         fi
-        stop_host
+        stop_host deny-$flavour
     else
         unset FWX_DNSGUARD_LOG FWX_DNSGUARD_DENY
         not_ok "$flavour: fwxhost starts (deny)" "$T/deny-$flavour.log"
+    fi
+
+    # ---- chain: two data filters (dnsguard and a copy) on each connection; the
+    # datagrams and their addresses cross an in-memory link (SendTo -> Recv)
+    uport=$(free_port)
+    cp "$dll" "$T/dnsguard2-$flavour.dll"
+    glog=$T/guard-chain-$flavour.txt
+    printf '[host]\nlog-level = info\ncontrol = %s\n\n[filter guard]\npath = %s\n\n[filter guard2]\npath = %s\n\n' \
+        "$T/ctl-$flavour.sock" "$dll" "$T/dnsguard2-$flavour.dll" > "$T/chain-$flavour.ini"
+    printf '[rule dns]\nprotocol = udp\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
+        $uport $dns >> "$T/chain-$flavour.ini"
+    export FWX_DNSGUARD_LOG=$glog FWX_DNSGUARD_EXTADDR=1
+    if start_host chain-$flavour; then
+        unset FWX_DNSGUARD_LOG FWX_DNSGUARD_EXTADDR
+        out=$("$peer" flood --connect 127.0.0.1:$uport --name example.test --expect 10.1.2.3 \
+              --sources 20 --queries 2000 --window 2 --timeout-ms 3000 2>&1)
+        sleep 0.5
+        in=$(grep -cx "recv internal ext=127.0.0.1:$dns" "$glog")
+        ex=$(grep -cx "recv external ext=127.0.0.1:$dns" "$glog")
+        other=$(grep '^recv ' "$glog" | grep -cvx "recv \(internal\|external\) ext=127.0.0.1:$dns")
+        if [ "${out#sent 2000 answered 2000 lost 0 bad 0 }" != "$out" ] && [ "$in" = 4000 ] &&
+           [ "$ex" = 4000 ] && [ "$other" = 0 ]; then
+            ok "$flavour/chain: two filters, 2000 queries none lost; every Recv of both saw ExternalAddress = the target ($in + $ex)"
+        else
+            not_ok "$flavour/chain: two filters ($out; internal $in, external $ex, other $other)" \
+                "$T/chain-$flavour.log" "$glog"
+        fi
+        stop_host chain-$flavour
+    else
+        unset FWX_DNSGUARD_LOG FWX_DNSGUARD_EXTADDR
+        not_ok "$flavour/chain: fwxhost starts" "$T/chain-$flavour.log"
     fi
 
     # ---- load: 10 000 queries from 50 sources, with dnsguard and with no filter
@@ -216,7 +256,7 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
             not_ok "$flavour/$mode: 10000 queries from 50 sources, none lost ($out; $conns connections)" \
                 "$T/$mode-$flavour.log"
         fi
-        stop_host
+        stop_host $mode-$flavour
     done
 done
 echo "1..$n"
