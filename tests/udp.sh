@@ -211,7 +211,7 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
     if start_host chain-$flavour; then
         unset FWX_DNSGUARD_LOG FWX_DNSGUARD_EXTADDR
         out=$("$peer" flood --connect 127.0.0.1:$uport --name example.test --expect 10.1.2.3 \
-              --sources 20 --queries 2000 --window 2 --timeout-ms 3000 2>&1)
+              --sources 20 --queries 2000 --window 2 --timeout-ms 5000 2>&1)
         sleep 0.5
         in=$(grep -cx "recv internal ext=127.0.0.1:$dns" "$glog")
         ex=$(grep -cx "recv external ext=127.0.0.1:$dns" "$glog")
@@ -247,7 +247,7 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
         # A window of 2 per source: dnsmasq's own socket drops beyond ~100 queued
         # queries (UdpRcvbufErrors), which would be its loss, not ours.
         out=$("$peer" flood --connect 127.0.0.1:$uport --name example.test --expect 10.1.2.3 \
-              --sources 50 --queries 10000 --window 2 --timeout-ms 3000 2>&1)
+              --sources 50 --queries 10000 --window 2 --timeout-ms 5000 2>&1)
         conns=$(grep -c 'rule dns: new UDP client' "$T/$mode-$flavour.log")
         if [ "${out#sent 10000 answered 10000 lost 0 bad 0 }" != "$out" ] &&
            [ "$conns" = 50 ]; then

@@ -138,7 +138,7 @@ then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
         not_ok "$flavour: an over-long name is dropped and logged; the next query passes ($out)" "$glog"
     fi
     out=$(ip netns exec $C "$peer" flood --connect 10.201.2.2:53 --name example.test \
-          --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 3000 2>&1)
+          --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 5000 2>&1)
     if [ "${out#sent 2000 answered 2000 lost 0 bad 0 }" != "$out" ]; then
         ok "$flavour: 2000 queries from 20 client sources, none lost ($out)"
     else
@@ -158,7 +158,7 @@ then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
     fi
     got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=3 +tries=1 2>&1)
     out=$(ip netns exec $C "$peer" flood --connect 10.201.2.2:53 --name example.test \
-          --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 3000 2>&1)
+          --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 5000 2>&1)
     if [ "$got" = 10.1.2.3 ] && [ "${out#sent 2000 answered 2000 lost 0 bad 0 }" != "$out" ] &&
        ! grep -q 'filter' "$T/direct-$flavour.ini"; then
         ok "$flavour/direct: no filter: dig answered, 2000 queries from 20 sources, none lost ($out)"
