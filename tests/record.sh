@@ -13,7 +13,11 @@
 #   c. record-max-bytes: a session larger than the cap is cut with a log
 #      line and a "# TRUNCATED" comment, and the script still parses and
 #      replays
-#   d. a bad record directory stops the start with exit 2
+#   d. rewrite: the script holds the client's bytes before the filter, the
+#      golden file what the filter made of them (what nginx received)
+#   e. a client that resets the connection: client-abort is recorded, and
+#      the script replays (golden: the client side aborted by the script)
+#   f. a bad record directory stops the start with exit 2
 #
 # Needs nginx and curl (SKIP otherwise). Environment as tests/fwxhost.sh.
 set -u
@@ -124,6 +128,7 @@ start_nginx() {
     seq 1 40000 | awk '{ printf "line %d %s\n", $1, substr("abcdefghijklmnopqrstuvwxyz<>&\"\\", 1, $1 % 31) }' |
         head -c 307200 > "$T/nginx/www/page.html"
     head -c 204800 /dev/urandom > "$T/nginx/www/blob.bin"
+    echo "rewritten path reached nginx" > "$T/nginx/www/fwxshim-on-linux.html"
     chmod a+rx "$T" "$T/nginx" "$T/nginx/www" && chmod a+r "$T/nginx/www/"*
     free_port; NGINX_PORT=$PORT
     cat > "$T/nginx/nginx.conf" << EOF
@@ -263,7 +268,58 @@ EOF
         "$why" "$hlog" "$T/cap-$fl.rep"
 done
 
-# d. a record directory that does not exist
+# d. rewrite: input recorded, output in the golden file
+rst_client() {  # PORT: sends a request, reads a little, then resets (SO_LINGER 0)
+    perl -MIO::Socket::INET -MSocket -e '
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ARGV[0]", Timeout => 10) or die "connect: $!";
+        print $s "GET /page.html HTTP/1.1\r\nHost: x\r\n\r\n";
+        my $buf; sysread($s, $buf, 100) or die "nothing read";
+        setsockopt($s, SOL_SOCKET, SO_LINGER, pack("ii", 1, 0)) or die "linger: $!";
+        close $s;' "$1"
+}
+for fl in $FLAVOURS; do
+    [ -n "$NGINX_PORT" ] || break
+    dir=$T/rw-$fl; mkdir -p "$dir"
+    free_port; lp=$PORT
+    why=""
+    hlog=$T/rw-$fl.log
+    if start_host "$hlog" "$FWXHOST" --record "$dir" --filter "$B/filters/$fl/rewrite.dll" \
+            --listen 127.0.0.1:$lp --target 127.0.0.1:$NGINX_PORT --log-level info; then
+        got=$(curl -s -m 10 "http://127.0.0.1:$lp/ISA2000.html")
+        [ "$got" = "rewritten path reached nginx" ] || why="curl got '$got'"
+        rst_client $lp 2> "$T/rst-$fl.err" || why="${why:+$why; }the resetting client failed: $(cat "$T/rst-$fl.err")"
+        sleep 0.3
+    else
+        why="fwxhost did not start"
+    fi
+    stop_host $HOST_PID
+    s=$(grep -l '^client: "GET /ISA2000.html' "$dir"/*.fwxs 2> /dev/null | head -n 1)
+    if [ -z "$why" ] && [ -z "$s" ]; then why="no script with the client's original request"; fi
+    if [ -z "$why" ]; then
+        if ! "$R" --update "$s" > "$s.upd" 2>&1; then why="--update exit $?"
+        elif ! "$R" "$s" > "$s.rep" 2>&1; then why="replay exit $?"
+        elif ! grep -q '^server received: "GET /fwxshim-on-linux.html HTTP/1.1\\r\\n"$' "$s.golden"; then
+            why="the golden file does not show the rewritten request"
+        elif ! grep -q '^client received: "rewritten path reached nginx\\n"$' "$s.golden"; then
+            why="the golden file does not show the page curl got"
+        fi
+    fi
+    result "$fl rewrite: the recording holds the client's GET /ISA2000.html, its replay the rewritten request nginx saw" \
+        "$why" "$hlog" "$s.upd" "$s.rep"
+    # e. the reset
+    why=""
+    s=$(grep -l '^client: "GET /page.html HTTP/1.1\\r\\nHost: x' "$dir"/*.fwxs 2> /dev/null | head -n 1)
+    if [ -z "$s" ]; then why="no script of the resetting client: $(ls "$dir")"
+    elif ! grep -qx 'client-abort' "$s"; then why="no client-abort in the script"
+    elif grep -qx 'client-shutdown' "$s"; then why="a client-shutdown was recorded for a reset"
+    elif ! "$R" --update "$s" > "$s.upd" 2>&1; then why="--update exit $?"
+    elif ! grep -q '^client saw: aborted by the script' "$s.golden"; then why="golden: the client was not aborted"
+    elif ! "$R" "$s" > "$s.rep" 2>&1; then why="replay exit $?"
+    fi
+    result "$fl a client reset is recorded as client-abort and replays" "$why" "$hlog" ${s:+"$s"} ${s:+"$s.upd"}
+done
+
+# f. a record directory that does not exist
 "$FWXHOST" --record "$T/missing/dir" --listen 127.0.0.1:1 --target 127.0.0.1:2 > "$T/bad.log" 2>&1
 rc=$?
 if [ $rc = 2 ] && grep -q 'record directory .*missing/dir' "$T/bad.log"; then
