@@ -28,7 +28,9 @@
 #include "fxconf.h"
 #include "fxpcap.h"
 #include "fxreplay.h"
+#include "fxreplayudp.h"
 #include "fxscript.h"
+#include "fxudp.h"
 #include "host.h"
 #include "hostobj.h"
 
@@ -103,6 +105,146 @@ static int task_ready(void *arg)
 static int task_done(void *arg)
 {
     return task_ready(arg) && the_host->live_connections == 0;
+}
+
+/* ---- UDP scripts (HOST-800/801) */
+
+/* Loop barriers: a task posted to the worker's loop runs after the work
+ * queued before it. The pump is quiet when no pump pass ran between two
+ * barriers: nothing was left to do and nothing new came in. */
+static volatile LONG barrier_gen;
+
+static void barrier_task(void *arg)
+{
+    InterlockedIncrement(&barrier_gen);
+}
+
+static int barrier(fx_loop *loop, uint64_t until)
+{
+    LONG want = barrier_gen + 1;
+    fx_loop_post(loop, barrier_task, NULL);
+    while (barrier_gen < want) {
+        if (fx_now_ms() >= until)
+            return -1;
+        usleep(100);
+    }
+    return 0;
+}
+
+static int pump_quiet(void *arg, unsigned ms)
+{
+    fx_loop *loop = arg;
+    uint64_t until = fx_now_ms() + ms;
+    LONG prev;
+    if (barrier(loop, until) != 0)
+        return -1;
+    prev = the_host->pump_passes;
+    for (;;) {
+        if (barrier(loop, until) != 0)
+            return -1;
+        LONG cur = the_host->pump_passes;
+        if (cur == prev)
+            return 0;
+        prev = cur;
+    }
+}
+
+/* The connect hook: each client's socket towards the server is an
+ * in-memory one connected to the target, whose address is the rule's
+ * listening one (as GetExternalSocketName of TCP replays). */
+static const fx_rule_conf *udp_rc;
+
+static int udp_connect_hook(const void *client, int client_len, const void *target,
+                            int target_len, void *arg)
+{
+    int sv[2];
+    int rc = fx_udp_socketpair(sv);
+    if (rc != 0)
+        return rc;
+    if (fx_udp_emulate(sv[1], &udp_rc->listen, udp_rc->listen_len, target, target_len) != 0 ||
+        fx_replay_udp_add_server(client, client_len, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -24;     /* EMFILE */
+    }
+    return sv[1];
+}
+
+struct udp_open_task {
+    struct rule *rule;
+    struct worker *w;
+    int fd;
+    int rc;
+    char err[512];
+    volatile LONG done;
+};
+
+static void udp_open_run(void *arg)
+{
+    struct udp_open_task *t = arg;
+    t->rc = udp_rule_open_fd(t->rule, t->w, t->fd, t->err, sizeof(t->err));
+    InterlockedExchange(&t->done, 1);
+}
+
+static void udp_stop_run(void *arg)
+{
+    struct udp_open_task *t = arg;
+    udp_rule_stop(t->rule);
+    InterlockedExchange(&t->done, 2);
+}
+
+static int wait_flag(volatile LONG *flag, LONG value, unsigned ms)
+{
+    uint64_t until = fx_now_ms() + ms;
+    while (*flag != value) {
+        if (fx_now_ms() >= until)
+            return -1;
+        usleep(200);
+    }
+    return 0;
+}
+
+/* Plays a UDP script on the rule (its fwx_Bind_Udp has run). 0 or 2. */
+static int run_udp(struct host *host, struct rule *rule, const fx_script *script,
+                   const char *script_path, unsigned timeout_ms, fx_replay_result *result)
+{
+    static struct udp_open_task t;
+    int pair[2];
+    char err[1024];
+    LONG denied_before = the_host->denied_connections;
+
+    if (fx_udp_socketpair(pair) != 0 ||
+        fx_udp_emulate(pair[1], &rule->conf->listen, rule->conf->listen_len, NULL, 0) != 0) {
+        fprintf(stderr, "fwxreplay: socketpair: %s\n", strerror(errno));
+        return 2;
+    }
+    udp_rc = rule->conf;
+    udp_set_connect_hook(udp_connect_hook, NULL);
+    t.rule = rule;
+    t.w = &host->workers[0];
+    t.fd = pair[1];
+    fx_loop_post(t.w->loop, udp_open_run, &t);
+    if (wait_flag(&t.done, 1, timeout_ms) != 0 || t.rc != 0) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path,
+                t.done ? t.err : "the host did not open the UDP rule in time");
+        close(pair[0]);
+        return 2;
+    }
+    fx_replay_udp_opts o = { timeout_ms, pump_quiet, t.w->loop };
+    int rc = fx_replay_run_udp(script, pair[0], &o, result, err, sizeof(err));
+    result->denied_destinations = the_host->denied_connections - denied_before;
+    fx_loop_post(t.w->loop, udp_stop_run, &t);
+    if (wait_flag(&t.done, 2, timeout_ms) != 0) {
+        fprintf(stderr, "fwxreplay: %s: the host did not stop the UDP rule in time\n",
+                script_path);
+        return 2;
+    }
+    udp_set_connect_hook(NULL, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
+        return 2;
+    }
+    return 0;
 }
 
 static char *read_all(const char *path, int *missing)
@@ -245,8 +387,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxreplay: %s\n", err);
         return 2;
     }
-    if (script->protocol == FX_PROTO_UDP) {
-        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, FX_REPLAY_UDP_MISSING);
+    if (script->protocol == FX_PROTO_UDP && script->rule == FX_RULE_OUTBOUND) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, FX_REPLAY_UDP_OUTBOUND);
         return 2;
     }
     fx_config *cfg = fx_config_new_empty();
@@ -282,7 +424,8 @@ int main(int argc, char **argv)
     static struct rule rule;
     rc.name = (char *)"replay";
     rc.type = script->rule;
-    rc.protocol = FX_PROTO_TCP;
+    rc.protocol = script->protocol;
+    rc.udp_timeout = 3600;      /* no destination expires during a replay */
     rc.has_listen = rc.has_target = 1;
     rc.listen = script->listen;
     rc.listen_len = script->listen_len;
@@ -308,11 +451,13 @@ int main(int argc, char **argv)
     fx_replay_result result;
     memset(&result, 0, sizeof(result));
     int cpair[2] = { -1, -1 }, spair[2] = { -1, -1 };
-    if (!rc_exit && (fx_socketpair_stream(cpair) != 0 || fx_socketpair_stream(spair) != 0)) {
+    if (!rc_exit && script->protocol == FX_PROTO_UDP) {
+        rc_exit = run_udp(&host, &rule, script, script_path, timeout_ms, &result);
+    } else if (!rc_exit && (fx_socketpair_stream(cpair) != 0 || fx_socketpair_stream(spair) != 0)) {
         fprintf(stderr, "fwxreplay: socketpair: %s\n", strerror(errno));
         rc_exit = 2;
     }
-    if (!rc_exit) {
+    if (!rc_exit && script->protocol != FX_PROTO_UDP) {
         static struct accept_task task;
         task.worker = &host.workers[0];
         task.rule = &rule;

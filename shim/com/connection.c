@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fxrelay.h"
+#include "fxudp.h"
 #include "guard.h"
 #include "hostobj.h"
 
@@ -118,6 +119,8 @@ void connection_teardown(struct connection *c)
     }
     if (c->server_fd >= 0) {
         fx_loop_del_fd(c->worker->loop, c->server_fd);
+        if (c->dgram)
+            fx_udp_emulate_end(c->server_fd);
         fx_close_abort(c->server_fd);
         c->server_fd = -1;
     }
@@ -169,6 +172,7 @@ void connection_run_now(struct connection *c)
     struct completion *list;
     BOOL finished;
 
+    InterlockedIncrement(&the_host->pump_passes);
     for (int round = 0; round < 64; round++) {
         EnterCriticalSection(&c->lock);
         c->kick_pending = FALSE;

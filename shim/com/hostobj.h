@@ -61,6 +61,8 @@ struct host {
     IFWXFirewall *firewall;
     volatile LONG stopping;
     LONG live_connections;
+    LONG pump_passes;              /* pump passes and UDP readiness callbacks run: fwxreplay's
+                                    * quiescence signal (HOST-801) */
     LONG total_connections;
     LONG denied_connections;
     LONG live_sessions;
@@ -308,6 +310,13 @@ struct udp_rule;
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen);
 /* Loop thread of the rule's worker: stop receiving, end every connection. */
 void udp_rule_stop(struct rule *rule);
+/* fwxreplay (HOST-800): as udp_rule_open on fd, an in-memory socket
+ * (fx_udp_emulate), which the rule then owns; and the hook that makes each
+ * client's socket towards the target instead of fx_udp_connect (NULL: the
+ * real one). Loop thread of worker 0. */
+int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, size_t errlen);
+void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
+                                      int target_len, void *arg), void *arg);
 /* Does the client end of c own c->client_fd (outbound: the client's
  * transparent socket), or share the rule's? */
 BOOL udp_client_fd_owned(struct connection *c);

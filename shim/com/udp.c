@@ -79,6 +79,19 @@ struct udp_rule {
     struct udp_conn *buckets[UDP_BUCKETS];
 };
 
+/* fwxreplay: the socket towards the target comes from the driver
+ * (udp_set_connect_hook; HOST-800). */
+static int (*connect_hook)(const void *client, int client_len, const void *target, int target_len,
+                           void *arg);
+static void *connect_hook_arg;
+
+void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
+                                      int target_len, void *arg), void *arg)
+{
+    connect_hook = hook;
+    connect_hook_arg = arg;
+}
+
 static const char *rname(struct udp_rule *ur)
 {
     return ur->rule->conf->name;
@@ -192,6 +205,7 @@ BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
 /* No data filter: the target's datagrams go straight back to the client. */
 static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -218,6 +232,7 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
  * delivers on its own transparent socket go straight to the destination. */
 static void peer_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -300,7 +315,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     if (ur->outbound)
         memcpy(local, dst, local_len = dstlen);      /* where the client thinks it sends */
     else if (fx_sa_is_any(&rule->conf->listen, rule->conf->listen_len))
-        fx_getsockname(ur->fd, local, &local_len);
+        fx_udp_getsockname(ur->fd, local, &local_len);
     else
         memcpy(local, &rule->conf->listen, local_len = rule->conf->listen_len);
     connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local,
@@ -363,7 +378,9 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return uc;
     }
 
-    int fd = fx_udp_connect(c->target_addr, c->target_len);
+    int fd = connect_hook ? connect_hook(c->client_addr, c->client_len, c->target_addr,
+                                         c->target_len, connect_hook_arg)
+                          : fx_udp_connect(c->target_addr, c->target_len);
     if (fd < 0) {
         char text[64];
         fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
@@ -379,7 +396,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     unsigned char ext[28];
     int ext_len = sizeof(ext);
     c->win_ext_len = sizeof(c->win_ext);
-    if (fx_getsockname(fd, ext, &ext_len) != 0 ||
+    if (fx_udp_getsockname(fd, ext, &ext_len) != 0 ||
         fx_sa_to_win32(ext, ext_len, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
     if (ur->outbound) {
@@ -424,6 +441,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
 
 static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_rule *ur = data;
     unsigned char buf[UDP_DGRAM_MAX];
 
@@ -484,6 +502,11 @@ static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
 
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
 {
+    return udp_rule_open_fd(rule, w, -1, err, errlen);
+}
+
+int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, size_t errlen)
+{
     struct udp_rule *ur = calloc(1, sizeof(*ur));
     if (!ur) {
         snprintf(err, errlen, "out of memory");
@@ -494,7 +517,8 @@ int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
     ur->outbound = rule->conf->type == FX_RULE_OUTBOUND;
     ur->listen_port = (unsigned)((const unsigned char *)&rule->conf->listen)[2] << 8 |
                       ((const unsigned char *)&rule->conf->listen)[3];
-    ur->fd = ur->outbound
+    ur->fd = fd >= 0 ? fd
+           : ur->outbound
                  ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
                  : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
     if (ur->fd < 0 || fx_loop_add_fd(w->loop, ur->fd, FX_READ, rule_io, ur) != 0) {
@@ -522,6 +546,7 @@ void udp_rule_stop(struct rule *rule)
     if (!ur || ur->fd < 0)
         return;
     fx_loop_del_fd(ur->w->loop, ur->fd);
+    fx_udp_emulate_end(ur->fd);
     close(ur->fd);
     ur->fd = -1;
     if (ur->dropped)
