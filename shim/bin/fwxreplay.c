@@ -3,7 +3,8 @@
  * one script (docs/replay-format.md) through the configured filter chain
  * with the same host objects and pump as fwxhost, on in-memory ends
  * (socketpairs), and compares what each side received with the golden
- * file SCRIPT.golden.
+ * file SCRIPT.golden. UDP scripts run through the host's UDP rule with
+ * in-memory datagram sockets (fx_udp_emulate; HOST-800/801).
  *
  *   fwxreplay [--filter DLL[=CLSID] ...] [--chunking fixed:N|random:SEED]
  *             [--update] [--timeout MS] SCRIPT
@@ -49,13 +50,14 @@ static void usage(FILE *to)
         "  --filter DLL[=CLSID]   load a filter (repeatable, chain order); replaces the\n"
         "                         script's 'filter' lines. The launcher picks the x86 or\n"
         "                         x64 host from these DLLs (or from the script's lines)\n"
-        "  --chunking fixed:N     split each payload into writes of N bytes (default 65536)\n"
+        "  --chunking fixed:N     split each payload into writes of N bytes (default 65536;\n"
+        "                         UDP scripts: datagrams are never split)\n"
         "  --chunking random:SEED split into writes of 1..512 bytes from SEED\n"
         "  --update               write SCRIPT.golden from this run instead of comparing\n"
         "  --timeout MS           bound of every wait (default 5000)\n"
         "  --log-level LEVEL      host log on stderr (default warn)\n"
         "  --junit FILE           with DIR: also write a JUnit XML report\n"
-        "  --pcap FILE            replay a TCP stream of a pcap capture (tcpdump -w) instead\n"
+        "  --pcap FILE            replay a TCP or UDP flow of a pcap capture (tcpdump -w) instead\n"
         "                         of a script; its golden file is FILE.golden (FILE.N.golden\n"
         "                         with --stream N)\n"
         "  --stream N             the capture's flow N (default 1: the first one; --list)\n"
