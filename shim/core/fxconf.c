@@ -935,7 +935,8 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
-fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+/* Parses an opened stream; path names it in messages.  Takes f. */
+static fx_config *fx_config_from_stream(FILE *f, const char *path, char *err, size_t errlen)
 {
     struct fx_load ld;
     fx_config *cfg = NULL;
@@ -943,11 +944,7 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 
     memset(&ld, 0, sizeof(ld));
     ld.path = path;
-    ld.f = fopen(path, "r");
-    if (ld.f == NULL) {
-        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        goto fail;
-    }
+    ld.f = f;
     cfg = fx_config_new_empty();
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
         fx_msg(err, errlen, "%s: out of memory", path);
@@ -985,4 +982,31 @@ fail:
     free(ld.seen);
     fx_config_free(cfg);
     return NULL;
+}
+
+fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_from_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen)
+{
+    static const char empty[1];
+    /* fmemopen refuses a zero-sized buffer on older C libraries. */
+    FILE *f = len ? fmemopen((void *)text, len, "r") : fmemopen((void *)empty, 1, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "%s: %s", name, strerror(errno));
+        return NULL;
+    }
+    if (!len)
+        fgetc(f);
+    return fx_config_from_stream(f, name, err, errlen);
 }

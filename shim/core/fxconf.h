@@ -96,6 +96,10 @@ typedef struct fx_config {
 
 /* Parse and validate.  NULL with one message in err on any problem. */
 fx_config *fx_config_load(const char *path, char *err, size_t errlen);
+/* The same from memory (len bytes, need not be NUL-terminated); name is
+ * used in messages in place of the file name. */
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);
