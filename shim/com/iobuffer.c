@@ -150,6 +150,7 @@ static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *d
 {
     struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
     ULONG n, done = 0;
+    const BYTE *src;
     HRESULT hr;
 
     if (copied)
@@ -159,12 +160,15 @@ static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *d
     if (offset > buf->size || count > buf->size - offset)
         return E_INVALIDARG;
     n = count;
+    /* An empty const buffer may have no memory at all: NULL + 0 is
+     * undefined behaviour in C (found by tests/fuzz/fuzz_iobuf.c). */
+    src = buf->data ? buf->data + offset : NULL;
     /* A filter's own buffer class gets the bytes through its Append. */
     if (unsafe_impl(dest))
-        hr = iobuffer_Append(dest, buf->data + offset, n, &done);
+        hr = iobuffer_Append(dest, src, n, &done);
     else
         GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "Append",
-                     IFWXIOBuffer_Append(dest, buf->data + offset, n, &done));
+                     IFWXIOBuffer_Append(dest, src, n, &done));
     if (copied)
         *copied = done;
     return hr;
@@ -264,7 +268,8 @@ HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD lengt
         return E_INVALIDARG;
     if (!(buf = iobuffer_alloc(IOBUF_WINDOW, 0)))
         return E_OUTOFMEMORY;
-    buf->data = data + offset;
+    /* An empty original may have no memory (then offset is 0). */
+    buf->data = data ? data + offset : NULL;
     buf->capacity = buf->size = length;
     buf->original = original;
     GUARDED_VOID(NULL, "IFWXIOBuffer", "AddRef", IFWXIOBuffer_AddRef(original));

@@ -29,7 +29,7 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", NULL
+    "hang-timeout", "control", "metrics", "user", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -279,6 +279,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->rules);
     free(cfg->host.trace);
     free(cfg->host.control);
+    free(cfg->host.user);
     free(cfg->path);
     free(cfg);
 }
@@ -479,6 +480,12 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
         return fx_replace_str(&h->trace, value, msg, msglen);
+    } else if (strcasecmp(key, "user") == 0) {
+        /* A login name (checked against the user database at start). */
+        if (*value == '\0' || strlen(value) > 64 || strpbrk(value, " \t:/") != NULL)
+            return fx_bad_value(key, value, "a user name to run as after binding (e.g. fwxshim)",
+                                msg, msglen);
+        return fx_replace_str(&h->user, value, msg, msglen);
     } else if (strcasecmp(key, "control") == 0) {
         /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
         if (*value != '/' || strlen(value) > 107)

@@ -132,6 +132,11 @@ static IFWXIOBuffer *foreign_new(struct input *in)
 }
 
 /* ---- checks on host buffers ------------------------------------------- */
+/* p + off and memcmp/memcpy without undefined behaviour on a NULL, empty
+ * buffer. */
+static const BYTE *at(const BYTE *p, size_t off) { return p ? p + off : NULL; }
+static int same(const void *a, const void *b, size_t n) { return n == 0 || memcmp(a, b, n) == 0; }
+
 static void sizes(IFWXIOBuffer *b, DWORD *cap, DWORD *size, BYTE **data)
 {
     DWORD s2;
@@ -166,7 +171,7 @@ static void op_append(IFWXIOBuffer *b, struct input *in, int is_heap)
         want = n < cap - size ? n : cap - size;
         CHECK(written == want && size2 == size + want);
         CHECK(hr == (want < n ? FWX_E_BUFFERFULL : S_OK));
-        CHECK(memcmp(d + size, src, want) == 0);
+        CHECK(same(at(d, size), src, want));
     }
     free(src);
 }
@@ -187,7 +192,7 @@ static void op_readat(IFWXIOBuffer *b, struct input *in)
     } else {
         ULONG want = size - off < cnt ? size - off : cnt;
         CHECK(hr == S_OK && got == want);
-        CHECK(memcmp(dst, d + off, want) == 0);
+        CHECK(same(dst, at(d, off), want));
     }
     free(dst);
 }
@@ -229,7 +234,8 @@ static void op_send(IFWXIOBuffer *src, IFWXIOBuffer *dst, struct input *in, int 
     /* What should arrive, taken before (src and dst may be the same). */
     copy = malloc(size ? size : 1);
     CHECK(copy);
-    memcpy(copy, d, size);
+    if (size)
+        memcpy(copy, d, size);
     hr = IFWXIOBuffer_SendToBuffer(src, dst, off, n, &copied);
     sizes(dst, &dcap, &dsize2, &dd);
     if (off > size || n > size - off) {
@@ -240,7 +246,7 @@ static void op_send(IFWXIOBuffer *src, IFWXIOBuffer *dst, struct input *in, int 
         ULONG want = n < dcap - dsize ? n : dcap - dsize;
         CHECK(copied == want && dsize2 == dsize + want);
         CHECK(hr == (want < n ? FWX_E_BUFFERFULL : S_OK));
-        CHECK(memcmp(dd + dsize, copy + off, want) == 0);
+        CHECK(same(at(dd, dsize), copy + off, want));
     }
     free(copy);
 }
@@ -306,7 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             CHECK(hr == S_OK && nb);
             sizes(nb, &wcap, &wsize, &wd);
-            CHECK(wd == od + off && wcap == len && wsize == len);
+            CHECK(wd == at(od, off) && wcap == len && wsize == len);
             if (slot[s])
                 IFWXIOBuffer_Release(slot[s]);
             slot[s] = nb, heap[s] = 0;
