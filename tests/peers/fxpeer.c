@@ -10,6 +10,7 @@
  *                 [--delay-ms D] [--out FILE] [--timeout SECONDS]
  *   fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]
  *   fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]
+ *   fxpeer hold   --connect ADDR:PORT --conns N [--trickle-ms M] | --listen ADDR:PORT
  *   fxpeer iserver / iclient: the integrity mode (many sessions, random
  *                 chunking and half-close order; see "integrity mode")
  *
@@ -324,7 +325,7 @@ struct opts {
     uint64_t send, recv, seed, chunk, conns, index_base, count;
     uint64_t sessions, parallel, max_bytes;   /* iclient / iserver */
     unsigned delay_ms, timeout;
-    int have_send, have_recv, have_seed;
+    int have_send, have_recv, have_seed, have_conns;
 };
 
 static void usage(void)
@@ -336,6 +337,8 @@ static void usage(void)
           "                     [--delay-ms D] [--out FILE] [--timeout SECONDS]\n"
           "       fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]\n"
           "       fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]\n"
+          "       fxpeer hold   --connect ADDR:PORT --conns N [--trickle-ms M] [--parallel P]\n"
+          "       fxpeer hold   --listen ADDR:PORT\n"
           "       fxpeer iserver --listen ADDR:PORT --seed S [--max-bytes M]\n"
           "       fxpeer iclient --connect ADDR:PORT --seed S --sessions N [--parallel P]\n"
           "                     [--max-bytes M] [--timeout SECONDS]\n"
@@ -378,7 +381,9 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         else if (!strcmp(a, "--chunk"))
             o->chunk = parse_size(a, v);
         else if (!strcmp(a, "--conns"))
-            o->conns = parse_size(a, v);
+            o->conns = parse_size(a, v), o->have_conns = 1;
+        else if (!strcmp(a, "--trickle-ms"))
+            o->delay_ms = (unsigned)parse_size(a, v);
         else if (!strcmp(a, "--index-base"))
             o->index_base = parse_size(a, v);
         else if (!strcmp(a, "--count"))
@@ -398,8 +403,10 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     }
     if (o->chunk == 0 || o->chunk > (64u << 20))
         die("--chunk must be 1 .. 64m");
-    if (o->conns == 0 || o->conns > 10000)
-        die("--conns must be 1 .. 10000");
+    if (o->conns == 0 || o->conns > 100000)
+        die("--conns must be 1 .. 100000");
+    if (o->conns > 10000 && strcmp(argv[1], "hold"))
+        die("--conns must be 1 .. 10000 (up to 100000 with hold)");
     if (o->timeout == 0)
         die("--timeout must be at least 1");
     if (o->parallel == 0 || o->parallel > 1024)
@@ -1414,6 +1421,156 @@ static int run_iclient(const struct opts *o)
     return iv_count[IV_OK] == o->sessions ? 0 : 1;
 }
 
+/* ------------------------------------------------------------ hold mode
+ *
+ *   fxpeer hold --connect ADDR:PORT --conns N [--trickle-ms M] [--parallel P]
+ *   fxpeer hold --listen ADDR:PORT
+ *
+ * Many idle or trickling connections from one thread (epoll), for the
+ * limits tests. As a client it opens N connections (at most P connecting
+ * at once), prints "held K of N" once every attempt settled, then, with
+ * --trickle-ms, sends one byte on each connection every M ms (a
+ * slowloris); without it the connections stay silent. It prints
+ * "hold: open K, closed by peer C, failed F, sent B bytes" and exits on
+ * SIGTERM/SIGINT. As a server it accepts everything, reads and discards,
+ * and prints "hold: accepted A, open K, bytes B" on SIGTERM. The
+ * raised fd limit is the caller's business (ulimit -n).
+ */
+#include <sys/epoll.h>
+
+static int run_hold(const struct opts *o)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event evs[256];
+    uint64_t open_n = 0, closed = 0, failed = 0, accepted = 0, bytes = 0, started = 0, settled = 0;
+    int lfd = -1, reported = 0;
+    uint8_t *state = NULL;   /* per fd: 0 unused, 1 connecting, 2 open */
+    size_t nstate = 0;
+    struct sockaddr_storage addr;
+    socklen_t addrlen = 0;
+    uint64_t next_trickle = 0;
+
+    if (ep < 0)
+        die("epoll_create1: %s", strerror(errno));
+    if (!o->listen && !(o->connect && o->have_conns))
+        die("hold needs --listen, or --connect and --conns");
+    install_stop_signals();
+    struct epoll_event sev = { .events = EPOLLIN, .data.fd = sig_pipe[0] };
+    epoll_ctl(ep, EPOLL_CTL_ADD, sig_pipe[0], &sev);
+    if (o->listen) {
+        lfd = listen_on(o->listen);
+        set_nonblock(lfd);
+        struct epoll_event lev = { .events = EPOLLIN, .data.fd = lfd };
+        epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
+        printf("ready\n");
+        fflush(stdout);
+    } else {
+        addrlen = parse_addr(o->connect, &addr);
+    }
+    for (;;) {
+        /* Client: keep up to --parallel connects in flight. */
+        while (!o->listen && started < o->conns && started - settled < o->parallel) {
+            int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+            started++;
+            if (fd < 0) {
+                failed++, settled++;
+                continue;
+            }
+            if ((size_t)fd >= nstate) {
+                size_t nn = (size_t)fd * 2 + 64;
+                uint8_t *ns = realloc(state, nn);
+                if (!ns)
+                    die("out of memory");
+                memset(ns + nstate, 0, nn - nstate);
+                state = ns, nstate = nn;
+            }
+            if (connect(fd, (struct sockaddr *)&addr, addrlen) < 0 && errno != EINPROGRESS) {
+                close(fd);
+                failed++, settled++;
+                continue;
+            }
+            state[fd] = 1;
+            struct epoll_event cev = { .events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.fd = fd };
+            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
+        }
+        if (!o->listen && !reported && settled == o->conns) {
+            printf("held %" PRIu64 " of %" PRIu64 "\n", open_n, o->conns);
+            fflush(stdout);
+            reported = 1;
+            next_trickle = now_ms() + o->delay_ms;
+        }
+        int timeout = -1;
+        if (reported && o->delay_ms) {
+            uint64_t now = now_ms();
+            if (now >= next_trickle) {
+                for (size_t fd = 0; fd < nstate; fd++)
+                    if (state[fd] == 2 && write((int)fd, "x", 1) == 1)
+                        bytes++;
+                next_trickle = now + o->delay_ms;
+            }
+            timeout = (int)(next_trickle - now_ms());
+            if (timeout < 0)
+                timeout = 0;
+        }
+        int n = epoll_wait(ep, evs, 256, timeout);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == sig_pipe[0])
+                goto done;
+            if (fd == lfd) {
+                int c;
+                while ((c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+                    struct epoll_event aev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = c };
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &aev);
+                    accepted++, open_n++;
+                }
+                continue;
+            }
+            if (!o->listen && state[fd] == 1) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                settled++;
+                if (err) {
+                    failed++;
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                    state[fd] = 0;
+                    continue;
+                }
+                state[fd] = 2;
+                open_n++;
+                struct epoll_event mev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = fd };
+                epoll_ctl(ep, EPOLL_CTL_MOD, fd, &mev);
+                continue;
+            }
+            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                char buf[4096];
+                ssize_t r = read(fd, buf, sizeof(buf));
+                if (r > 0) {
+                    bytes += (uint64_t)r;
+                } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                    if (!o->listen)
+                        state[fd] = 0;
+                    open_n--, closed++;
+                }
+            }
+        }
+    }
+done:
+    if (o->listen)
+        printf("hold: accepted %" PRIu64 ", open %" PRIu64 ", bytes %" PRIu64 "\n", accepted, open_n, bytes);
+    else
+        printf("hold: open %" PRIu64 ", closed by peer %" PRIu64 ", failed %" PRIu64 ", sent %" PRIu64 " bytes\n",
+               open_n, closed, failed, bytes);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o;
@@ -1433,6 +1590,8 @@ int main(int argc, char **argv)
         return run_sink(&o);
     if (!strcmp(argv[1], "probe"))
         return run_probe(&o);
+    if (!strcmp(argv[1], "hold"))
+        return run_hold(&o);
     if (!strcmp(argv[1], "iserver"))
         return run_iserver(&o);
     if (!strcmp(argv[1], "iclient"))
