@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "guard.h"
+#include "loader.h"
 
 
 enum iobuffer_kind { IOBUF_HEAP, IOBUF_CONST, IOBUF_WINDOW };
@@ -25,6 +26,7 @@ struct iobuffer {
     DWORD capacity;
     DWORD size;
     IFWXIOBuffer *original;       /* window buffers: the buffer viewed */
+    struct fx_filter *owner;      /* counted in owner->live_buffers, or NULL */
     BYTE inline_data[];           /* heap buffers */
 };
 
@@ -70,6 +72,8 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
         if (buf->original)
             GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
         InterlockedDecrement(&iobuffer_live);
+        if (buf->owner)
+            InterlockedDecrement(&buf->owner->live_buffers);
         free(buf);
     } else if (ref < 0) {
         /* A filter released more than it owned. Keep the object (leaking
@@ -212,6 +216,9 @@ static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_si
     buf->capacity = (DWORD)inline_size;
     buf->size = 0;
     buf->original = NULL;
+    /* Made inside a filter's call (CreateBuffer, ...): that filter's. */
+    if ((buf->owner = guard_current_filter()))
+        InterlockedIncrement(&buf->owner->live_buffers);
     InterlockedIncrement(&iobuffer_live);
     return buf;
 }
@@ -302,6 +309,16 @@ HRESULT iobuffer_data(IFWXIOBuffer *iface, BYTE **data, DWORD *size, DWORD *capa
     if (*size > *capacity || (!*data && *capacity))
         return E_UNEXPECTED;
     return S_OK;
+}
+
+void iobuffer_set_owner(IFWXIOBuffer *iface, struct fx_filter *owner)
+{
+    struct iobuffer *buf = unsafe_impl(iface);
+
+    if (!buf || !owner || buf->owner)
+        return;
+    buf->owner = owner;
+    InterlockedIncrement(&owner->live_buffers);
 }
 
 LONG iobuffer_live_count(void)

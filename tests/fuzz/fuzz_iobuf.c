@@ -260,6 +260,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     BYTE constmem[256];
     LONG live0 = iobuffer_live_count();
     unsigned steps = 0;
+    static struct fx_filter filt;   /* buffers made "inside its calls" count against it */
+
+    filt.live_buffers = 0;
 
     memset(constmem, 0xA5, sizeof(constmem));
     while (in.n && steps++ < 64) {
@@ -269,6 +272,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         in.p++, in.n--;
         t = take(&in) % NSLOTS;
+        shim_current_filter = ((op + s) & 1) ? &filt : NULL;
         switch (op) {
         case 0: {                                        /* CreateBuffer */
             DWORD cap = take(&in);
@@ -386,5 +390,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (foreign)
         IFWXIOBuffer_Release(foreign);
     CHECK(iobuffer_live_count() == live0);   /* windows released their originals */
+    CHECK(filt.live_buffers == 0);           /* per-filter count back to zero */
+    shim_current_filter = NULL;
     return 0;
 }

@@ -18,6 +18,7 @@
 
 #define FWX_HOST_H   /* keep shim/com/fwxhost.h out */
 #define FWX_GUARD_H  /* and shim/com/guard.h */
+#define FWX_LOADER_H /* and shim/com/loader.h */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -85,6 +86,14 @@ struct IFWXIOBuffer { const IFWXIOBufferVtbl *lpVtbl; };
 #define GUARDED_CALL(hr, filter, iface, method, expr) ((hr) = (expr))
 #define GUARDED_VOID(filter, iface, method, expr) ((void)(expr))
 
+/* The filter whose call is running: the harness plays one filter. */
+struct fx_filter { LONG live_buffers; };
+static struct fx_filter *shim_current_filter;
+static inline struct fx_filter *guard_current_filter(void)
+{
+    return shim_current_filter;
+}
+
 static inline void fx_log_unknown_iid(const char *object, REFIID riid)
 {
     (void)object;
@@ -100,5 +109,6 @@ LONG iobuffer_live_count(void);
 BOOL iobuffer_is_host(IFWXIOBuffer *buf);
 void iobuffer_ref(IFWXIOBuffer *buf, int delta);
 HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
+void iobuffer_set_owner(IFWXIOBuffer *buf, struct fx_filter *owner);
 
 #endif /* FX_IOBUF_SHIM_H */
