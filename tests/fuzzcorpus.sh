@@ -12,7 +12,7 @@ n=0 fails=0
 ok()  { n=$((n + 1)); echo "ok $n $*"; }
 bad() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n $*"; }
 
-for t in conf script pe iobuf; do
+for t in conf script pe iobuf pcap; do
     dir=$S/tests/fuzz/$t
     count=$(find "$dir" -maxdepth 1 -type f | wc -l)
     crashes=$(find "$dir" -maxdepth 1 -type f -name 'crash-*' | wc -l)

@@ -263,6 +263,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct fx_filter filt;   /* buffers made "inside its calls" count against it */
 
     filt.live_buffers = 0;
+    iobuffer_thread_cache_init();   /* as a worker thread: read-size buffers are reused */
 
     memset(constmem, 0xA5, sizeof(constmem));
     while (in.n && steps++ < 64) {

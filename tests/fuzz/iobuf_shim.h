@@ -86,6 +86,15 @@ struct IFWXIOBuffer { const IFWXIOBufferVtbl *lpVtbl; };
 #define GUARDED_CALL(hr, filter, iface, method, expr) ((hr) = (expr))
 #define GUARDED_VOID(filter, iface, method, expr) ((void)(expr))
 
+/* Win32 TLS, for the per-thread buffer cache: the harness is one thread. */
+struct fx_tls { void *value; };
+#define FX_TLS_INIT { 0 }
+static inline void *fx_tls_get(struct fx_tls *t) { return t->value; }
+static inline void fx_tls_set(struct fx_tls *t, void *value) { t->value = value; }
+#define IOBUFFER_POOL_SIZE (64 * 1024)   /* as shim/com/fwxhost.h */
+void iobuffer_thread_cache_init(void);
+void iobuffer_thread_cache_free(void);
+
 /* The filter whose call is running: the harness plays one filter. */
 struct fx_filter { LONG live_buffers; };
 static struct fx_filter *shim_current_filter;
