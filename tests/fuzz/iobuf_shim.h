@@ -33,6 +33,8 @@ typedef int32_t LONG;
 typedef int32_t HRESULT;
 typedef uint8_t BYTE;
 typedef int BOOL;
+#define TRUE 1
+#define FALSE 0
 typedef struct { uint32_t d1; uint16_t d2, d3; uint8_t d4[8]; } GUID, IID;
 typedef const IID *REFIID;
 
