@@ -239,8 +239,10 @@ execs=$(grep -nE '\bexec[lv]p?e?[[:space:]]*\(' "$S"/shim/core/*.c "$S"/shim/com
 result "no shell-outs: no system/popen/exec*p/posix_spawn in our binaries or sources; one execv (the Wine loader)" "$why"
 
 # ---------------------------------------------------------------- ExternalAddress
+# Declarations and comments are not uses.
 uses=$(grep -n 'ExternalAddress' "$S"/shim/com/*.c "$S"/shim/core/*.c "$S"/shim/bin/*.c |
-       grep -vE '^[^:]*:[0-9]+:[[:space:]]*(LPSOCKADDR|SOCKADDR|INT|DWORD|const)[^;]*ExternalAddress[A-Za-z]*[,)]' )
+       grep -vE '^[^:]*:[0-9]+:[[:space:]]*(LPSOCKADDR|SOCKADDR|INT|DWORD|const)[^;]*ExternalAddress[A-Za-z]*[,)]' |
+       grep -vE '^[^:]*:[0-9]+:[[:space:]]*(\*|/\*|//)' )
 result "ExternalAddress is never read by the host (no trust decision can use it)" \
     "${uses:+used outside declarations: $uses}"
 
