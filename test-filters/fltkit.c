@@ -12,8 +12,6 @@
  * half-close and becomes Shutdown(FALSE) on the other socket; a failed operation becomes
  * Close(TRUE) (abort) on the other socket.
  */
-#define COBJMACROS
-#define CONST_VTABLE
 #include "fltkit.h"
 
 static HRESULT pump_create(KitFilter *filter, IFWXFirewall *firewall, IFWXDataFilter **out);
@@ -745,6 +743,7 @@ HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
     IFWXFirewall *firewall;
     HRESULT hr;
 
+    *buffer = NULL;
     EnterCriticalSection(&pump->lock);
     firewall = pump->firewall;
     if (firewall)
@@ -754,5 +753,7 @@ HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
         return FWX_E_TERMINATING;
     hr = IFWXFirewall_CreateBuffer(firewall, size, buffer);
     IFWXFirewall_Release(firewall);
+    if (FAILED(hr))
+        *buffer = NULL;
     return hr;
 }

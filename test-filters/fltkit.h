@@ -26,6 +26,14 @@
 #ifndef FWX_FLTKIT_H
 #define FWX_FLTKIT_H
 
+/* A filter source includes only this header: C macros for the interfaces' methods
+ * (IFWXSocket_Recv(s, ...)), const vtables. */
+#ifndef COBJMACROS
+#define COBJMACROS
+#endif
+#ifndef CONST_VTABLE
+#define CONST_VTABLE
+#endif
 #include "fltbase.h"
 
 typedef struct KitFilter KitFilter;
@@ -158,7 +166,8 @@ HRESULT kit_session_attach_pump(KitSession *session, IFWXConnection *connection)
 /* The session with a reference of the caller's, or NULL once detached. */
 IFWXSession *kit_session_get(KitSession *session);
 
-/* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. */
+/* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. *buffer
+ * is NULL whenever the result is a failure. */
 HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer);
 
 #endif /* FWX_FLTKIT_H */
