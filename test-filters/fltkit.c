@@ -544,7 +544,7 @@ static void on_received(KitPump *pump, enum kit_side from, const KitCall *call, 
     KitVerdict verdict;
 
     if (!call->ok || !call->buffer) {
-        if (!call->ok && call->error != ERROR_OPERATION_ABORTED)
+        if (!call->ok && call->error != ERROR_OPERATION_ABORTED && !cls->observe)
             fwx_trace("receive failed: error %lu", (unsigned long)call->error);
         pump_abort(pump, KIT_OTHER(from));
     }
@@ -559,11 +559,12 @@ static void on_received(KitPump *pump, enum kit_side from, const KitCall *call, 
 }
 
 /* The other side accepted the bytes from FROM: now, and only now, read more from FROM;
- * or, when they were the last ones (an eof's KIT_SEND), pass the half-close on. */
+ * or, when they were the last ones (an eof's KIT_SEND), pass the half-close on. A failed
+ * completion is traced here and in on_received unless the class observes: it saw it. */
 static void on_sent(KitPump *pump, enum kit_side from, BOOL ok, DWORD error)
 {
     if (!ok) {
-        if (error != ERROR_OPERATION_ABORTED)
+        if (error != ERROR_OPERATION_ABORTED && !pump->filter->cls->observe)
             fwx_trace("send failed: error %lu", (unsigned long)error);
         pump_abort(pump, from);
     }

@@ -100,7 +100,8 @@ struct KitClass {
     BOOL (*init)(KitFilter *filter, IFWXFirewall *firewall);
     void (*shutdown)(KitFilter *filter);   /* FilterShutdown, before the firewall goes */
     void (*free_context)(void *context);  /* when the last kit object is gone */
-    /* Every call the kit receives, on arrival (IUnknown calls excepted). */
+    /* Every call the kit receives, on arrival (IUnknown calls excepted). With an observer
+     * the kit does not trace failed completions itself. */
     void (*observe)(KitFilter *filter, const KitCall *call);
 
     /* ---- IFWXSessionFilter */
