@@ -309,16 +309,24 @@ static HRESULT session_create(KitFilter *filter, IFWXSession *session, IFWXFirew
     return S_OK;
 }
 
-IFWXSession *kit_session_get(KitSession *sf)
+BOOL kit_session_get(KitSession *sf, IFWXSession **session, IFWXFirewall **firewall)
 {
-    IFWXSession *session;
+    BOOL attached;
 
     EnterCriticalSection(&sf->lock);
-    session = sf->session;
-    if (session)
-        IFWXSession_AddRef(session);
+    attached = sf->firewall != NULL;
+    if (session) {
+        *session = attached ? sf->session : NULL;
+        if (*session)
+            IFWXSession_AddRef(*session);
+    }
+    if (firewall) {
+        *firewall = attached ? sf->firewall : NULL;
+        if (*firewall)
+            IFWXFirewall_AddRef(*firewall);
+    }
     LeaveCriticalSection(&sf->lock);
-    return session;
+    return attached;
 }
 
 /* The connection keeps the pump alive; our creation reference is not needed past the
@@ -332,12 +340,7 @@ HRESULT kit_session_attach_pump(KitSession *sf, IFWXConnection *connection)
     if (!connection)
         return S_OK;
     /* Our own reference, in case Detach runs meanwhile on another thread. */
-    EnterCriticalSection(&sf->lock);
-    firewall = sf->firewall;
-    if (firewall)
-        IFWXFirewall_AddRef(firewall);
-    LeaveCriticalSection(&sf->lock);
-    if (!firewall)
+    if (!kit_session_get(sf, NULL, &firewall))
         return FWX_E_TERMINATING;
 
     hr = pump_create(sf->filter, firewall, &df);

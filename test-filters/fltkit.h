@@ -164,8 +164,9 @@ HRESULT kit_session_default_event(KitSession *session, const FirewallEvent *even
  * failed AttachDataFilter is traced and S_OK; a failure to create the pump is returned. */
 HRESULT kit_session_attach_pump(KitSession *session, IFWXConnection *connection);
 
-/* The session with a reference of the caller's, or NULL once detached. */
-IFWXSession *kit_session_get(KitSession *session);
+/* The session's IFWXSession and IFWXFirewall (either out-pointer may be NULL), each with
+ * a reference of the caller's; FALSE, and NULLs, once the session filter is detached. */
+BOOL kit_session_get(KitSession *session, IFWXSession **fwx_session, IFWXFirewall **firewall);
 
 /* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. *buffer
  * is NULL whenever the result is a failure. */
