@@ -66,7 +66,10 @@ typedef struct fx_rule_conf {
     fx_sockaddr target;
     int target_len;
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
+    unsigned udp_timeout;     /* UDP: seconds a silent client address keeps its connection */
 } fx_rule_conf;
+
+#define FX_UDP_TIMEOUT_DEFAULT 60
 
 typedef struct fx_host_conf {
     int workers;              /* 0 = one per CPU core */
@@ -80,6 +83,8 @@ typedef struct fx_host_conf {
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
+    char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
+    size_t record_max;        /* bytes per recorded script (fxrecord.h) */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
