@@ -12,7 +12,7 @@
 #      SYST, PWD, QUIT) replays through passthrough; through ftpproxy
 #      (filters/FLAVOUR/ftpproxy.dll) when it is built, SKIP otherwise
 #   c. broken captures: exit 2 with "offset N:", never a crash
-#   d. an outbound UDP script exits 2 (not replayed yet)
+#   d. a UDP script without filters (the host's direct datagram path) replays
 #   e. a tcpdump capture of dig <-> dnsmasq (two UDP flows) replays through
 #      dnsguard: the query and the answer pass byte for byte; the second
 #      query's name is longer than FWX_DNSGUARD_MAXNAME: not delivered
@@ -255,14 +255,17 @@ if [ -n "$CAP" ]; then
     [ -z "$why" ] && for f in trunc huge; do echo "#   $(head -n 1 "$T/$f.out")"; done
 fi
 
-# d. outbound UDP scripts parse and print, but are not replayed yet (TPROXY).
-printf 'protocol udp\nrule outbound\ntarget 10.0.0.53:53\nclient-datagram: to 10.0.0.53:53 "q"\n' > "$T/udp.fwxs"
-"$R" "$T/udp.fwxs" > "$T/udp.out" 2>&1
+# d. a UDP script without filters: the host's direct path (no data filter).
+printf 'protocol udp\ntarget 10.0.0.53:53\nclient-datagram: "q1"\nserver-datagram: "a1"\nclient-datagram: from 192.0.2.7:9 "q2"\nserver-datagram: to 192.0.2.7:9 "a2"\n' > "$T/udp.fwxs"
+"$R" --update "$T/udp.fwxs" > "$T/udp.out" 2>&1
 rc=$?
-if [ $rc = 2 ] && grep -q 'outbound UDP scripts .* are not replayed yet' "$T/udp.out"; then
-    ok "an outbound UDP script: exit 2, 'outbound UDP scripts ... are not replayed yet'"
+if [ $rc = 0 ] && [ "$(grep -c '^  server received from 127.0.0.1:8080 to 10.0.0.53:53, 2 bytes: "q[12]"$' "$T/udp.fwxs.golden")" = 2 ] &&
+   grep -q '^  client received from 127.0.0.1:8080 to 192.0.2.10:50000, 2 bytes: "a1"$' "$T/udp.fwxs.golden" &&
+   grep -q '^  client received from 127.0.0.1:8080 to 192.0.2.7:9, 2 bytes: "a2"$' "$T/udp.fwxs.golden" &&
+   ! grep -q 'not delivered' "$T/udp.fwxs.golden"; then
+    ok "a UDP script without filters (direct path): each datagram reaches its side, two clients apart"
 else
-    not_ok "an outbound UDP script: exit 2 with the outbound UDP message" "exit $rc" "$T/udp.out"
+    not_ok "a UDP script without filters (direct path)" "exit $rc" "$T/udp.out" "$T/udp.fwxs.golden"
 fi
 
 # e. dig <-> dnsmasq on loopback: UDP flows replayed through dnsguard.

@@ -8,7 +8,8 @@
 #   c. a mutated golden file fails with a diff and exit 1
 #   d. malformed scripts (truncated, garbage, huge lengths) exit 2 with a
 #      FILE:LINE:COL message, never a crash
-#   e. UDP (protocol udp) through dnsguard: the suite's dnsguard-*.fwxs ran the
+#   e. UDP (protocol udp) through dnsguard: the suite's dnsguard-*.fwxs (publish and
+#      outbound: TPROXY sockets emulated) ran the
 #      filter (its drop log), --chunking never splits a datagram, a mutated UDP
 #      golden fails with a diff, the ExternalAddress of receives (the seed),
 #      a datagram from a stranger to the host's socket towards the server is

@@ -164,7 +164,25 @@ static int udp_connect_hook(const void *client, int client_len, const void *targ
     if (rc != 0)
         return rc;
     if (fx_udp_emulate(sv[1], &udp_rc->listen, udp_rc->listen_len, target, target_len) != 0 ||
-        fx_replay_udp_add_server(client, client_len, sv[0]) != 0) {
+        fx_replay_udp_add_server(client, client_len, target, target_len, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -24;     /* EMFILE */
+    }
+    return sv[1];
+}
+
+/* Outbound: the client's transparent socket, bound to its original
+ * destination and connected to the client. */
+static int udp_peer_hook(const void *local, int local_len, const void *peer, int peer_len,
+                         void *arg)
+{
+    int sv[2];
+    int rc = fx_udp_socketpair(sv);
+    if (rc != 0)
+        return rc;
+    if (fx_udp_emulate(sv[1], local, local_len, peer, peer_len) != 0 ||
+        fx_replay_udp_add_client(peer, peer_len, local, local_len, sv[0]) != 0) {
         close(sv[0]);
         close(sv[1]);
         return -24;     /* EMFILE */
@@ -222,6 +240,7 @@ static int run_udp(struct host *host, struct rule *rule, const fx_script *script
     }
     udp_rc = rule->conf;
     udp_set_connect_hook(udp_connect_hook, NULL);
+    udp_set_peer_hook(udp_peer_hook);
     t.rule = rule;
     t.w = &host->workers[0];
     t.fd = pair[1];
@@ -242,6 +261,7 @@ static int run_udp(struct host *host, struct rule *rule, const fx_script *script
         return 2;
     }
     udp_set_connect_hook(NULL, NULL);
+    udp_set_peer_hook(NULL);
     if (rc != 0) {
         fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
         return 2;
@@ -387,10 +407,6 @@ int main(int argc, char **argv)
         script_path = pcap_script_path;
     } else if (!(script = fx_script_load(script_path, err, sizeof(err)))) {
         fprintf(stderr, "fwxreplay: %s\n", err);
-        return 2;
-    }
-    if (script->protocol == FX_PROTO_UDP && script->rule == FX_RULE_OUTBOUND) {
-        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, FX_REPLAY_UDP_OUTBOUND);
         return 2;
     }
     fx_config *cfg = fx_config_new_empty();

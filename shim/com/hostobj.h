@@ -317,6 +317,11 @@ void udp_rule_stop(struct rule *rule);
 int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, size_t errlen);
 void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
                                       int target_len, void *arg), void *arg);
+/* Outbound rules: the client's transparent socket (bound to local, the
+ * original destination, connected to peer, the client) instead of
+ * fx_udp_transparent_peer; called with the connect hook's arg. */
+void udp_set_peer_hook(int (*hook)(const void *local, int local_len, const void *peer,
+                                   int peer_len, void *arg));
 /* Does the client end of c own c->client_fd (outbound: the client's
  * transparent socket), or share the rule's? */
 BOOL udp_client_fd_owned(struct connection *c);

@@ -84,12 +84,19 @@ struct udp_rule {
 static int (*connect_hook)(const void *client, int client_len, const void *target, int target_len,
                            void *arg);
 static void *connect_hook_arg;
+static int (*peer_hook)(const void *local, int local_len, const void *peer, int peer_len, void *arg);
 
 void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
                                       int target_len, void *arg), void *arg)
 {
     connect_hook = hook;
     connect_hook_arg = arg;
+}
+
+void udp_set_peer_hook(int (*hook)(const void *local, int local_len, const void *peer,
+                                   int peer_len, void *arg))
+{
+    peer_hook = hook;
 }
 
 static const char *rname(struct udp_rule *ur)
@@ -401,7 +408,8 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         c->win_ext_len = 0;
     if (ur->outbound) {
         /* Answers must come from the destination the client sent to. */
-        int pfd = fx_udp_transparent_peer(dst, dstlen, src, srclen);
+        int pfd = peer_hook ? peer_hook(dst, dstlen, src, srclen, connect_hook_arg)
+                            : fx_udp_transparent_peer(dst, dstlen, src, srclen);
         if (pfd < 0) {
             fx_log(FX_LOG_WARN, "conn %lu rule %s: transparent UDP socket for client %s failed: %s",
                    c->id, rname(ur), who, strerror(-pfd));

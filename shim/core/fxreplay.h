@@ -15,11 +15,6 @@
 
 #include "fxscript.h"
 
-/* Outbound UDP needs the client's transparent socket (TPROXY), which the
- * in-memory ends do not emulate yet. */
-#define FX_REPLAY_UDP_OUTBOUND "outbound UDP scripts ('rule outbound' with 'protocol udp') " \
-    "are not replayed yet: only publishing rules are; the script parses and --to-script " \
-    "prints it"
 
 typedef struct fx_chunking {
     int random;                /* 0: fixed */

@@ -36,44 +36,76 @@
 #define MAX_SERVERS 1024
 #define DGRAM_MAX 65536
 
-struct server_end {
-    unsigned char client[28];
-    int client_len;
+/* An end the host opened: towards the server for a client (kind 0), or
+ * outbound, the client's transparent socket for a destination (kind 1). */
+struct host_end {
+    int kind;
+    unsigned char client[28], dst[28];
+    int client_len, dst_len;
     int fd;
 };
 
 static pthread_mutex_t servers_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct server_end servers[MAX_SERVERS];
+static struct host_end servers[MAX_SERVERS];
 static int nservers;
 
-int fx_replay_udp_add_server(const void *client, int client_len, int fd)
+static int add_end(int kind, const void *client, int client_len, const void *dst, int dst_len,
+                   int fd)
 {
     int rc = -1;
-    if (client_len < 0 || client_len > 28)
+    if (client_len < 0 || client_len > 28 || dst_len < 0 || dst_len > 28)
         return -1;
     pthread_mutex_lock(&servers_lock);
     if (nservers < MAX_SERVERS) {
-        struct server_end *e = &servers[nservers++];
+        struct host_end *e = &servers[nservers];
+        memset(e, 0, sizeof(*e));
+        e->kind = kind;
         memcpy(e->client, client, client_len);
         e->client_len = client_len;
+        if (dst)
+            memcpy(e->dst, dst, dst_len);
+        e->dst_len = dst_len;
         e->fd = fd;
+        nservers++;
         rc = 0;
     }
     pthread_mutex_unlock(&servers_lock);
     return rc;
 }
 
-/* The newest end of client (a destination that expired and came back has
- * a newer one); -1 if the host never opened one. */
-static int server_fd_of(const void *client, int client_len)
+int fx_replay_udp_add_server(const void *client, int client_len, const void *target,
+                             int target_len, int fd)
+{
+    return add_end(0, client, client_len, target, target_len, fd);
+}
+
+int fx_replay_udp_add_client(const void *client, int client_len, const void *dst, int dst_len,
+                             int fd)
+{
+    return add_end(1, client, client_len, dst, dst_len, fd);
+}
+
+/* The newest end of that kind for client (and dst unless NULL): a destination
+ * that expired and came back has a newer one; -1 if the host opened none. */
+static int end_of(int kind, const void *client, int client_len, const void *dst, int dst_len)
 {
     int fd = -1;
     pthread_mutex_lock(&servers_lock);
     for (int i = nservers - 1; i >= 0 && fd < 0; i--)
-        if (fx_sa_equal(servers[i].client, servers[i].client_len, client, client_len))
+        if (servers[i].kind == kind &&
+            fx_sa_equal(servers[i].client, servers[i].client_len, client, client_len) &&
+            (!dst || fx_sa_equal(servers[i].dst, servers[i].dst_len, dst, dst_len)))
             fd = servers[i].fd;
     pthread_mutex_unlock(&servers_lock);
     return fd;
+}
+
+/* The host's socket towards the server for client: the one connected to
+ * from (outbound rules have one per destination), else the newest. */
+static int server_fd_of(const void *client, int client_len, const void *from, int from_len)
+{
+    int fd = end_of(0, client, client_len, from, from_len);
+    return fd >= 0 ? fd : end_of(0, client, client_len, NULL, 0);
 }
 
 static uint64_t now_ms(void)
@@ -134,11 +166,12 @@ static void collect(int rule_fd, fx_text *log, unsigned *to_client, unsigned *to
     pthread_mutex_unlock(&servers_lock);
     for (int i = 0; i < count; i++) {
         int fd = servers[i].fd;      /* entries below count never change */
+        int client = servers[i].kind == 1;
         while ((n = fx_udp_frame_recv(fd, buf, sizeof(buf), src, &sl, dst, &dl)) >= 0 ||
                n == -EPROTO) {
             if (n >= 0) {
-                record(log, "server", src, sl, dst, dl, buf, (size_t)n);
-                (*to_server)++;
+                record(log, client ? "client" : "server", src, sl, dst, dl, buf, (size_t)n);
+                (*(client ? to_client : to_server))++;
             }
         }
     }
@@ -196,9 +229,12 @@ int fx_replay_run_udp(const fx_script *s, int rule_fd, const fx_replay_udp_opts 
             fx_text_printf(log, "line %d: %s from %s to %s, %zu bytes\n", st->line,
                            fx_step_name(st->op), a, b, st->len);
             if (client_side) {
-                fd = rule_fd;
+                /* Outbound: once the host has the client's transparent socket
+                 * for that destination, the kernel delivers there. */
+                if ((fd = end_of(1, from, from_len, to, to_len)) < 0)
+                    fd = rule_fd;
                 n = fx_udp_frame_send(fd, from, from_len, to, to_len, st->data, st->len);
-            } else if ((fd = server_fd_of(to, to_len)) < 0) {
+            } else if ((fd = server_fd_of(to, to_len, from, from_len)) < 0) {
                 /* The host never opened a socket towards the server for that
                  * client: on the wire, nobody would be listening. */
                 fx_text_printf(log, "  not delivered: the host has no socket towards the server "

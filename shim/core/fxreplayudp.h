@@ -24,7 +24,14 @@ typedef struct fx_replay_udp_opts {
     void *arg;
 } fx_replay_udp_opts;
 
-int fx_replay_udp_add_server(const void *client, int client_len, int fd);
+int fx_replay_udp_add_server(const void *client, int client_len, const void *target,
+                             int target_len, int fd);
+/* Outbound rules: the driver's end of the host's transparent socket for
+ * client and its original destination dst. The driver sends that client's
+ * datagrams to dst through it (as TPROXY does once the host has it), and
+ * reads what the host answers there. */
+int fx_replay_udp_add_client(const void *client, int client_len, const void *dst, int dst_len,
+                             int fd);
 /* Plays s (protocol udp). rule_fd is closed on return, and so are the
  * registered server ends. 0, or -1 with a message in err. */
 int fx_replay_run_udp(const fx_script *s, int rule_fd, const fx_replay_udp_opts *o,
