@@ -164,6 +164,18 @@ for fl in $FLAVOURS; do
         not_ok "$fl: ExternalAddress and undeliverable server datagrams" "exit $rc" "$T/out" "$T/$fl.ext" "$G"
     fi
 
+    # A destination a filter denies: counted, its datagrams dropped by the host.
+    FWX_DNSGUARD_LOG=$T/$fl.deny FWX_DNSGUARD_DENY=1 "$R" --update "$D/dnsguard-valid.fwxs" > "$T/out" 2>&1
+    rc=$?
+    G=$D/dnsguard-valid.fwxs.golden
+    if [ $rc -eq 0 ] && grep -q '^destinations denied: 2$' "$G" && [ "$(grep -c '^  not delivered' "$G")" = 4 ] &&
+       grep -q '^client received 0 datagrams, server received 0$' "$G" && [ "$(grep -c '^deny 0x00000000$' "$T/$fl.deny")" = 2 ]; then
+        ok "$fl: destinations dnsguard denies (FWX_DNSGUARD_DENY): 2 denied, none of their 4 datagrams delivered"
+    else
+        not_ok "$fl: denied destinations" "exit $rc" "$T/out" "$G" "$T/$fl.deny"
+    fi
+    cp "$S"/tests/replay/dnsguard-*.golden "$D"/
+
     # d. malformed scripts: exit 2, FILE:LINE:COL, no crash
     M=$T/$fl-bad
     mkdir -p "$M"
