@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "anticipate.h"
 #include "fxrelay.h"
 #include "guard.h"
 #include "hostobj.h"
@@ -33,7 +34,7 @@ struct connection *connection_from_iface(IFWXConnection *iface)
 
 static const char *rule_name(struct connection *c)
 {
-    return c->rule && c->rule->conf ? c->rule->conf->name : "?";
+    return c->rule && c->rule->conf ? c->rule->conf->name : c->secondary ? "(secondary)" : "?";
 }
 
 /* ------------------------------------------------------------ completions */
@@ -126,6 +127,10 @@ static void connection_teardown(struct connection *c)
         c->idle_timer = NULL;
     }
     deliver(c, list);
+    if (c->established) {      /* never connected: nothing was established */
+        anticipate_release(c->established);
+        c->established = NULL;
+    }
 
     /* fwx_ConnectionTerminating first, then the data filters' Detach: the
      * order ISA documented and filters (sessionlog) record. */
@@ -422,6 +427,20 @@ static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
     if (the_host->nfilters == 0 || fx_getsockname(fd, sa, &salen) != 0 ||
         fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
+    if (c->win_ext_len && !c->secondary) {
+        EnterCriticalSection(&c->session->lock);
+        memcpy(&c->session->last_ext, &c->win_ext, c->win_ext_len);
+        c->session->last_ext_len = c->win_ext_len;
+        LeaveCriticalSection(&c->session->lock);
+    }
+    if (c->established) {
+        struct anticipation *a = c->established;
+        c->established = NULL;
+        anticipate_established(a, c);
+        anticipate_release(a);
+        if (c->terminated)
+            return;
+    }
     start_pump(c);
 }
 
@@ -545,6 +564,12 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     InterlockedIncrement(&rule->live);
     /* TCP_NODELAY: inherited from the listener (fx_tcp_listen). */
     fx_log(FX_LOG_INFO, "conn %lu rule %s: accepted from %s", c->id, rule_name(c), who);
+    if (c->win_local_len) {
+        EnterCriticalSection(&s->lock);
+        memcpy(&s->last_local, &c->win_local, c->win_local_len);
+        s->last_local_len = c->win_local_len;
+        LeaveCriticalSection(&s->lock);
+    }
 
     memset(&ev, 0, sizeof(ev));
     if (outbound) {
@@ -557,14 +582,24 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
             connection_teardown(c);
             return NULL;
         }
-        ev.EventType = fwx_Connect_Tcp;
-        ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
-        ev.Parameters.Connect.AddressLength = c->win_target_len;
-        ev.Parameters.Connect.piConnection = connection_iface(c);
-        ev.Parameters.Connect.FilterAccess = FWX_PASS;
-        unsigned port = ntohs(((SOCKADDR_IN *)&c->win_target)->sin_port);
-        hr = session_raise(c->session, &ev, port, c);
-        session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target, c->win_target_len, c);
+        /* A connection a filter anticipated (AllowFutureConnect) is its
+         * secondary connection: no fwx_Connect_Tcp, and the registering
+         * filter hears fwx_EstablishedConnection once it exists (HOST-101). */
+        c->established = anticipate_take_connect(c->session, &c->win_target, c->win_target_len);
+        if (c->established) {
+            c->secondary = TRUE;
+            hr = S_OK;
+        } else {
+            ev.EventType = fwx_Connect_Tcp;
+            ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
+            ev.Parameters.Connect.AddressLength = c->win_target_len;
+            ev.Parameters.Connect.piConnection = connection_iface(c);
+            ev.Parameters.Connect.FilterAccess = FWX_PASS;
+            unsigned port = ntohs(((SOCKADDR_IN *)&c->win_target)->sin_port);
+            hr = session_raise(c->session, &ev, port, c);
+            session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target,
+                                    c->win_target_len, c);
+        }
     } else {
         if (target_sa)
             set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
@@ -697,6 +732,87 @@ void connection_rule_listen_end(struct rule *rule)
     rule->listener = NULL;
     c->terminated = TRUE;
     session_raise_terminating(rule->session, c);
+    IFWXConnection_Release(connection_iface(c));
+}
+
+/* ------------------------------------------------------------ secondary connections */
+
+void connection_accept_secondary(struct worker *w, struct session *s, struct anticipation *a,
+                                 int fd, const void *peer_sa, int peer_len,
+                                 const void *local_sa, int local_len,
+                                 const void *target_sa, int target_len)
+{
+    struct connection *c = connection_new(w, NULL, s);
+    if (!c) {
+        fx_close_abort(fd);
+        return;
+    }
+    c->secondary = TRUE;
+    c->client_fd = fd;
+    set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, peer_sa, peer_len);
+    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
+    set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len, target_sa,
+             target_len);
+    InterlockedIncrement(&w->connections);
+    InterlockedIncrement(&the_host->live_connections);
+    InterlockedIncrement(&the_host->total_connections);
+    c->established = a;
+    anticipate_addref(a);
+    start_connect(c);
+}
+
+HRESULT connection_bind_object(struct worker *w, struct session *s, struct anticipation *a,
+                               const void *local_sa, int local_len, BOOL listen,
+                               struct connection **out)
+{
+    struct connection *c = connection_new(w, NULL, s);
+    FwxFirewallEvent ev;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!c)
+        return E_OUTOFMEMORY;
+    c->secondary = TRUE;
+    c->ant = a;
+    c->state = CONN_DONE;     /* no data: AttachDataFilter has no place here */
+    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
+    unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_Bind_Tcp;
+    ev.Parameters.Bind.Address = (LPSOCKADDR)&c->win_local;
+    ev.Parameters.Bind.AddressLength = c->win_local_len;
+    ev.Parameters.Bind.piConnection = connection_iface(c);
+    ev.Parameters.Bind.FilterAccess = FWX_PASS;
+    hr = session_raise(s, &ev, port, c);
+    if (c->denied || FAILED(hr)) {
+        fx_log(FX_LOG_NOTICE, "session %s: a bind for a client %s%s", s->name,
+               c->denied ? "was denied by filter " : "failed: a filter failed fwx_Bind_Tcp",
+               c->denied ? c->denied_by : "");
+        BOOL denied = c->denied;
+        c->ant = NULL;
+        connection_bind_object_end(c);
+        return denied ? FWX_E_POLICY_RULES_DENIED : hr;
+    }
+    if (listen) {
+        memset(&ev, 0, sizeof(ev));
+        ev.EventType = fwx_Listen;
+        ev.Parameters.Listen.Address = (LPSOCKADDR)&c->win_local;
+        ev.Parameters.Listen.AddressLength = c->win_local_len;
+        ev.Parameters.Listen.piConnection = connection_iface(c);
+        session_raise(s, &ev, port, c);
+    }
+    *out = c;
+    return S_OK;
+}
+
+void connection_bind_object_end(struct connection *c)
+{
+    EnterCriticalSection(&c->lock);
+    c->terminated = TRUE;
+    c->ant = NULL;
+    LeaveCriticalSection(&c->lock);
+    session_raise_terminating(c->session, c);
     IFWXConnection_Release(connection_iface(c));
 }
 
@@ -834,7 +950,20 @@ static HRESULT WINAPI connection_GetExternalSocketName(IFWXConnection *iface, LP
 
 static HRESULT WINAPI connection_SetClientAddress(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
 {
-    return FX_NOTIMPL("IFWXConnection", "SetClientAddress");
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct anticipation *a;
+    HRESULT hr;
+    /* Only the connection objects of BindForClient have a client address to set. */
+    EnterCriticalSection(&c->lock);
+    a = c->ant;
+    if (a)
+        anticipate_addref(a);
+    LeaveCriticalSection(&c->lock);
+    if (!a)
+        return c->terminated ? FWX_E_TERMINATING : E_INVALIDARG;
+    hr = anticipate_set_client_address(a, addr, len);
+    anticipate_release(a);
+    return hr;
 }
 
 static HRESULT WINAPI connection_Deny(IFWXConnection *iface, DWORD reserved)

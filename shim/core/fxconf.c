@@ -29,7 +29,7 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", NULL
+    "hang-timeout", "control", "metrics", "secondary-timeout", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -253,6 +253,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
+    cfg->host.secondary_timeout = 60;
     return cfg;
 }
 
@@ -453,6 +454,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (fx_parse_uint(value, 604800, &v) < 0)
             return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
         h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "secondary-timeout") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
+        h->secondary_timeout = (unsigned)v;
     } else if (strcasecmp(key, "max-buffer") == 0) {
         if (fx_parse_size(value, 64ull << 20, &v) < 0 || v < 4096)
             return fx_bad_value(key, value, "bytes from 4096 to 64m, optionally with suffix k or m",

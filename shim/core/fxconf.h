@@ -79,6 +79,7 @@ typedef struct fx_host_conf {
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
+    unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;

@@ -225,6 +225,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.max_sessions, 10000);
     assert_int_equal(c->host.connect_timeout, 10);
     assert_int_equal(c->host.idle_timeout, 300);
+    assert_int_equal(c->host.secondary_timeout, 60);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
     assert_int_equal(c->host.max_faults, 5);
@@ -363,7 +364,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics)");
+                 "hang-timeout, control, metrics, secondary-timeout)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",

@@ -1,0 +1,268 @@
+#!/bin/bash
+# ftp.sh - FTP through fwxhost and the ftpproxy test filter, with secondary (data)
+# connections made by the host's anticipated actions (reference 2.8):
+#
+#   client ns (10.201.1.2) --- gateway ns, fwxhost (10.201.1.1 | 10.201.2.1) --- server ns,
+#   vsftpd (10.201.2.2)
+#
+# The gateway does not forward (net.ipv4.ip_forward = 0), so the only way between client
+# and server is through fwxhost: the control connection through a publishing rule, every
+# data connection through RedirectConnections (PASV/EPSV) or BindForClient (PORT/EPRT).
+# curl downloads and uploads 10 MiB in passive and active mode, byte-identical (sha256).
+# Then: a cancelled action (FTPPROXY_CANCEL=1) and an expired one (FWX_FLAG_TIMEOUT,
+# [host] secondary-timeout = 1) refuse the data connection they would have allowed.
+#
+# Needs root, ip, vsftpd and curl; otherwise prints a visible SKIP.
+# Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
+set -u
+
+B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
+FLAVOURS=${FWX_FLAVOURS:-x64}
+: "${WINEPREFIX:?WINEPREFIX not set}"
+export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+VSFTPD=${VSFTPD:-/usr/sbin/vsftpd}
+SIZE_MB=${FTP_TEST_MB:-10}
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 25 "$x" | sed 's/^/#   | /'; done; }
+skip_all() { echo "ok 1 # SKIP FTP through fwxhost in network namespaces: $1"; echo "1..1"; exit 0; }
+
+missing=""
+[ "$(id -u)" = 0 ] || missing="root"
+for tool in ip curl sha256sum timeout; do
+    command -v $tool > /dev/null || missing="$missing $tool"
+done
+[ -x "$VSFTPD" ] || missing="$missing vsftpd"
+# vsftpd enters its anonymous user's home first: the Debian package's "ftp" user has one.
+FTP_USER=${FTP_USER:-ftp}
+id "$FTP_USER" > /dev/null 2>&1 || missing="$missing user-$FTP_USER"
+[ -n "$missing" ] && skip_all "needs$missing"
+
+T=$(mktemp -d /tmp/fwx-ftp.XXXXXX) || exit 99
+chmod 755 "$T"
+nc=fwxftpc$$ ng=fwxftpg$$ nsv=fwxftps$$
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
+    for x in "$nc" "$ng" "$nsv"; do ip netns del "$x" 2> /dev/null; done
+    ip link del fxfc$$ 2> /dev/null
+    ip link del fxfs$$ 2> /dev/null
+    [ -n "${FTP_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 99' INT TERM HUP
+
+# ---------------------------------------------------------------- topology
+CLIENT=10.201.1.2 GW_IN=10.201.1.1 GW_OUT=10.201.2.1 SERVER=10.201.2.2
+topology() {
+    ip netns add "$nc" && ip netns add "$ng" && ip netns add "$nsv" || return 1
+    ip link add fxfc$$ type veth peer name fxfg$$ || return 1
+    ip link add fxfs$$ type veth peer name fxft$$ || return 1
+    ip link set fxfc$$ netns "$nc" && ip link set fxfg$$ netns "$ng" &&
+    ip link set fxft$$ netns "$ng" && ip link set fxfs$$ netns "$nsv" || return 1
+    ip -n "$nc" addr add $CLIENT/24 dev fxfc$$ && ip -n "$nc" link set fxfc$$ up &&
+    ip -n "$nc" link set lo up && ip -n "$nc" route add default via $GW_IN || return 1
+    ip -n "$ng" addr add $GW_IN/24 dev fxfg$$ && ip -n "$ng" link set fxfg$$ up &&
+    ip -n "$ng" addr add $GW_OUT/24 dev fxft$$ && ip -n "$ng" link set fxft$$ up &&
+    ip -n "$ng" link set lo up || return 1
+    ip -n "$nsv" addr add $SERVER/24 dev fxfs$$ && ip -n "$nsv" link set fxfs$$ up &&
+    ip -n "$nsv" link set lo up && ip -n "$nsv" route add default via $GW_OUT || return 1
+    # No forwarding: only fwxhost joins the two sides.
+    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
+}
+topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+
+# ---------------------------------------------------------------- vsftpd
+mkdir -p "$T/root/pub" "$T/empty"
+chmod 755 "$T/root" "$T/empty"
+chown "$FTP_USER" "$T/root/pub"
+head -c $((SIZE_MB * 1048576)) /dev/urandom > "$T/root/down.bin"
+head -c $((SIZE_MB * 1048576)) /dev/urandom > "$T/up.bin"
+chmod 644 "$T/root/down.bin"
+want_down=$(sha256sum < "$T/root/down.bin" | cut -d' ' -f1)
+want_up=$(sha256sum < "$T/up.bin" | cut -d' ' -f1)
+cat > "$T/vsftpd.conf" << EOF
+listen=YES
+listen_ipv6=NO
+listen_address=$SERVER
+listen_port=21
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+anon_root=$T/root
+ftp_username=$FTP_USER
+write_enable=YES
+anon_upload_enable=YES
+anon_umask=022
+pasv_enable=YES
+pasv_min_port=30000
+pasv_max_port=30999
+port_enable=YES
+connect_from_port_20=NO
+secure_chroot_dir=$T/empty
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+xferlog_enable=YES
+vsftpd_log_file=$T/vsftpd.log
+EOF
+ip netns exec "$nsv" "$VSFTPD" "$T/vsftpd.conf" > "$T/vsftpd.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+    ip netns exec "$nsv" timeout 1 bash -c "exec 3<>/dev/tcp/$SERVER/21" 2> /dev/null && break
+    sleep 0.1
+done
+
+# The gateway really is the only path: without fwxhost the client reaches nothing.
+if ip netns exec "$nc" timeout 3 bash -c "exec 3<>/dev/tcp/$SERVER/21" 2> /dev/null; then
+    not_ok "topology: the client cannot reach the server except through fwxhost"
+else
+    ok "topology: the client cannot reach the server directly (gateway forwards nothing)"
+fi
+
+# ---------------------------------------------------------------- fwxhost
+HOST_PID=
+start_host() {  # FLAVOUR LOG [ENV=VALUE...] (extra [host] lines in $HOST_EXTRA)
+    local f=$1 log=$2
+    shift 2
+    cat > "$T/ftp-$f.ini" << EOF
+[host]
+workers = 2
+log-level = info
+control = $T/ctl-$f.sock
+${HOST_EXTRA:-}
+
+[filter ftpproxy]
+path = $B/filters/$f/ftpproxy.dll
+
+[rule ftp]
+listen = $GW_IN:2121
+target = $SERVER:21
+EOF
+    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/ftp-$f.ini" 2> "$log" &
+    HOST_PID=$!
+    pids+=($HOST_PID)
+    for _ in $(seq 1 150); do
+        grep -q 'fwxhost: ready' "$log" && return 0
+        kill -0 $HOST_PID 2> /dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+stop_host() {
+    kill -TERM $HOST_PID 2> /dev/null
+    wait $HOST_PID 2> /dev/null
+    HOST_RC=$?
+}
+
+url=ftp://$GW_IN:2121
+incl() { ip netns exec "$nc" "$@"; }
+CURL=(curl -sS --connect-timeout 10 --max-time 120 -u anonymous:x@)
+
+# A bare FTP client in bash: log in, PASV, wait DELAY seconds, connect to the address
+# the reply names ("first: connected|refused"); then PASV and connect at once ("second").
+probe() {   # DELAY
+    incl timeout 30 bash -c '
+        exec 3<>/dev/tcp/'$GW_IN'/2121 || exit 10
+        reply() { local l; while IFS= read -r -t 10 l <&3; do l=${l%$'"'"'\r'"'"'}; echo "< $l"
+                  [[ $l =~ ^[0-9][0-9][0-9]\  ]] && { R=$l; return 0; }; done; return 1; }
+        cmd() { echo "> $1"; printf "%s\r\n" "$1" >&3; reply; }
+        pasv() { cmd PASV || return 1
+                 [[ $R =~ \(([0-9]+),([0-9]+),([0-9]+),([0-9]+),([0-9]+),([0-9]+)\) ]] || return 1
+                 IP=${BASH_REMATCH[1]}.${BASH_REMATCH[2]}.${BASH_REMATCH[3]}.${BASH_REMATCH[4]}
+                 PORT=$((BASH_REMATCH[5] * 256 + BASH_REMATCH[6])); }
+        try() { if exec 4<>/dev/tcp/$IP/$PORT; then echo "$1: connected"; exec 4>&-; else echo "$1: refused"; fi; }
+        reply; cmd "USER anonymous"; [[ $R == 230* ]] || cmd "PASS x@"
+        pasv || exit 11
+        sleep '$1'
+        try first
+        pasv || exit 12
+        try second
+        cmd QUIT'
+}
+
+for f in $FLAVOURS; do
+    log=$T/host-$f.log
+    if ! start_host $f "$log"; then
+        not_ok "$f: fwxhost with ftpproxy starts in the gateway namespace" "$log"
+        continue
+    fi
+    # Passive: EPSV (229) for the download, PASV (227) for the upload.
+    # Active: EPRT for the download, PORT for the upload.
+    for mode in pasv act; do
+        if [ $mode = pasv ]; then down=(--ftp-pasv) up=(--ftp-pasv --disable-epsv) what="passive (EPSV down, PASV up)"
+        else down=(--ftp-port -) up=(--ftp-port - --disable-eprt) what="active (EPRT down, PORT up)"; fi
+        rm -f "$T/got.bin"
+        t0=$(date +%s%N)
+        if incl "${CURL[@]}" "${down[@]}" "$url/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-$mode-down.err" &&
+           [ "$(sha256sum < "$T/got.bin" | cut -d' ' -f1)" = "$want_down" ]; then
+            ms=$((($(date +%s%N) - t0) / 1000000))
+            ok "$f $what: $SIZE_MB MiB download byte-identical ($ms ms)"
+        else
+            not_ok "$f $what: $SIZE_MB MiB download byte-identical" "$T/curl-$f-$mode-down.err" "$log"
+        fi
+        dest=pub/up-$f-$mode.bin
+        t0=$(date +%s%N)
+        if incl "${CURL[@]}" "${up[@]}" -T "$T/up.bin" "$url/$dest" 2> "$T/curl-$f-$mode-up.err" &&
+           [ "$(sha256sum < "$T/root/$dest" | cut -d' ' -f1)" = "$want_up" ]; then
+            ms=$((($(date +%s%N) - t0) / 1000000))
+            ok "$f $what: $SIZE_MB MiB upload byte-identical ($ms ms)"
+        else
+            not_ok "$f $what: $SIZE_MB MiB upload byte-identical" "$T/curl-$f-$mode-up.err" "$log"
+        fi
+    done
+    stop_host
+    redirects=$(grep -c 'RedirectConnections #[0-9]*: .* -> ' "$log")
+    binds=$(grep -c 'BindForClient #[0-9]*: .* -> ' "$log")
+    est=$(grep -c 'ftpproxy: established data connection .*: context [0-9]* ok' "$log")
+    bad=$(grep -c 'is NOT ours' "$log")
+    if [ "$redirects" -ge 2 ] && [ "$binds" -ge 2 ] && [ "$est" -ge 4 ] && [ "$bad" = 0 ] &&
+       [ "$HOST_RC" = 0 ]; then
+        ok "$f: $redirects redirects, $binds binds, $est fwx_EstablishedConnection with the filter's own context, clean exit"
+    else
+        not_ok "$f: actions registered and fwx_EstablishedConnection delivered with the context (redirects $redirects, binds $binds, established $est, foreign $bad, exit $HOST_RC)" "$log"
+    fi
+
+    # ---- a cancelled action refuses its connection
+    log=$T/host-$f-cancel.log
+    if start_host $f "$log" FTPPROXY_CANCEL=1; then
+        rm -f "$T/got.bin"
+        probe 0 > "$T/cancel-$f.out" 2>&1
+        incl "${CURL[@]}" --ftp-pasv "$url/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-cancel.err"
+        rc=$?
+        if grep -q '^first: refused' "$T/cancel-$f.out" && grep -q '^second: refused' "$T/cancel-$f.out" &&
+           [ $rc != 0 ] && [ ! -s "$T/got.bin" ] &&
+           grep -q 'cancelled the action at once' "$log" &&
+           grep -q 'RedirectConnections #[0-9]* .*cancelled by the filter' "$log" &&
+           ! grep -q 'established data connection' "$log"; then
+            ok "$f: a cancelled RedirectConnections refuses the data connection (bare client refused twice, curl exit $rc)"
+        else
+            not_ok "$f: a cancelled RedirectConnections refuses the data connection (curl exit $rc)" "$T/cancel-$f.out" "$T/curl-$f-cancel.err" "$log"
+        fi
+        stop_host
+    else
+        not_ok "$f: fwxhost starts (cancel run)" "$log"
+    fi
+
+    # ---- an expired action refuses its connection; a fresh one still works
+    log=$T/host-$f-expire.log
+    HOST_EXTRA="secondary-timeout = 1"
+    if start_host $f "$log" FTPPROXY_FLAGS=timeout; then
+        probe 2.5 > "$T/expire-$f.out" 2>&1
+        if grep -q '^first: refused' "$T/expire-$f.out" && grep -q '^second: connected' "$T/expire-$f.out" &&
+           grep -q 'RedirectConnections #[0-9]* .*expired (secondary-timeout)' "$log"; then
+            ok "$f: an expired RedirectConnections (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted"
+        else
+            not_ok "$f: an expired RedirectConnections refuses the late data connection" "$T/expire-$f.out" "$log"
+        fi
+        stop_host
+    else
+        not_ok "$f: fwxhost starts (expiry run)" "$log"
+    fi
+    HOST_EXTRA=
+done
+echo "1..$n"
+[ $failed = 0 ]
