@@ -9,8 +9,13 @@
 # and server is through fwxhost: the control connection through a publishing rule, every
 # data connection through RedirectConnections (PASV/EPSV) or BindForClient (PORT/EPRT).
 # curl downloads and uploads 10 MiB in passive and active mode, byte-identical (sha256).
-# Then: a cancelled action (FTPPROXY_CANCEL=1) and an expired one (FWX_FLAG_TIMEOUT,
-# [host] secondary-timeout = 1) refuse the data connection they would have allowed.
+# The same again as SecureNAT (outbound rules, transparent): the client talks to the
+# server's own address, iptables REDIRECT in the gateway sends the control connection to
+# one outbound rule and every other connection to a "secondary-only" one, which passes
+# only what ftpproxy anticipated with AllowFutureConnect (PASV/EPSV); PORT/EPRT still go
+# through BindForClient. Then: a cancelled action (FTPPROXY_CANCEL=1) and an expired one
+# (FWX_FLAG_TIMEOUT, [host] secondary-timeout = 1) refuse the data connection they would
+# have allowed, in both set-ups.
 #
 # Needs root, ip, vsftpd and curl; otherwise prints a visible SKIP.
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
@@ -30,7 +35,7 @@ skip_all() { echo "ok 1 # SKIP FTP through fwxhost in network namespaces: $1"; e
 
 missing=""
 [ "$(id -u)" = 0 ] || missing="root"
-for tool in ip curl sha256sum timeout; do
+for tool in ip iptables curl sha256sum timeout; do
     command -v $tool > /dev/null || missing="$missing $tool"
 done
 [ -x "$VSFTPD" ] || missing="$missing vsftpd"
@@ -106,6 +111,7 @@ secure_chroot_dir=$T/empty
 seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO
+accept_timeout=5
 xferlog_enable=YES
 vsftpd_log_file=$T/vsftpd.log
 EOF
@@ -121,6 +127,15 @@ if ip netns exec "$nc" timeout 3 bash -c "exec 3<>/dev/tcp/$SERVER/21" 2> /dev/n
     not_ok "topology: the client cannot reach the server except through fwxhost"
 else
     ok "topology: the client cannot reach the server directly (gateway forwards nothing)"
+fi
+
+# SecureNAT: from the client side, port 21 of the server goes to the control rule, any
+# other port of it to the secondary-only rule. ip_forward stays 0: REDIRECT is local.
+if ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxfg$$ -p tcp -d $SERVER --dport 21 \
+        -j REDIRECT --to-ports 2221 2> "$T/ipt.err" ||
+   ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxfg$$ -p tcp -d $SERVER \
+        -j REDIRECT --to-ports 2222 2>> "$T/ipt.err"; then
+    skip_all "iptables NAT unavailable in the gateway namespace ($(tr '\n' ' ' < "$T/ipt.err"))"
 fi
 
 # ---------------------------------------------------------------- fwxhost
@@ -141,12 +156,21 @@ path = $B/filters/$f/ftpproxy.dll
 [rule ftp]
 listen = $GW_IN:2121
 target = $SERVER:21
+
+[rule ftp-out]
+type = outbound
+listen = *:2221
+
+[rule data-out]
+type = outbound
+listen = *:2222
+secondary-only = yes
 EOF
     env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/ftp-$f.ini" 2> "$log" &
     HOST_PID=$!
     pids+=($HOST_PID)
     for _ in $(seq 1 150); do
-        grep -q 'fwxhost: ready' "$log" && return 0
+        [ "$(grep -c 'fwxhost: ready' "$log")" = 3 ] && return 0
         kill -0 $HOST_PID 2> /dev/null || return 1
         sleep 0.1
     done
@@ -158,15 +182,16 @@ stop_host() {
     HOST_RC=$?
 }
 
-url=ftp://$GW_IN:2121
 incl() { ip netns exec "$nc" "$@"; }
 CURL=(curl -sS --connect-timeout 10 --max-time 120 -u anonymous:x@)
 
-# A bare FTP client in bash: log in, PASV, wait DELAY seconds, connect to the address
-# the reply names ("first: connected|refused"); then PASV and connect at once ("second").
-probe() {   # DELAY
-    incl timeout 30 bash -c '
-        exec 3<>/dev/tcp/'$GW_IN'/2121 || exit 10
+# A bare FTP client in bash: log in at HOST:PORT, PASV, wait DELAY seconds, connect to
+# the address the reply names; "first: connected" if the connection is up a second later
+# (the host reached the server for it), "first: refused" if it was refused or reset.
+# Then PASV and connect at once ("second").
+probe() {   # HOST PORT DELAY
+    incl timeout 40 bash -c '
+        exec 3<>/dev/tcp/'$1'/'$2' || exit 10
         reply() { local l; while IFS= read -r -t 10 l <&3; do l=${l%$'"'"'\r'"'"'}; echo "< $l"
                   [[ $l =~ ^[0-9][0-9][0-9]\  ]] && { R=$l; return 0; }; done; return 1; }
         cmd() { echo "> $1"; printf "%s\r\n" "$1" >&3; reply; }
@@ -174,14 +199,44 @@ probe() {   # DELAY
                  [[ $R =~ \(([0-9]+),([0-9]+),([0-9]+),([0-9]+),([0-9]+),([0-9]+)\) ]] || return 1
                  IP=${BASH_REMATCH[1]}.${BASH_REMATCH[2]}.${BASH_REMATCH[3]}.${BASH_REMATCH[4]}
                  PORT=$((BASH_REMATCH[5] * 256 + BASH_REMATCH[6])); }
-        try() { if exec 4<>/dev/tcp/$IP/$PORT; then echo "$1: connected"; exec 4>&-; else echo "$1: refused"; fi; }
+        try() { if ! exec 4<>/dev/tcp/$IP/$PORT; then echo "$1: refused"; return; fi
+                read -r -t 1 -u 4 x; rc=$?
+                if [ $rc -gt 128 ]; then echo "$1: connected"; else echo "$1: refused (reset, read $rc)"; fi
+                exec 4>&-; }
         reply; cmd "USER anonymous"; [[ $R == 230* ]] || cmd "PASS x@"
         pasv || exit 11
-        sleep '$1'
+        sleep '$3'
         try first
         pasv || exit 12
         try second
         cmd QUIT'
+}
+
+# Four transfers in one set-up: passive (EPSV down, PASV up), active (EPRT down, PORT up).
+transfers() {   # FLAVOUR SETUP URL LOG
+    local f=$1 setup=$2 url=$3 log=$4 mode down up what ms t0 dest
+    for mode in pasv act; do
+        if [ $mode = pasv ]; then down=(--ftp-pasv) up=(--ftp-pasv --disable-epsv) what="passive (EPSV down, PASV up)"
+        else down=(--ftp-port -) up=(--ftp-port - --disable-eprt) what="active (EPRT down, PORT up)"; fi
+        rm -f "$T/got.bin"
+        t0=$(date +%s%N)
+        if incl "${CURL[@]}" "${down[@]}" "$url/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-$setup-$mode-down.err" &&
+           [ "$(sha256sum < "$T/got.bin" | cut -d' ' -f1)" = "$want_down" ]; then
+            ms=$((($(date +%s%N) - t0) / 1000000))
+            ok "$f $setup $what: $SIZE_MB MiB download byte-identical ($ms ms)"
+        else
+            not_ok "$f $setup $what: $SIZE_MB MiB download byte-identical" "$T/curl-$f-$setup-$mode-down.err" "$log"
+        fi
+        dest=pub/up-$f-$setup-$mode.bin
+        t0=$(date +%s%N)
+        if incl "${CURL[@]}" "${up[@]}" -T "$T/up.bin" "$url/$dest" 2> "$T/curl-$f-$setup-$mode-up.err" &&
+           [ "$(sha256sum < "$T/root/$dest" | cut -d' ' -f1)" = "$want_up" ]; then
+            ms=$((($(date +%s%N) - t0) / 1000000))
+            ok "$f $setup $what: $SIZE_MB MiB upload byte-identical ($ms ms)"
+        else
+            not_ok "$f $setup $what: $SIZE_MB MiB upload byte-identical" "$T/curl-$f-$setup-$mode-up.err" "$log"
+        fi
+    done
 }
 
 for f in $FLAVOURS; do
@@ -190,59 +245,54 @@ for f in $FLAVOURS; do
         not_ok "$f: fwxhost with ftpproxy starts in the gateway namespace" "$log"
         continue
     fi
-    # Passive: EPSV (229) for the download, PASV (227) for the upload.
-    # Active: EPRT for the download, PORT for the upload.
-    for mode in pasv act; do
-        if [ $mode = pasv ]; then down=(--ftp-pasv) up=(--ftp-pasv --disable-epsv) what="passive (EPSV down, PASV up)"
-        else down=(--ftp-port -) up=(--ftp-port - --disable-eprt) what="active (EPRT down, PORT up)"; fi
-        rm -f "$T/got.bin"
-        t0=$(date +%s%N)
-        if incl "${CURL[@]}" "${down[@]}" "$url/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-$mode-down.err" &&
-           [ "$(sha256sum < "$T/got.bin" | cut -d' ' -f1)" = "$want_down" ]; then
-            ms=$((($(date +%s%N) - t0) / 1000000))
-            ok "$f $what: $SIZE_MB MiB download byte-identical ($ms ms)"
-        else
-            not_ok "$f $what: $SIZE_MB MiB download byte-identical" "$T/curl-$f-$mode-down.err" "$log"
-        fi
-        dest=pub/up-$f-$mode.bin
-        t0=$(date +%s%N)
-        if incl "${CURL[@]}" "${up[@]}" -T "$T/up.bin" "$url/$dest" 2> "$T/curl-$f-$mode-up.err" &&
-           [ "$(sha256sum < "$T/root/$dest" | cut -d' ' -f1)" = "$want_up" ]; then
-            ms=$((($(date +%s%N) - t0) / 1000000))
-            ok "$f $what: $SIZE_MB MiB upload byte-identical ($ms ms)"
-        else
-            not_ok "$f $what: $SIZE_MB MiB upload byte-identical" "$T/curl-$f-$mode-up.err" "$log"
-        fi
-    done
+    transfers $f publish ftp://$GW_IN:2121 "$log"
+    transfers $f securenat ftp://$SERVER "$log"
+    # A connection nobody anticipated does not pass the secondary-only rule.
+    incl timeout 5 bash -c "exec 4<>/dev/tcp/$SERVER/4444 && read -r -t 2 -u 4 x; echo \$?" > "$T/stray-$f.out" 2>&1
     stop_host
     redirects=$(grep -c 'RedirectConnections #[0-9]*: .* -> ' "$log")
     binds=$(grep -c 'BindForClient #[0-9]*: .* -> ' "$log")
+    allows=$(grep -c 'AllowFutureConnect #[0-9]* to ' "$log")
     est=$(grep -c 'ftpproxy: established data connection .*: context [0-9]* ok' "$log")
     bad=$(grep -c 'is NOT ours' "$log")
-    if [ "$redirects" -ge 2 ] && [ "$binds" -ge 2 ] && [ "$est" -ge 4 ] && [ "$bad" = 0 ] &&
-       [ "$HOST_RC" = 0 ]; then
-        ok "$f: $redirects redirects, $binds binds, $est fwx_EstablishedConnection with the filter's own context, clean exit"
+    if [ "$redirects" -ge 2 ] && [ "$binds" -ge 4 ] && [ "$allows" -ge 2 ] && [ "$est" -ge 8 ] &&
+       [ "$bad" = 0 ] && [ "$HOST_RC" = 0 ]; then
+        ok "$f: $redirects redirects, $allows allowed connects, $binds binds, $est fwx_EstablishedConnection with the filter's own context, clean exit"
     else
-        not_ok "$f: actions registered and fwx_EstablishedConnection delivered with the context (redirects $redirects, binds $binds, established $est, foreign $bad, exit $HOST_RC)" "$log"
+        not_ok "$f: actions registered and fwx_EstablishedConnection delivered with the context (redirects $redirects, allows $allows, binds $binds, established $est, foreign $bad, exit $HOST_RC)" "$log"
+    fi
+    if grep -q "to $SERVER:4444 refused: no filter anticipated it (secondary-only)" "$log" &&
+       ! grep -q '^1[3-9][0-9]$' "$T/stray-$f.out"; then
+        ok "$f: a connection no filter anticipated is refused by the secondary-only rule"
+    else
+        not_ok "$f: a connection no filter anticipated is refused by the secondary-only rule" "$T/stray-$f.out" "$log"
     fi
 
     # ---- a cancelled action refuses its connection
     log=$T/host-$f-cancel.log
     if start_host $f "$log" FTPPROXY_CANCEL=1; then
         rm -f "$T/got.bin"
-        probe 0 > "$T/cancel-$f.out" 2>&1
-        incl "${CURL[@]}" --ftp-pasv "$url/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-cancel.err"
+        probe $GW_IN 2121 0 > "$T/cancel-$f-publish.out" 2>&1
+        probe $SERVER 21 0 > "$T/cancel-$f-securenat.out" 2>&1
+        incl "${CURL[@]}" --ftp-pasv "ftp://$GW_IN:2121/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-cancel.err"
         rc=$?
-        if grep -q '^first: refused' "$T/cancel-$f.out" && grep -q '^second: refused' "$T/cancel-$f.out" &&
-           [ $rc != 0 ] && [ ! -s "$T/got.bin" ] &&
-           grep -q 'cancelled the action at once' "$log" &&
-           grep -q 'RedirectConnections #[0-9]* .*cancelled by the filter' "$log" &&
-           ! grep -q 'established data connection' "$log"; then
-            ok "$f: a cancelled RedirectConnections refuses the data connection (bare client refused twice, curl exit $rc)"
-        else
-            not_ok "$f: a cancelled RedirectConnections refuses the data connection (curl exit $rc)" "$T/cancel-$f.out" "$T/curl-$f-cancel.err" "$log"
-        fi
         stop_host
+        for setup in publish securenat; do
+            o=$T/cancel-$f-$setup.out
+            action=RedirectConnections
+            [ $setup = securenat ] && action=AllowFutureConnect
+            if grep -q '^first: refused' "$o" && grep -q '^second: refused' "$o" &&
+               grep -q "$action #[0-9]* .*cancelled by the filter" "$log"; then
+                ok "$f $setup: a cancelled $action refuses the data connection (twice)"
+            else
+                not_ok "$f $setup: a cancelled $action refuses the data connection" "$o" "$log"
+            fi
+        done
+        if [ $rc != 0 ] && [ ! -s "$T/got.bin" ] && ! grep -q 'established data connection' "$log"; then
+            ok "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc), no connection established"
+        else
+            not_ok "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc)" "$T/curl-$f-cancel.err" "$log"
+        fi
     else
         not_ok "$f: fwxhost starts (cancel run)" "$log"
     fi
@@ -251,14 +301,20 @@ for f in $FLAVOURS; do
     log=$T/host-$f-expire.log
     HOST_EXTRA="secondary-timeout = 1"
     if start_host $f "$log" FTPPROXY_FLAGS=timeout; then
-        probe 2.5 > "$T/expire-$f.out" 2>&1
-        if grep -q '^first: refused' "$T/expire-$f.out" && grep -q '^second: connected' "$T/expire-$f.out" &&
-           grep -q 'RedirectConnections #[0-9]* .*expired (secondary-timeout)' "$log"; then
-            ok "$f: an expired RedirectConnections (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted"
-        else
-            not_ok "$f: an expired RedirectConnections refuses the late data connection" "$T/expire-$f.out" "$log"
-        fi
+        probe $GW_IN 2121 2.5 > "$T/expire-$f-publish.out" 2>&1
+        probe $SERVER 21 2.5 > "$T/expire-$f-securenat.out" 2>&1
         stop_host
+        for setup in publish securenat; do
+            o=$T/expire-$f-$setup.out
+            action=RedirectConnections
+            [ $setup = securenat ] && action=AllowFutureConnect
+            if grep -q '^first: refused' "$o" && grep -q '^second: connected' "$o" &&
+               grep -q "$action #[0-9]* .*expired (secondary-timeout)" "$log"; then
+                ok "$f $setup: an expired $action (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted"
+            else
+                not_ok "$f $setup: an expired $action refuses the late data connection" "$o" "$log"
+            fi
+        done
     else
         not_ok "$f: fwxhost starts (expiry run)" "$log"
     fi

@@ -589,6 +589,15 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
         if (c->established) {
             c->secondary = TRUE;
             hr = S_OK;
+        } else if (rule->conf->secondary_only) {
+            char text[64];
+            fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
+            fx_log(FX_LOG_NOTICE, "conn %lu rule %s: connection from %s to %s refused: no filter "
+                   "anticipated it (secondary-only)", c->id, rule_name(c), who, text);
+            InterlockedIncrement(&rule->refused);
+            c->aborted = TRUE;
+            connection_teardown(c);
+            return NULL;
         } else {
             ev.EventType = fwx_Connect_Tcp;
             ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;

@@ -35,7 +35,7 @@ static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
 };
 static const char *const fx_rule_keys[] = {
-    "type", "listen", "target", "protocol", NULL
+    "type", "listen", "target", "protocol", "secondary-only", NULL
 };
 
 static void fx_msg(char *buf, size_t len, const char *fmt, ...)
@@ -638,6 +638,14 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
             return fx_bad_value(key, value, "tcp or udp", msg, msglen);
         return 0;
     }
+    if (strcasecmp(key, "secondary-only") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes or no", msg, msglen);
+        r->secondary_only = b;
+        r->secondary_only_line = line;
+        return 0;
+    }
     snprintf(secdesc, sizeof(secdesc), "[rule %s]", r->name);
     fx_unknown_key(key, secdesc, fx_rule_keys, msg, msglen);
     return -1;
@@ -746,6 +754,11 @@ int fx_config_check(const fx_config *cfg, char *err, size_t errlen)
         if (r->type == FX_RULE_OUTBOUND && r->has_target)
             return fx_check_fail(cfg, r->target_line ? r->target_line : r->line, err, errlen,
                                  "[rule %s]: 'target' is not allowed in an outbound rule (it goes to the original destination)",
+                                 r->name);
+        if (r->type != FX_RULE_OUTBOUND && r->secondary_only)
+            return fx_check_fail(cfg, r->secondary_only_line ? r->secondary_only_line : r->line,
+                                 err, errlen,
+                                 "[rule %s]: 'secondary-only' applies to outbound rules only",
                                  r->name);
         for (size_t j = 0; j < i; j++) {
             const fx_rule_conf *o = &cfg->rules[j];

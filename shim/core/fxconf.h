@@ -66,6 +66,8 @@ typedef struct fx_rule_conf {
     fx_sockaddr target;
     int target_len;
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
+    int secondary_only;       /* outbound: only connections a filter anticipated pass */
+    int secondary_only_line;
 } fx_rule_conf;
 
 typedef struct fx_host_conf {
