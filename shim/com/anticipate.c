@@ -70,7 +70,6 @@ struct anticipation {
     LONG ended;                    /* cancelled, used up, expired */
     LONG uses;
     unsigned accepted;             /* loop thread: which client address next (binds) */
-    IFWXFirewallAction *action;    /* referenced: detached when we go */
     struct connection *bind_conn;  /* BindForClient: the connection object handed out */
 };
 
@@ -100,10 +99,6 @@ void anticipate_release(struct anticipation *a)
     if (!a || InterlockedDecrement(&a->ref) != 0)
         return;
     /* Filter code (Release) runs here: never under a lock. */
-    if (a->action) {
-        action_detach(a->action);
-        IFWXFirewallAction_Release(a->action);
-    }
     if (a->sf)
         GUARDED_VOID(a->owner, "IFWXSessionFilter", "Release", IFWXSessionFilter_Release(a->sf));
     if (a->ctx)
@@ -246,18 +241,21 @@ static void ant_list(struct anticipation *a)
     LeaveCriticalSection(&reg_lock);
 }
 
+static void action_released(void *arg)
+{
+    anticipate_release(arg);
+}
+
+/* The action owns a reference on a: Cancel always reaches a live object. */
 static HRESULT ant_action(struct anticipation *a, IFWXFirewallAction **out)
 {
     HRESULT hr;
     if (!out)
         return S_OK;
-    /* The action refers to a without owning it; a owns the action, and
-     * action_detach (anticipate_release) stops it from reaching a. */
-    if (FAILED(hr = action_create(action_cancelled, a, out)))
-        return hr;
-    a->action = *out;
-    IFWXFirewallAction_AddRef(a->action);
-    return S_OK;
+    anticipate_addref(a);
+    if (FAILED(hr = action_create_owned(action_cancelled, action_released, a, out)))
+        anticipate_release(a);
+    return hr;
 }
 
 static struct worker *pick_worker(void)
@@ -851,11 +849,8 @@ HRESULT anticipate_emulate_client_bind(struct session *s, LPSOCKADDR client, DWO
         return E_INVALIDARG;
     if (s->ended)
         return FWX_E_TERMINATING;
-    struct worker *w = pick_worker();
-    if (!w)
-        return FWX_E_TERMINATING;
-    /* No socket: only the bind event (reference 2.8). */
-    hr = connection_bind_object(w, s, NULL, sa, salen, FALSE, &c);
+    /* No socket, so no loop: only the bind event (reference 2.8). */
+    hr = connection_bind_object(host_current_worker(), s, NULL, sa, salen, FALSE, &c);
     if (FAILED(hr))
         return hr;
     if (guid)

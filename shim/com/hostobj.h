@@ -146,6 +146,10 @@ struct event_ctx *event_ctx_current(void);
 
 /* ---- action.c ---- */
 HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out);
+/* The same, and release(arg) when the action's last reference goes: the
+ * action then owns a reference on whatever arg is. */
+HRESULT action_create_owned(void (*cancel)(void *arg), void (*release)(void *arg), void *arg,
+                            IFWXFirewallAction **out);
 /* The action's owner is freed: later Cancel calls do nothing. Only our
  * own action objects may be passed. */
 void action_detach(IFWXFirewallAction *action);
