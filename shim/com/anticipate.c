@@ -364,6 +364,14 @@ static void on_ant_accept(fx_loop *loop, int fd, unsigned events, void *data)
             fx_close_abort(cfd);
             continue;
         }
+        if (the_host && the_host->config &&
+            (unsigned)the_host->live_connections >= the_host->config->host.max_sessions) {
+            fx_log(FX_LOG_WARN, "session %s: %s #%lu: connection from %s refused: max-sessions "
+                   "(%u) reached", a->session->name, kind_names[a->kind], a->id, who,
+                   the_host->config->host.max_sessions);
+            fx_close_abort(cfd);
+            continue;
+        }
         if (!peer_allowed(a, sa, salen)) {
             fx_log(FX_LOG_NOTICE, "session %s: %s #%lu: connection from %s refused by the "
                    "IFWXIpFilter", a->session->name, kind_names[a->kind], a->id, who);
