@@ -85,7 +85,9 @@ chmod 755 "$T/root" "$T/empty"
 chown "$FTP_USER" "$T/root/pub"
 head -c $((SIZE_MB * 1048576)) /dev/urandom > "$T/root/down.bin"
 head -c $((SIZE_MB * 1048576)) /dev/urandom > "$T/up.bin"
-chmod 644 "$T/root/down.bin"
+head -c 1048576 /dev/urandom > "$T/root/small.bin"
+chmod 644 "$T/root/down.bin" "$T/root/small.bin"
+want_small=$(sha256sum < "$T/root/small.bin" | cut -d' ' -f1)
 want_down=$(sha256sum < "$T/root/down.bin" | cut -d' ' -f1)
 want_up=$(sha256sum < "$T/up.bin" | cut -d' ' -f1)
 cat > "$T/vsftpd.conf" << EOF
@@ -247,6 +249,28 @@ for f in $FLAVOURS; do
     fi
     transfers $f publish ftp://$GW_IN:2121 "$log"
     transfers $f securenat ftp://$SERVER "$log"
+    # Many at once: 8 passive and 8 active downloads in parallel, each set-up.
+    for setup in publish securenat; do
+        [ $setup = publish ] && url=ftp://$GW_IN:2121 || url=ftp://$SERVER
+        cpids=()
+        for i in $(seq 1 16); do
+            [ $i -le 8 ] && m=(--ftp-pasv) || m=(--ftp-port -)
+            incl "${CURL[@]}" "${m[@]}" "$url/small.bin" -o "$T/par-$f-$setup-$i.bin" \
+                2> "$T/par-$f-$setup-$i.err" &
+            cpids+=($!)
+        done
+        good=0
+        for i in $(seq 1 16); do
+            wait ${cpids[$((i - 1))]} &&
+                [ "$(sha256sum < "$T/par-$f-$setup-$i.bin" | cut -d' ' -f1)" = "$want_small" ] &&
+                good=$((good + 1))
+        done
+        if [ $good = 16 ]; then
+            ok "$f $setup: 16 parallel downloads (8 passive, 8 active) byte-identical"
+        else
+            not_ok "$f $setup: 16 parallel downloads byte-identical ($good good)" "$T/par-$f-$setup-1.err" "$log"
+        fi
+    done
     # A connection nobody anticipated does not pass the secondary-only rule.
     incl timeout 5 bash -c "exec 4<>/dev/tcp/$SERVER/4444 && read -r -t 2 -u 4 x; echo \$?" > "$T/stray-$f.out" 2>&1
     stop_host
@@ -255,7 +279,7 @@ for f in $FLAVOURS; do
     allows=$(grep -c 'AllowFutureConnect #[0-9]* to ' "$log")
     est=$(grep -c 'ftpproxy: established data connection .*: context [0-9]* ok' "$log")
     bad=$(grep -c 'is NOT ours' "$log")
-    if [ "$redirects" -ge 2 ] && [ "$binds" -ge 4 ] && [ "$allows" -ge 2 ] && [ "$est" -ge 8 ] &&
+    if [ "$redirects" -ge 2 ] && [ "$binds" -ge 4 ] && [ "$allows" -ge 2 ] && [ "$est" -ge 40 ] &&
        [ "$bad" = 0 ] && [ "$HOST_RC" = 0 ]; then
         ok "$f: $redirects redirects, $allows allowed connects, $binds binds, $est fwx_EstablishedConnection with the filter's own context, clean exit"
     else
