@@ -168,6 +168,7 @@ type = outbound
 listen = *:2222
 secondary-only = yes
 EOF
+: > "$log"
     env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/ftp-$f.ini" 2> "$log" &
     HOST_PID=$!
     pids+=($HOST_PID)

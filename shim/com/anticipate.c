@@ -167,11 +167,17 @@ static void unlist(struct anticipation *a)
 static void end_action(struct anticipation *a, const char *why)
 {
     char text[64];
+    unsigned char lin[28];
+    int llen = sizeof(lin);
     if (InterlockedExchange(&a->ended, 1))
         return;
-    fx_log(FX_LOG_INFO, "session %s: %s #%lu on %s %s", a->session->name, kind_names[a->kind],
-           a->id, a->kind == ANT_CONNECT ? addr_text(&a->win_match, 0, text, sizeof(text))
-                                         : addr_text(a->local, a->local_len, text, sizeof(text)),
+    if (a->kind == ANT_CONNECT &&
+        fx_sa_from_win32(&a->win_match, a->win_match_len, lin, &llen) != 0)
+        llen = 0;
+    fx_log(FX_LOG_INFO, "session %s: %s #%lu %s %s %s", a->session->name, kind_names[a->kind],
+           a->id, a->kind == ANT_CONNECT ? "to" : "on",
+           a->kind == ANT_CONNECT ? addr_text(lin, llen, text, sizeof(text))
+                                  : addr_text(a->local, a->local_len, text, sizeof(text)),
            why);
     if (a->worker) {     /* the listener and the timer close on their loop */
         anticipate_addref(a);
