@@ -339,8 +339,9 @@ static void start_pump(struct connection *c)
     struct sock *internal[CHAIN_MAX], *external[CHAIN_MAX];
     EnterCriticalSection(&c->lock);
     internal[0] = sock_create_net(c, c->client_fd, 0);
-    external[n - 1] = sock_create_net(c, c->server_fd, 1);
-    BOOL ok = internal[0] && external[n - 1];
+    /* Emulated: the emulator, last in the chain, is the far end (HOST-105). */
+    external[n - 1] = c->emulated ? NULL : sock_create_net(c, c->server_fd, 1);
+    BOOL ok = internal[0] && (external[n - 1] || c->emulated);
     for (int k = 0; ok && k + 1 < n; k++) {
         external[k] = sock_create_pipe(c, 0);
         internal[k + 1] = sock_create_pipe(c, 1);
@@ -372,7 +373,8 @@ static void start_pump(struct connection *c)
         struct chain_link *l = &c->chain[k];
         HRESULT hr;
         GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "SetSockets",
-                     IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]), sock_iface(external[k]),
+                     IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]),
+                                               external[k] ? sock_iface(external[k]) : NULL,
                                                connection_iface(c), l->context));
         l->sockets_set = TRUE;
         if (hr == FX_E_FILTER_FAULT) {
@@ -629,6 +631,12 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
                                 c->win_local_len, c);
     }
 
+    if (!c->denied && SUCCEEDED(hr) && c->emulated && !c->has_emulator) {
+        fx_log(FX_LOG_WARN, "conn %lu rule %s: a filter emulates the connection from %s "
+               "(SetProtocol with FWX_FLAG_EMULATE_PROTOCOL) but attached no data filter of "
+               "class fwx_dfpc_Emulation; refused", c->id, rule_name(c), who);
+        hr = E_FAIL;
+    }
     if (c->denied || FAILED(hr)) {
         InterlockedIncrement(c->denied ? &rule->denials : &rule->refused);
         if (c->denied) {
@@ -663,7 +671,9 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
     }
     struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len, lsa,
                                          local_len, NULL, 0);
-    if (c)
+    if (c && c->emulated)
+        start_pump(c);     /* the emulator answers: no connect */
+    else if (c)
         start_connect(c);
 }
 
@@ -684,6 +694,10 @@ void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, 
     c->win_ext_len = sizeof(c->win_ext);
     if (fx_sa_to_win32(&rule->conf->listen, rule->conf->listen_len, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
+    if (c->emulated) {
+        close(server_fd);  /* the emulator answers in place of the target */
+        server_fd = -1;
+    }
     c->server_fd = server_fd;
     start_pump(c);
 }
@@ -895,7 +909,11 @@ static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDat
         hr = FWX_E_TERMINATING;
     } else if (c->nchain >= CHAIN_MAX) {
         hr = E_OUTOFMEMORY;
+    } else if (priority == fwx_dfpc_Emulation && c->emulated && c->has_emulator) {
+        hr = FWX_E_ALREADY_EMULATED;     /* one emulator per connection (reference 2.9) */
     } else {
+        if (priority == fwx_dfpc_Emulation && c->emulated)
+            c->has_emulator = TRUE;
         struct chain_link *l = &c->chain[c->nchain++];
         l->df = df;
         l->priority = priority;
@@ -933,9 +951,29 @@ static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDa
     return FX_NOTIMPL("IFWXConnection", "EmulateConnection");
 }
 
+/* Emulated connections: the local name the filter chose, which
+ * GetExternalSocketName then reports (reference 2.9, HOST-105). */
 static HRESULT WINAPI connection_SetSocketName(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
 {
-    return FX_NOTIMPL("IFWXConnection", "SetSocketName");
+    struct connection *c = impl_from_IFWXConnection(iface);
+    HRESULT hr = S_OK;
+    if (!addr || len < sizeof(SOCKADDR_IN) || len > sizeof(c->win_ext) ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return FWX_E_INVALID_ARG;
+    EnterCriticalSection(&c->lock);
+    if (c->terminated)
+        hr = FWX_E_TERMINATING;
+    else if (!c->emulated)
+        hr = FWX_E_INVALID_ARG;
+    else if (c->name_set)
+        hr = FWX_E_ALREADY_EXISTS;
+    else {
+        memcpy(&c->win_ext, addr, len);
+        c->win_ext_len = (int)len;
+        c->name_set = TRUE;
+    }
+    LeaveCriticalSection(&c->lock);
+    return hr;
 }
 
 static HRESULT WINAPI connection_GetExternalSocketName(IFWXConnection *iface, LPSOCKADDR addr,
@@ -1002,8 +1040,24 @@ static HRESULT WINAPI connection_SetProtocol(IFWXConnection *iface, REFGUID guid
         return FWX_E_BAD_CONTEXT;
     if (!guid)
         return E_INVALIDARG;
-    if (flags & FWX_FLAG_EMULATE_PROTOCOL)
-        return FX_NOTIMPL("IFWXConnection", "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL)");
+    if (flags & FWX_FLAG_EMULATE_PROTOCOL) {
+        HRESULT hr = S_OK;
+        /* Outbound emulation (reference 2.9): the filter answers a client's connect
+         * itself; only fwx_Connect_Tcp has a connect to stand in for here. */
+        if (!in_context(c, fwx_Connect_Tcp))
+            return FX_NOTIMPL("IFWXConnection", "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL) on a bind");
+        EnterCriticalSection(&c->lock);
+        if (c->emulated)
+            hr = FWX_E_ALREADY_EMULATED;
+        else if (c->state != CONN_EVENTS || c->terminated)
+            hr = FWX_E_TERMINATING;
+        else {
+            c->emulated = TRUE;
+            c->protocol = *guid;
+        }
+        LeaveCriticalSection(&c->lock);
+        return hr;
+    }
     c->protocol = *guid;
     return S_OK;
 }

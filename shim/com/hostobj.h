@@ -203,6 +203,9 @@ struct connection {
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
     struct anticipation *ant;      /* BindForClient's connection object: its bind (anticipate.c) */
     BOOL secondary;                /* made by an anticipated action */
+    BOOL emulated;                 /* SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): no connect */
+    BOOL has_emulator;             /* its data filter of class Emulation is attached */
+    BOOL name_set;                 /* SetSocketName done (emulated connections) */
     struct anticipation *established;  /* referenced: raise fwx_EstablishedConnection once connected */
 };
 
