@@ -29,13 +29,13 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", "secondary-timeout", NULL
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "secondary-timeout", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
 };
 static const char *const fx_rule_keys[] = {
-    "type", "listen", "target", "protocol", "secondary-only", NULL
+    "type", "listen", "target", "protocol", "udp-timeout", "secondary-only", NULL
 };
 
 static void fx_msg(char *buf, size_t len, const char *fmt, ...)
@@ -254,6 +254,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
     cfg->host.secondary_timeout = 60;
+    cfg->host.record_max = 4u << 20;
     return cfg;
 }
 
@@ -280,6 +281,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->rules);
     free(cfg->host.trace);
     free(cfg->host.control);
+    free(cfg->host.record);
     free(cfg->path);
     free(cfg);
 }
@@ -406,6 +408,7 @@ static int fx_section_get(fx_config *cfg, int kind, const char *name, int line,
         r->line = line;
         r->type = FX_RULE_PUBLISH;
         r->protocol = FX_PROTO_TCP;
+        r->udp_timeout = FX_UDP_TIMEOUT_DEFAULT;
         *idx = cfg->nrules++;
         return 0;
     }
@@ -484,6 +487,16 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
         return fx_replace_str(&h->trace, value, msg, msglen);
+    } else if (strcasecmp(key, "record") == 0) {
+        if (*value == '\0')
+            return fx_bad_value(key, value, "a directory for the recorded session scripts",
+                                msg, msglen);
+        return fx_replace_str(&h->record, value, msg, msglen);
+    } else if (strcasecmp(key, "record-max-bytes") == 0) {
+        if (fx_parse_size(value, 16ull << 20, &v) < 0 || v < 4096)
+            return fx_bad_value(key, value, "bytes from 4096 to 16m, optionally with suffix k or m",
+                                msg, msglen);
+        h->record_max = (size_t)v;
     } else if (strcasecmp(key, "control") == 0) {
         /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
         if (*value != '/' || strlen(value) > 107)
@@ -644,6 +657,13 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
             return fx_bad_value(key, value, "yes or no", msg, msglen);
         r->secondary_only = b;
         r->secondary_only_line = line;
+        return 0;
+    }
+    if (strcasecmp(key, "udp-timeout") == 0) {
+        unsigned long long v;
+        if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
+        r->udp_timeout = (unsigned)v;
         return 0;
     }
     snprintf(secdesc, sizeof(secdesc), "[rule %s]", r->name);

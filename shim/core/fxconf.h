@@ -68,7 +68,10 @@ typedef struct fx_rule_conf {
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
     int secondary_only;       /* outbound: only connections a filter anticipated pass */
     int secondary_only_line;
+    unsigned udp_timeout;     /* UDP: seconds a silent client address keeps its connection */
 } fx_rule_conf;
+
+#define FX_UDP_TIMEOUT_DEFAULT 60
 
 typedef struct fx_host_conf {
     int workers;              /* 0 = one per CPU core */
@@ -83,6 +86,8 @@ typedef struct fx_host_conf {
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
     unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
+    char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
+    size_t record_max;        /* bytes per recorded script (fxrecord.h) */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
