@@ -23,6 +23,13 @@ struct fx_filter {
     LONG sessions;                 /* AttachToSession that gave a session filter (stats.c) */
     LONG denials;                  /* connections or binds it denied first (stats.c) */
     BOOL disabled;                 /* gets no more events */
+    /* Host objects this filter holds right now (stats.c): host buffers
+     * created by its calls or for its Recv(NULL), network sockets it
+     * created, sessions it is attached to. A count that only grows names
+     * a filter that leaks. */
+    LONG live_buffers;
+    LONG live_sockets;
+    LONG live_sessions;
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */

@@ -269,8 +269,10 @@ static void entry_release(struct session *s, struct session_filter *e)
         detach = TRUE;
     }
     LeaveCriticalSection(&s->lock);
-    if (detach)
+    if (detach) {
+        InterlockedDecrement(&e->filter->live_sessions);
         detach_session_filter(e->filter, e->sf, e->hooks);
+    }
 }
 
 /* Our own copy of per-session hook events a filter returned, read without
@@ -373,6 +375,7 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
         entry->detached = FALSE;
         sf = NULL;
         InterlockedIncrement(&f->sessions);
+        InterlockedIncrement(&f->live_sessions);
     }
     LeaveCriticalSection(&s->lock);
     if (sf)    /* lost the race, or the session ended: undo ours */
@@ -775,6 +778,8 @@ void session_end(struct session *s)
     LeaveCriticalSection(&s->lock);
     /* Its anticipated actions go first: they hold the session filters. */
     anticipate_session_end(s);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        InterlockedDecrement(&sfs[i].filter->live_sessions);
         detach_session_filter(sfs[i].filter, sfs[i].sf, sfs[i].hooks);
+    }
 }

@@ -29,7 +29,8 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "secondary-timeout", NULL
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
+    NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -282,6 +283,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->host.trace);
     free(cfg->host.control);
     free(cfg->host.record);
+    free(cfg->host.user);
     free(cfg->path);
     free(cfg);
 }
@@ -497,6 +499,12 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "bytes from 4096 to 16m, optionally with suffix k or m",
                                 msg, msglen);
         h->record_max = (size_t)v;
+    } else if (strcasecmp(key, "user") == 0) {
+        /* A login name (checked against the user database at start). */
+        if (*value == '\0' || strlen(value) > 64 || strpbrk(value, " \t:/") != NULL)
+            return fx_bad_value(key, value, "a user name to run as after binding (e.g. fwxshim)",
+                                msg, msglen);
+        return fx_replace_str(&h->user, value, msg, msglen);
     } else if (strcasecmp(key, "control") == 0) {
         /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
         if (*value != '/' || strlen(value) > 107)
@@ -973,7 +981,8 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
-fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+/* Parses an opened stream; path names it in messages.  Takes f. */
+static fx_config *fx_config_from_stream(FILE *f, const char *path, char *err, size_t errlen)
 {
     struct fx_load ld;
     fx_config *cfg = NULL;
@@ -981,11 +990,7 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 
     memset(&ld, 0, sizeof(ld));
     ld.path = path;
-    ld.f = fopen(path, "r");
-    if (ld.f == NULL) {
-        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        goto fail;
-    }
+    ld.f = f;
     cfg = fx_config_new_empty();
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
         fx_msg(err, errlen, "%s: out of memory", path);
@@ -1023,4 +1028,31 @@ fail:
     free(ld.seen);
     fx_config_free(cfg);
     return NULL;
+}
+
+fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_from_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen)
+{
+    static const char empty[1];
+    /* fmemopen refuses a zero-sized buffer on older C libraries. */
+    FILE *f = len ? fmemopen((void *)text, len, "r") : fmemopen((void *)empty, 1, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "%s: %s", name, strerror(errno));
+        return NULL;
+    }
+    if (!len)
+        fgetc(f);
+    return fx_config_from_stream(f, name, err, errlen);
 }

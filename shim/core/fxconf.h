@@ -88,6 +88,7 @@ typedef struct fx_host_conf {
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
     size_t record_max;        /* bytes per recorded script (fxrecord.h) */
+    char *user;               /* run as this user once listening (fxsec.h); NULL = stay */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
@@ -104,6 +105,10 @@ typedef struct fx_config {
 
 /* Parse and validate.  NULL with one message in err on any problem. */
 fx_config *fx_config_load(const char *path, char *err, size_t errlen);
+/* The same from memory (len bytes, need not be NUL-terminated); name is
+ * used in messages in place of the file name. */
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);
