@@ -6,6 +6,10 @@
  * winelib flavour of the program, and execs it under the matching Wine
  * loader with the arguments unchanged.
  *
+ * fwxhost: unless --no-supervisor (or --stats, --help, --version), the
+ * launcher stays as the native supervisor (supervisor.c, FWX_SUPERVISOR)
+ * and runs the exec in a child: the worker process.
+ *
  * fwxreplay: a SCRIPT without --filter takes the flavour of the script's
  * own 'filter' lines; a directory of scripts runs as a suite
  * (replaysuite.c, built into this launcher only, FWX_REPLAY_SUITE).
@@ -222,8 +226,18 @@ static int launch(int argc, char **argv)
     return 2;
 }
 
+#ifdef FWX_SUPERVISOR
+#include "supervisor.h"
+#endif
+
 int main(int argc, char **argv)
 {
+#ifdef FWX_SUPERVISOR
+    /* fwxhost: a native supervisor holds the sockets and runs the Wine
+     * host as its worker process (supervisor.c). */
+    if (fwx_supervise_wanted(argc, argv))
+        return fwx_supervise(argc, argv, launch);
+#endif
 #ifdef FWX_REPLAY_SUITE
     /* fwxreplay DIR: one process per script, TAP and JUnit (replaysuite.c). */
     int suite = fwx_replay_suite_wanted(argc, argv);

@@ -29,7 +29,8 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", NULL
+    "hang-timeout", "control", "metrics", "restart-limit", "restart-delay",
+    "reload-drain", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -253,6 +254,9 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
+    cfg->host.restart_limit = 5;
+    cfg->host.restart_delay = 1;
+    cfg->host.reload_drain = 300;
     return cfg;
 }
 
@@ -475,6 +479,19 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "seconds from 1 to 86400, or 0 for no watchdog",
                                 msg, msglen);
         h->hang_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "restart-limit") == 0) {
+        if (fx_parse_uint(value, 1000, &v) < 0)
+            return fx_bad_value(key, value, "restarts per minute from 1 to 1000, or 0 for "
+                                "never restarting the worker", msg, msglen);
+        h->restart_limit = (unsigned)v;
+    } else if (strcasecmp(key, "restart-delay") == 0) {
+        if (fx_parse_uint(value, 300, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 300", msg, msglen);
+        h->restart_delay = (unsigned)v;
+    } else if (strcasecmp(key, "reload-drain") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 86400", msg, msglen);
+        h->reload_drain = (unsigned)v;
     } else if (strcasecmp(key, "trace") == 0) {
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);

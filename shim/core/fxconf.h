@@ -83,6 +83,10 @@ typedef struct fx_host_conf {
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
+    /* The supervisor (fwxhost(8)): */
+    unsigned restart_limit;   /* worker restarts per minute before giving up; 0 = none */
+    unsigned restart_delay;   /* seconds before the first restart, doubled per recent one */
+    unsigned reload_drain;    /* seconds an old worker may drain after a reload */
 } fx_host_conf;
 
 typedef struct fx_config {
