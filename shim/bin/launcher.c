@@ -139,7 +139,9 @@ static void flavour_from_script(const char *path, enum flavour *have, const char
 }
 #endif
 
-static int launch(int argc, char **argv)
+/* Picks the flavour and finds the program and its Wine loader; on any
+ * problem prints one line and returns 2 (or exits 2). */
+static int resolve(int argc, char **argv, char *prog, char *loader)
 {
     enum flavour have = FLAVOUR_NONE;
     const char *from = NULL;
@@ -197,20 +199,26 @@ static int launch(int argc, char **argv)
     if (have == FLAVOUR_NONE)
         have = FLAVOUR_X64;
 
-    char prog[PATH_MAX];
-    if (find_program(have, prog, sizeof(prog)) != 0) {
+    if (find_program(have, prog, PATH_MAX) != 0) {
         fprintf(stderr, "%s: the %s flavour is not installed (%s: %s)%s\n", FWX_PROGRAM,
                 flavour_name(have), prog, strerror(errno),
                 have == FLAVOUR_X86 ? "; was fwxshim configured with --disable-i386?" : "");
         return 2;
     }
-    char loader[PATH_MAX];
-    snprintf(loader, sizeof(loader), "%s%s", FWX_WINE_DIR, have == FLAVOUR_X86 ? "wine" : "wine64");
+    snprintf(loader, PATH_MAX, "%s%s", FWX_WINE_DIR, have == FLAVOUR_X86 ? "wine" : "wine64");
     if (access(loader, X_OK) != 0) {
         fprintf(stderr, "%s: Wine loader %s: %s%s\n", FWX_PROGRAM, loader, strerror(errno),
                 have == FLAVOUR_X86 ? " (install wine32:i386 for 32-bit filters)" : "");
         return 2;
     }
+    return 0;
+}
+
+static int launch(int argc, char **argv)
+{
+    char prog[PATH_MAX], loader[PATH_MAX];
+    if (resolve(argc, argv, prog, loader) != 0)
+        return 2;
     /* Wine's own debug chatter is noise for operators; keep theirs if set. */
     setenv("WINEDEBUG", getenv("WINEDEBUG") ? getenv("WINEDEBUG") : "-all", 1);
 
@@ -235,8 +243,14 @@ int main(int argc, char **argv)
 #ifdef FWX_SUPERVISOR
     /* fwxhost: a native supervisor holds the sockets and runs the Wine
      * host as its worker process (supervisor.c). */
-    if (fwx_supervise_wanted(argc, argv))
+    if (fwx_supervise_wanted(argc, argv)) {
+        /* The filter DLLs' checks first: their errors come before any
+         * socket is bound (the worker repeats them when it starts). */
+        char prog[PATH_MAX], loader[PATH_MAX];
+        if (resolve(argc, argv, prog, loader) != 0)
+            return 2;
         return fwx_supervise(argc, argv, launch);
+    }
 #endif
 #ifdef FWX_REPLAY_SUITE
     /* fwxreplay DIR: one process per script, TAP and JUnit (replaysuite.c). */

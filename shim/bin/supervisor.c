@@ -92,6 +92,7 @@ static struct {
     uint64_t kill_at;
     int status;                 /* the exit status once stopped */
     int ever_served;
+    char no_control[300];       /* why the default control socket is missing */
 } S;
 
 static uint64_t now_ms(void)
@@ -227,15 +228,16 @@ static int socks_bind(fx_config *cfg, unsigned gen, char *err, size_t errlen)
     if (!(s = sock_find(key))) {
         int fd = fx_ctl_bind_unix(p, is_default, why, sizeof(why));
         if (fd < 0 && is_default) {
-            /* The default is best effort, as without a supervisor. */
-            fx_log(FX_LOG_NOTICE, "no control socket (%s); fwxhost --stats needs [host] control "
-                   "for this host", why);
+            /* The default is best effort, as without a supervisor; the
+             * worker says so once its filters are up (FWX_NO_CONTROL). */
+            snprintf(S.no_control, sizeof(S.no_control), "%s", why);
             return 0;
         }
         if (fd < 0) {
             snprintf(err, errlen, "%s", why);
             return -1;
         }
+        S.no_control[0] = 0;
         if (!(s = sock_new(key, "@control", fd))) {
             close(fd);
             snprintf(err, errlen, "too many listening sockets");
@@ -321,6 +323,8 @@ static struct worker *worker_start(unsigned gen)
         setenv(FX_READY_ENV, num, 1);
         snprintf(num, sizeof(num), "%d", control[0]);
         setenv(FX_CONTROL_ENV, num, 1);
+        if (S.no_control[0])
+            setenv("FWX_NO_CONTROL", S.no_control, 1);
         _exit(S.launch(S.argc, S.argv));
     }
     close(ready[1]);

@@ -210,8 +210,9 @@ int stats_server_start(struct host *h, const char *control_path, char *err, size
         if (ufd < 0) {
             if (hfd >= 0)
                 close(hfd);
-            fx_log(FX_LOG_NOTICE, "no control socket from the supervisor; fwxhost --stats needs "
-                   "[host] control for this host");
+            const char *why_not = getenv("FWX_NO_CONTROL");
+            fx_log(FX_LOG_NOTICE, "no control socket (%s); fwxhost --stats needs [host] control "
+                   "for this host", why_not ? why_not : "the supervisor handed down none");
             return 0;
         }
         ctl = fx_ctl_new_fds(p, is_default, ufd, NULL, 0, hfd, render_cb, h, why, sizeof(why));
