@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fxinherit.h"
 #include "fxnet.h"
 
 #define HINT "expected ADDR:PORT, e.g. 127.0.0.1:8080, [::1]:80 or *:80"
@@ -495,10 +496,39 @@ static void test_errno_to_wsa(void **state)
     assert_int_equal(fx_errno_to_wsa(ENOENT), 10053);
 }
 
+
+/* FWX_LISTEN_FDS (fxinherit.h): keys are addresses, values fds. */
+static void test_inherit_env(void **state)
+{
+    char buf[64] = "";
+    (void)state;
+    unsetenv(FX_INHERIT_ENV);
+    assert_false(fx_inherited());
+    assert_int_equal(fx_inherited_fd("127.0.0.1:80"), -1);
+    assert_int_equal(fx_inherit_add(buf, sizeof(buf), "127.0.0.1:80", 5), 0);
+    assert_int_equal(fx_inherit_add(buf, sizeof(buf), "[::1]:8080", 12), 0);
+    assert_int_equal(fx_inherit_add(buf, sizeof(buf), "@control", 7), 0);
+    assert_string_equal(buf, "127.0.0.1:80=5,[::1]:8080=12,@control=7");
+    assert_int_equal(fx_inherit_add(buf, sizeof(buf), "a-key-that-does-not-fit-any-more", 9), -1);
+    assert_string_equal(buf, "127.0.0.1:80=5,[::1]:8080=12,@control=7");
+    setenv(FX_INHERIT_ENV, buf, 1);
+    assert_true(fx_inherited());
+    assert_int_equal(fx_inherited_fd("127.0.0.1:80"), 5);
+    assert_int_equal(fx_inherited_fd("[::1]:8080"), 12);
+    assert_int_equal(fx_inherited_fd("@control"), 7);
+    assert_int_equal(fx_inherited_fd("127.0.0.1:8"), -1);     /* a prefix is not a key */
+    assert_int_equal(fx_inherited_fd("@metrics"), -1);
+    setenv(FX_INHERIT_ENV, "127.0.0.1:80=5x,@control=", 1);
+    assert_int_equal(fx_inherited_fd("127.0.0.1:80"), -1);
+    assert_int_equal(fx_inherited_fd("@control"), -1);
+    unsetenv(FX_INHERIT_ENV);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_format_roundtrip),
+        cmocka_unit_test(test_inherit_env),
         cmocka_unit_test(test_parse_fields),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_format_errors),
