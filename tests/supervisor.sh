@@ -14,6 +14,8 @@
 #   d. restart-limit: a worker killed (SIGKILL) is restarted; killed again
 #      within the minute with restart-limit = 1, the supervisor gives up
 #      with a log line and exit status 1
+#   e. --no-supervisor: one process, SIGHUP is logged and survived
+#   f. the supervisor killed with SIGKILL: its worker stops by itself
 #
 # Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
 # WINEPREFIX. Directly:
@@ -278,6 +280,50 @@ test_limit() {
         "$why" "$hlog"
 }
 
+
+# ---------------------------------------------------------------- e, f.
+# e. --no-supervisor: the Wine host alone, SIGHUP only logged
+# f. the supervisor killed outright (SIGKILL): its worker stops by itself
+test_alone_and_orphan() {
+    local fl=$1 lp tp why="" hlog w
+    hlog=$T/alone-$fl-host.log
+    free_port; lp=$PORT; free_port; tp=$PORT
+    if ! start_host "$hlog" --filter "$B/filters/$fl/passthrough.dll" --listen 127.0.0.1:$lp \
+            --target 127.0.0.1:$tp --control "$T/alone.sock" --log-level info --no-supervisor; then
+        not_ok "$fl --no-supervisor" "fwxhost did not become ready" "$hlog"
+        stop_host $HOST_PID; return
+    fi
+    local sup=$HOST_PID
+    grep -q 'supervisor: started worker' "$hlog" && add "a supervisor started a worker"
+    [ -z "$(ps -o pid= --ppid $sup)" ] || add "the host has child processes: $(ps -o pid=,args= --ppid $sup)"
+    kill -HUP $sup
+    wait_for "$hlog" 'SIGHUP: this host runs without a supervisor' $sup 10 || add "no SIGHUP log line"
+    kill -0 $sup 2> /dev/null || add "SIGHUP ended the host"
+    stop_host $sup
+    [ "$HOST_RC" = 0 ] || add "exit status $HOST_RC"
+    result "$fl --no-supervisor: one process, SIGHUP logged and survived, exit $HOST_RC" "$why" "$hlog"
+
+    why=""
+    hlog=$T/orphan-$fl-host.log
+    if ! start_host "$hlog" --filter "$B/filters/$fl/passthrough.dll" --listen 127.0.0.1:$lp \
+            --target 127.0.0.1:$tp --control "$T/orphan.sock" --log-level info --drain 1; then
+        not_ok "$fl supervisor killed" "fwxhost did not become ready" "$hlog"
+        stop_host $HOST_PID; return
+    fi
+    sup=$HOST_PID
+    w=$(worker_pids "$hlog" | head -n 1)
+    kill -KILL $sup; wait $sup 2> /dev/null; forget_pid $sup
+    local i
+    for ((i = 0; i < 200; i++)); do kill -0 $w 2> /dev/null || break; sleep 0.1; done
+    if kill -0 $w 2> /dev/null; then
+        add "worker $w still alive 20 s after its supervisor was killed"
+        kill -KILL $w
+    fi
+    grep -q 'supervisor gone (control pipe closed): stopping\|signal 15: stopping' "$hlog" ||
+        add "the worker did not log why it stopped"
+    result "$fl supervisor killed (SIGKILL): worker $w stopped by itself in $((i / 10)).$((i % 10)) s" "$why" "$hlog"
+}
+
 for fl in $FLAVOURS; do
     if [ ! -f "$B/filters/$fl/hanger.dll" ] || [ ! -f "$B/filters/$fl/passthrough.dll" ]; then
         not_ok "$fl supervisor" "test filters not built in $B/filters/$fl"
@@ -286,6 +332,7 @@ for fl in $FLAVOURS; do
     test_port_in_use $fl
     test_restart $fl
     test_limit $fl
+    test_alone_and_orphan $fl
 done
 
 echo "1..$n"
