@@ -16,6 +16,10 @@
 #      exactly the new sessions
 #   c. a broken configuration on SIGHUP: refused with FILE:LINE in the log,
 #      the same worker keeps serving the previous configuration
+#   d. a reload refused for a new address in use, and one whose worker fails
+#      (a missing filter DLL): the listening sockets survive both, so the
+#      worker killed afterwards is replaced on the same ports, and runs the
+#      configuration last accepted, not the file as edited since
 #
 # Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
 # WINEPREFIX. Directly:
@@ -236,6 +240,41 @@ test_reload() {
         > "$T/after-$fl.log" 2>&1 || add "send after the refused reload failed"
     [ "$(cat "$T/after-$fl.out" 2> /dev/null)" = "still fwxshim-on-linux" ] || add "after the refused reload: '$(cat "$T/after-$fl.out" 2> /dev/null)'"
     result "$fl reload: broken configuration refused ($(grep -o "SIGHUP: $conf:$line: [^;]*" "$hlog" | head -n 1 | sed "s|$T/||")), worker $new serves on" \
+        "$why" "$hlog"
+
+    # d. refused after the file parsed: a new address in use, then a new
+    # worker that cannot start. The listening sockets must survive both: a
+    # worker killed afterwards is restarted on them.
+    why=""
+    free_port; local lp3=$PORT
+    "$FXPEER" sink --listen 127.0.0.1:$lp3 --out /dev/null > "$T/holder-$fl.log" 2>&1 &
+    local holder=$!
+    pids+=("$holder")
+    wait_for "$T/holder-$fl.log" '^ready' $holder 10
+    cp "$T/good.ini" "$conf"
+    printf '[rule taken]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $lp3 $tp >> "$conf"
+    line=$(grep -n "listen = 127.0.0.1:$lp3" "$conf" | cut -d: -f1)
+    kill -HUP $sup
+    wait_for "$hlog" "supervisor: SIGHUP: $conf:$line: rule taken: .*in use; keeping the running configuration" $sup 10 ||
+        add "no log line 'SIGHUP: $conf:$line: rule taken: ... in use; keeping the running configuration'"
+    kill $holder; wait $holder 2> /dev/null; forget_pid $holder
+    write_conf "$conf" "$T/no-such-filter.dll" $lp $tp $lp2
+    kill -HUP $sup
+    wait_for "$hlog" "supervisor: reload failed: the new worker exited with status 2" $sup 30 ||
+        add "no 'reload failed' line for a missing filter DLL"
+    grep -q "no-such-filter.dll" "$hlog" || add "the missing DLL is not named in the log"
+    kill -0 $new 2> /dev/null || add "worker $new died"
+    kill -KILL $new
+    wait_for "$hlog" "serves again" $sup 30 || add "the killed worker $new was not replaced"
+    local third
+    third=$(worker_pids "$hlog" | tail -n 1)
+    for p in $lp $lp2; do
+        "$FXPEER" send --connect 127.0.0.1:$p --data "restarted ISA2000" --out "$T/restarted-$fl-$p.out" \
+            --timeout 20 > "$T/restarted-$fl-$p.log" 2>&1 || add "port $p after the restart: $(tail -n 1 "$T/restarted-$fl-$p.log")"
+        [ "$(cat "$T/restarted-$fl-$p.out" 2> /dev/null)" = "restarted fwxshim-on-linux" ] ||
+            add "port $p after the restart: '$(cat "$T/restarted-$fl-$p.out" 2> /dev/null)'"
+    done
+    result "$fl reload: refused for an address in use and for a filter that does not load; the sockets survived: worker $third, after a kill, serves both ports with the configuration last accepted (not the edited file)" \
         "$why" "$hlog"
 
     stop_host $sup 30

@@ -179,7 +179,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "fwxhost: --config cannot be combined with --filter/--listen/--target\n");
             return 2;
         }
-        if (!(cfg = fx_config_load(config_path, err, sizeof(err)))) {
+        /* Under the supervisor: the text it validated (fxinherit.h). */
+        if (!(cfg = fx_config_load_as_handed(config_path, err, sizeof(err)))) {
             fprintf(stderr, "fwxhost: %s\n", err);
             return 2;
         }

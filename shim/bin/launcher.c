@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fxconf.h"
+#include "fxinherit.h"
 #include "fxpe.h"
 
 enum flavour { FLAVOUR_NONE, FLAVOUR_X86, FLAVOUR_X64 };
@@ -83,7 +84,7 @@ static const char *dll_part(const char *arg, char *buf, size_t len)
 static void flavour_from_config(const char *path, enum flavour *have, const char **from)
 {
     char err[1024];
-    fx_config *cfg = fx_config_load(path, err, sizeof(err));
+    fx_config *cfg = fx_config_load_as_handed(path, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "%s: %s\n", FWX_PROGRAM, err);
         exit(2);

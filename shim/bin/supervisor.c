@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -49,12 +50,16 @@
 #define MAX_WORKERS 16          /* the serving one, a new one, draining ones */
 #define READY_TIMEOUT_MS 120000 /* Wine start, FilterInit of every filter */
 
+/* The configurations a socket belongs to: the serving one, a reload's. */
+#define USE_CUR 1u
+#define USE_PEND 2u
+
 /* A listening socket, kept across workers while some configuration uses it. */
 struct sock {
     char key[128];      /* "ADDR:PORT", "@metrics ADDR:PORT", "@control PATH" */
     char env_key[80];   /* what the worker looks up (fxinherit.h) */
     int fd;
-    unsigned gen;       /* the newest configuration generation using it */
+    unsigned uses;      /* USE_CUR, USE_PEND: which configurations need it */
     dev_t dev;          /* a control socket file, to remove only our own */
     ino_t ino;
     char *path;
@@ -65,7 +70,7 @@ enum wstate { W_FREE, W_STARTING, W_SERVING, W_DRAINING };
 struct worker {
     enum wstate state;
     pid_t pid;
-    unsigned gen;
+    unsigned use;       /* the sockets it was handed: USE_CUR or USE_PEND */
     int ready_fd;       /* read end; -1 once read or closed */
     int control_fd;     /* write end */
     uint64_t started;
@@ -77,9 +82,9 @@ static struct {
     int (*launch)(int, char **);
     const char *config_path, *listen, *target, *control_opt;
     unsigned drain;
-    fx_config *cfg;             /* the serving generation's */
+    fx_config *cfg;             /* the serving configuration */
     fx_config *pending_cfg;     /* a reload's, until its worker is ready */
-    unsigned gen, pending_gen;
+    int cfg_fd, pending_cfg_fd; /* their text (memfd), handed to workers */
     struct sock socks[MAX_SOCKS];
     int nsocks;
     struct worker workers[MAX_WORKERS];
@@ -116,6 +121,49 @@ static const char *describe(int status, char *buf, size_t len)
         snprintf(buf, len, "ended with wait status %#x", status);
     }
     return buf;
+}
+
+/* ------------------------------------------------------------ config */
+
+/* Reads path into a memfd and parses that: the text a worker gets is then
+ * the text validated here, even if the file changes before a restart.
+ * The config, with *fd set, or NULL with one line in err. */
+static fx_config *config_snapshot(const char *path, int *fd, char *err, size_t errlen)
+{
+    char buf[65536];
+    fx_config *cfg = NULL;
+    ssize_t n;
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    int mfd = memfd_create("fwxhost.conf", MFD_CLOEXEC);
+
+    *fd = -1;
+    if (in < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (mfd < 0) {
+        snprintf(err, errlen, "%s: memfd_create: %s", path, strerror(errno));
+        goto out;
+    }
+    while ((n = read(in, buf, sizeof(buf))) > 0)
+        if (write(mfd, buf, (size_t)n) != n) {
+            snprintf(err, errlen, "%s: copying: %s", path, strerror(errno));
+            goto out;
+        }
+    if (n < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if ((cfg = fx_config_load_fd(mfd, path, err, errlen))) {
+        *fd = mfd;
+        mfd = -1;
+    }
+out:
+    if (in >= 0)
+        close(in);
+    if (mfd >= 0)
+        close(mfd);
+    return cfg;
 }
 
 /* ------------------------------------------------------------ sockets */
@@ -158,23 +206,21 @@ static void sock_close(struct sock *s)
     }
 }
 
-/* Closes what neither the serving nor a pending generation uses (a worker
- * that still drains keeps its own dups). */
+/* Closes what neither the serving nor a pending configuration uses (a
+ * worker that still drains keeps its own dups). */
 static void socks_prune(void)
 {
     for (int i = 0; i < S.nsocks; i++)
-        if (S.socks[i].fd >= 0 && S.socks[i].gen != S.gen &&
-            (!S.pending_gen || S.socks[i].gen != S.pending_gen)) {
+        if (S.socks[i].fd >= 0 && !S.socks[i].uses) {
             fx_log(FX_LOG_INFO, "supervisor: closing %s (no longer in the configuration)",
                    S.socks[i].key);
             sock_close(&S.socks[i]);
         }
 }
 
-/* Every socket cfg needs, reused or bound, marked with gen. 0, or -1 with
- * one line in err (then what was bound for gen alone is closed again by
- * the caller's socks_prune). */
-static int socks_bind(fx_config *cfg, unsigned gen, char *err, size_t errlen)
+/* Every socket cfg needs, reused or bound, marked with use. 0, or -1 with
+ * one line in err (the caller then clears use and calls socks_prune). */
+static int socks_bind(fx_config *cfg, unsigned use, char *err, size_t errlen)
 {
     char text[64], key[160], why[256];
     struct sock *s;
@@ -198,7 +244,7 @@ static int socks_bind(fx_config *cfg, unsigned gen, char *err, size_t errlen)
                 return -1;
             }
         }
-        s->gen = gen;
+        s->uses |= use;
     }
     if (cfg->host.has_metrics) {
         fx_addr_format(&cfg->host.metrics, cfg->host.metrics_len, text, sizeof(text));
@@ -215,7 +261,7 @@ static int socks_bind(fx_config *cfg, unsigned gen, char *err, size_t errlen)
                 return -1;
             }
         }
-        s->gen = gen;
+        s->uses |= use;
     }
     char path[256];
     const char *p = S.control_opt ? S.control_opt : cfg->host.control;
@@ -250,7 +296,7 @@ static int socks_bind(fx_config *cfg, unsigned gen, char *err, size_t errlen)
             s->ino = st.st_ino;
         }
     }
-    s->gen = gen;
+    s->uses |= use;
     return 0;
 }
 
@@ -272,7 +318,14 @@ static int live_workers(void)
     return n;
 }
 
-static struct worker *worker_start(unsigned gen)
+/* Clears use from every socket (a refused or failed reload). */
+static void socks_unuse(unsigned use)
+{
+    for (int i = 0; i < S.nsocks; i++)
+        S.socks[i].uses &= ~use;
+}
+
+static struct worker *worker_start(unsigned use)
 {
     struct worker *w = worker_slot();
     int ready[2], control[2];
@@ -283,7 +336,7 @@ static struct worker *worker_start(unsigned gen)
         return NULL;
     }
     for (int i = 0; i < S.nsocks; i++)
-        if (S.socks[i].fd >= 0 && S.socks[i].gen == gen &&
+        if (S.socks[i].fd >= 0 && (S.socks[i].uses & use) &&
             fx_inherit_add(fds, sizeof(fds), S.socks[i].env_key, S.socks[i].fd) != 0) {
             fx_log(FX_LOG_ERROR, "supervisor: too many listening sockets to hand down");
             return NULL;
@@ -314,10 +367,16 @@ static struct worker *worker_start(unsigned gen)
         if (getppid() == 1)
             _exit(1);
         for (int i = 0; i < S.nsocks; i++)
-            if (S.socks[i].fd >= 0 && S.socks[i].gen == gen)
+            if (S.socks[i].fd >= 0 && (S.socks[i].uses & use))
                 fcntl(S.socks[i].fd, F_SETFD, 0);
         fcntl(ready[1], F_SETFD, 0);
         fcntl(control[0], F_SETFD, 0);
+        int cfd = use == USE_PEND ? S.pending_cfg_fd : S.cfg_fd;
+        if (cfd >= 0) {
+            fcntl(cfd, F_SETFD, 0);
+            snprintf(num, sizeof(num), "%d", cfd);
+            setenv(FX_CONFIG_ENV, num, 1);
+        }
         setenv(FX_INHERIT_ENV, fds, 1);
         snprintf(num, sizeof(num), "%d", ready[1]);
         setenv(FX_READY_ENV, num, 1);
@@ -332,7 +391,7 @@ static struct worker *worker_start(unsigned gen)
     memset(w, 0, sizeof(*w));
     w->state = W_STARTING;
     w->pid = pid;
-    w->gen = gen;
+    w->use = use;
     w->ready_fd = ready[0];
     w->control_fd = control[1];
     w->started = now_ms();
@@ -421,6 +480,7 @@ static void reload(void)
 {
     char err[2048];
     fx_config *cfg;
+    int cfd = -1;
 
     if (S.stopping)
         return;
@@ -435,7 +495,7 @@ static void reload(void)
         return;
     }
     if (S.config_path) {
-        if (!(cfg = fx_config_load(S.config_path, err, sizeof(err)))) {
+        if (!(cfg = config_snapshot(S.config_path, &cfd, err, sizeof(err)))) {
             fx_log(FX_LOG_ERROR, "supervisor: SIGHUP: %s; keeping the running configuration", err);
             return;
         }
@@ -446,19 +506,22 @@ static void reload(void)
         fx_log(FX_LOG_NOTICE, "supervisor: SIGHUP: no --config; starting a new worker with the "
                "same command line (filter DLLs are loaded again)");
     }
-    S.pending_gen = S.gen + 1;
-    if (socks_bind(cfg ? cfg : S.cfg, S.pending_gen, err, sizeof(err)) != 0) {
+    if (socks_bind(cfg ? cfg : S.cfg, USE_PEND, err, sizeof(err)) != 0) {
         fx_log(FX_LOG_ERROR, "supervisor: SIGHUP: %s; keeping the running configuration", err);
         goto refuse;
     }
-    if (!(S.pending = worker_start(S.pending_gen)))
+    S.pending_cfg_fd = cfd;
+    if (!(S.pending = worker_start(USE_PEND)))
         goto refuse;
     S.pending_cfg = cfg;
     return;
 
 refuse:
     fx_config_free(cfg);
-    S.pending_gen = 0;
+    if (cfd >= 0)
+        close(cfd);
+    S.pending_cfg_fd = -1;
+    socks_unuse(USE_PEND);
     socks_prune();
 }
 
@@ -473,9 +536,13 @@ static void reload_done(void)
         fx_config_free(S.cfg);
         S.cfg = S.pending_cfg;
         S.pending_cfg = NULL;
+        if (S.cfg_fd >= 0)
+            close(S.cfg_fd);
+        S.cfg_fd = S.pending_cfg_fd;
+        S.pending_cfg_fd = -1;
     }
-    S.gen = S.pending_gen;
-    S.pending_gen = 0;
+    for (int i = 0; i < S.nsocks; i++)
+        S.socks[i].uses = (S.socks[i].uses & USE_PEND) ? USE_CUR : 0;
     if (old) {
         fx_log(FX_LOG_NOTICE, "supervisor: reload done: worker pid %d serves the new configuration; "
                "worker pid %d finishes its live sessions (up to %u s)", (int)S.serving->pid,
@@ -492,7 +559,10 @@ static void reload_failed(const char *why)
            S.serving ? (int)S.serving->pid : -1);
     fx_config_free(S.pending_cfg);
     S.pending_cfg = NULL;
-    S.pending_gen = 0;
+    if (S.pending_cfg_fd >= 0)
+        close(S.pending_cfg_fd);
+    S.pending_cfg_fd = -1;
+    socks_unuse(USE_PEND);
     socks_prune();
     if (!S.serving && !S.restart_at)
         schedule_restart();     /* the old worker died meanwhile */
@@ -644,6 +714,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
     S.argv = argv;
     S.launch = launch;
     S.drain = 10;
+    S.cfg_fd = S.pending_cfg_fd = -1;
     for (int i = 0; i < MAX_WORKERS; i++)
         S.workers[i].ready_fd = S.workers[i].control_fd = -1;
     if (parse(argc, argv, &level_text) != 0)
@@ -654,7 +725,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
     fx_log_init("fwxhost", level);
 
     if (S.config_path) {
-        if (!(S.cfg = fx_config_load(S.config_path, err, sizeof(err)))) {
+        if (!(S.cfg = config_snapshot(S.config_path, &S.cfg_fd, err, sizeof(err)))) {
             fprintf(stderr, "fwxhost: %s\n", err);
             return 2;
         }
@@ -668,8 +739,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
             return launch(argc, argv);  /* the worker reports it as it always did */
         }
     }
-    S.gen = 1;
-    if (socks_bind(S.cfg, S.gen, err, sizeof(err)) != 0) {
+    if (socks_bind(S.cfg, USE_CUR, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: %s\n", err);
         for (int i = 0; i < S.nsocks; i++)
             if (S.socks[i].fd >= 0)
@@ -682,7 +752,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
         fprintf(stderr, "fwxhost: signalfd: %s\n", strerror(errno));
         return 2;
     }
-    if (!(S.serving = worker_start(S.gen))) {
+    if (!(S.serving = worker_start(USE_CUR))) {
         fprintf(stderr, "fwxhost: cannot start the worker process\n");
         return 2;
     }
@@ -726,7 +796,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
         now = now_ms();
         if (S.restart_at && now >= S.restart_at && !S.stopping) {
             S.restart_at = 0;
-            if (!S.pending && !(S.serving = worker_start(S.gen))) {
+            if (!S.pending && !(S.serving = worker_start(USE_CUR))) {
                 schedule_restart();
             }
         }

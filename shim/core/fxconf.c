@@ -13,11 +13,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "fxlog.h"
@@ -952,7 +954,34 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
+static fx_config *fx_config_load_stream(FILE *f, const char *path, char *err, size_t errlen);
+
 fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_load_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen)
+{
+    int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    FILE *f = NULL;
+    if (mine < 0 || lseek(mine, 0, SEEK_SET) != 0 || (f = fdopen(mine, "r")) == NULL) {
+        fx_msg(err, errlen, "%s: cannot read the copy handed down (fd %d): %s", path, fd,
+               strerror(errno));
+        if (mine >= 0)
+            close(mine);
+        return NULL;
+    }
+    return fx_config_load_stream(f, path, err, errlen);
+}
+
+/* Takes f (closed on return). */
+static fx_config *fx_config_load_stream(FILE *f, const char *path, char *err, size_t errlen)
 {
     struct fx_load ld;
     fx_config *cfg = NULL;
@@ -960,11 +989,7 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 
     memset(&ld, 0, sizeof(ld));
     ld.path = path;
-    ld.f = fopen(path, "r");
-    if (ld.f == NULL) {
-        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        goto fail;
-    }
+    ld.f = f;
     cfg = fx_config_new_empty();
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
         fx_msg(err, errlen, "%s: out of memory", path);

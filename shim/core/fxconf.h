@@ -101,6 +101,11 @@ typedef struct fx_config {
 /* Parse and validate.  NULL with one message in err on any problem. */
 fx_config *fx_config_load(const char *path, char *err, size_t errlen);
 
+/* As fx_config_load, from an open file (read from its start; fd stays
+ * open) that holds the text of path: messages name path.  The supervisor
+ * hands its worker the exact text it validated this way (FWX_CONFIG_FD). */
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen);
+
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);
 

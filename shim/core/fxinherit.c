@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fxconf.h"
 #include "fxinherit.h"
 
 int fx_inherited(void)
@@ -42,4 +43,14 @@ int fx_inherit_add(char *buf, size_t len, const char *key, int fd)
         return -1;
     }
     return 0;
+}
+
+struct fx_config *fx_config_load_as_handed(const char *path, char *err, size_t errlen)
+{
+    const char *v = getenv(FX_CONFIG_ENV);
+    char *end;
+    long fd = v ? strtol(v, &end, 10) : -1;
+    if (v && !*end && fd >= 0 && fd < 1 << 20)
+        return fx_config_load_fd((int)fd, path, err, errlen);
+    return fx_config_load(path, err, errlen);
 }

@@ -23,6 +23,16 @@
  * means the supervisor is gone: stop. */
 #define FX_CONTROL_ENV "FWX_CONTROL_FD"
 
+/* An open file holding the configuration text the supervisor validated:
+ * a restarted worker runs that, not whatever the file says by then (a
+ * changed file takes effect on SIGHUP only). */
+#define FX_CONFIG_ENV "FWX_CONFIG_FD"
+
+struct fx_config;
+
+/* fx_config_load(path), or from FWX_CONFIG_FD's copy when it is set. */
+struct fx_config *fx_config_load_as_handed(const char *path, char *err, size_t errlen);
+
 /* 1 when FWX_LISTEN_FDS is set (the worker runs under a supervisor). */
 int fx_inherited(void);
 
