@@ -319,7 +319,7 @@ test_alone_and_orphan() {
         add "worker $w still alive 20 s after its supervisor was killed"
         kill -KILL $w
     fi
-    grep -q 'supervisor gone (control pipe closed): stopping\|signal 15: stopping' "$hlog" ||
+    grep -q 'supervisor gone (its socket closed): stopping\|signal 15: stopping' "$hlog" ||
         add "the worker did not log why it stopped"
     result "$fl supervisor killed (SIGKILL): worker $w stopped by itself in $((i / 10)).$((i % 10)) s" "$why" "$hlog"
 }

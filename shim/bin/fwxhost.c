@@ -79,18 +79,6 @@ static void on_signal(int sig)
     }
 }
 
-/* An fd number from the environment (set by the supervisor), or -1. */
-static int env_fd(const char *name)
-{
-    const char *v = getenv(name);
-    char *end;
-    long fd = v ? strtol(v, &end, 10) : -1;
-    if (!v || *end || fd < 0 || fd > 1 << 20)
-        return -1;
-    unsetenv(name);     /* not for any process a filter might start */
-    return (int)fd;
-}
-
 static int want_value(int argc, char **argv, int i)
 {
     if (i + 1 >= argc) {
@@ -172,6 +160,14 @@ int main(int argc, char **argv)
         }
         fx_config_free(cfg);
         return 0;
+    }
+
+    /* Under the supervisor: the sockets and configuration it hands down
+     * (fxinherit.h), before anything reads the configuration. */
+    int sup_fd = fx_supervisor_socket();
+    if (sup_fd >= 0 && fx_inherit_receive(sup_fd, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
     }
 
     if (config_path) {
@@ -268,13 +264,10 @@ int main(int argc, char **argv)
     }
     fflush(stderr);
     /* Under the supervisor: tell it we serve (it then retires an older
-     * worker), and listen on its control pipe. */
-    int ready_fd = env_fd(FX_READY_ENV), control_fd = env_fd(FX_CONTROL_ENV);
-    if (ready_fd >= 0) {
-        if (write(ready_fd, "ready\n", 6) < 0)
-            fx_log(FX_LOG_WARN, "cannot tell the supervisor we are ready: %s", strerror(errno));
-        close(ready_fd);
-    }
+     * worker), and listen on its socket for "drain". */
+    int control_fd = sup_fd;
+    if (control_fd >= 0 && write(control_fd, "ready", 5) != 5)
+        fx_log(FX_LOG_WARN, "cannot tell the supervisor we are ready: %s", strerror(errno));
 
     char sig = 0;
     unsigned stop_drain = drain;
@@ -296,7 +289,7 @@ int main(int argc, char **argv)
             continue;
         if (control_fd >= 0 && p[1].revents) {
             char cmd[64];
-            ssize_t k = read(control_fd, cmd, sizeof(cmd) - 1);
+            ssize_t k = read(control_fd, cmd, sizeof(cmd) - 1);   /* one message */
             if (k > 0 && !strncmp(cmd, "drain", 5)) {
                 /* A newer worker serves the listening sockets now. */
                 stop_drain = reload_drain;
@@ -308,7 +301,7 @@ int main(int argc, char **argv)
                 break;
             }
             if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) {
-                fx_log(FX_LOG_ERROR, "supervisor gone (control pipe closed): stopping");
+                fx_log(FX_LOG_ERROR, "supervisor gone (its socket closed): stopping");
                 break;
             }
             continue;

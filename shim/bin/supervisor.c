@@ -6,8 +6,8 @@
  *     control socket, the metrics port) itself, so a port in use is one
  *     line and exit status 2 before any Wine process starts;
  *   - starts the Wine worker (the launcher's launch(), in a child) and hands
- *     it the sockets (FWX_LISTEN_FDS, fxinherit.h), a ready pipe and a
- *     control pipe;
+ *     it the sockets and the configuration text over a socket pair
+ *     (SCM_RIGHTS, fxinherit.h), which then carries "ready" and "drain";
  *   - forwards SIGTERM/SIGINT and exits with the worker's status;
  *   - restarts a worker that exits without being asked (status 3: all its
  *     threads stuck in filter code; a crash), with back-off and at most
@@ -16,7 +16,7 @@
  *   - on SIGHUP re-reads the configuration: an invalid one is refused with
  *     its file:line and the running worker goes on; a valid one gets any
  *     new sockets and a new worker; once that worker is ready the old one
- *     is told "drain" on its control pipe: it stops accepting, finishes its
+ *     is told "drain" on the socket pair: it stops accepting, finishes its
  *     live sessions (at most [host] reload-drain seconds) and exits.
  *
  * Single-threaded: one poll loop over a signalfd and the workers' ready
@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -57,7 +58,7 @@
 /* A listening socket, kept across workers while some configuration uses it. */
 struct sock {
     char key[128];      /* "ADDR:PORT", "@metrics ADDR:PORT", "@control PATH" */
-    char env_key[80];   /* what the worker looks up (fxinherit.h) */
+    char env_key[80];   /* its key in the handoff (fxinherit.h) */
     int fd;
     unsigned uses;      /* USE_CUR, USE_PEND: which configurations need it */
     dev_t dev;          /* a control socket file, to remove only our own */
@@ -71,8 +72,8 @@ struct worker {
     enum wstate state;
     pid_t pid;
     unsigned use;       /* the sockets it was handed: USE_CUR or USE_PEND */
-    int ready_fd;       /* read end; -1 once read or closed */
-    int control_fd;     /* write end */
+    int ready_fd;       /* the socket pair while waiting for "ready", else -1 */
+    int control_fd;     /* the socket pair (fxinherit.h); owns it */
     uint64_t started;
 };
 
@@ -328,33 +329,32 @@ static void socks_unuse(unsigned use)
 static struct worker *worker_start(unsigned use)
 {
     struct worker *w = worker_slot();
-    int ready[2], control[2];
-    char fds[4096] = "";
+    const char *keys[FX_INHERIT_MAX];
+    int fds[FX_INHERIT_MAX], n = 0, sv[2];
+    int cfd = use == USE_PEND ? S.pending_cfg_fd : S.cfg_fd;
 
     if (!w) {
         fx_log(FX_LOG_ERROR, "supervisor: too many worker processes; not starting another");
         return NULL;
     }
-    for (int i = 0; i < S.nsocks; i++)
-        if (S.socks[i].fd >= 0 && (S.socks[i].uses & use) &&
-            fx_inherit_add(fds, sizeof(fds), S.socks[i].env_key, S.socks[i].fd) != 0) {
-            fx_log(FX_LOG_ERROR, "supervisor: too many listening sockets to hand down");
-            return NULL;
+    for (int i = 0; i < S.nsocks && n < FX_INHERIT_MAX - 1; i++)
+        if (S.socks[i].fd >= 0 && (S.socks[i].uses & use)) {
+            keys[n] = S.socks[i].env_key;
+            fds[n++] = S.socks[i].fd;
         }
-    if (pipe2(ready, O_CLOEXEC) != 0)
-        return NULL;
-    if (pipe2(control, O_CLOEXEC) != 0) {
-        close(ready[0]);
-        close(ready[1]);
+    if (cfd >= 0) {
+        keys[n] = "@config";
+        fds[n++] = cfd;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        fx_log(FX_LOG_ERROR, "supervisor: socketpair: %s", strerror(errno));
         return NULL;
     }
     pid_t pid = fork();
     if (pid < 0) {
         fx_log(FX_LOG_ERROR, "supervisor: fork: %s", strerror(errno));
-        close(ready[0]);
-        close(ready[1]);
-        close(control[0]);
-        close(control[1]);
+        close(sv[0]);
+        close(sv[1]);
         return NULL;
     }
     if (pid == 0) {
@@ -366,34 +366,26 @@ static struct worker *worker_start(unsigned use)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() == 1)
             _exit(1);
-        for (int i = 0; i < S.nsocks; i++)
-            if (S.socks[i].fd >= 0 && (S.socks[i].uses & use))
-                fcntl(S.socks[i].fd, F_SETFD, 0);
-        fcntl(ready[1], F_SETFD, 0);
-        fcntl(control[0], F_SETFD, 0);
-        int cfd = use == USE_PEND ? S.pending_cfg_fd : S.cfg_fd;
-        if (cfd >= 0) {
-            fcntl(cfd, F_SETFD, 0);
-            snprintf(num, sizeof(num), "%d", cfd);
-            setenv(FX_CONFIG_ENV, num, 1);
-        }
-        setenv(FX_INHERIT_ENV, fds, 1);
-        snprintf(num, sizeof(num), "%d", ready[1]);
-        setenv(FX_READY_ENV, num, 1);
-        snprintf(num, sizeof(num), "%d", control[0]);
-        setenv(FX_CONTROL_ENV, num, 1);
+        /* Only the socket pair's end crosses the exec (fxinherit.h). */
+        fcntl(sv[1], F_SETFD, 0);
+        snprintf(num, sizeof(num), "%d", sv[1]);
+        setenv(FX_SUPERVISOR_ENV, num, 1);
         if (S.no_control[0])
             setenv("FWX_NO_CONTROL", S.no_control, 1);
+        if (cfd >= 0)
+            fx_inherit_set("@config", cfd);     /* the launcher's flavour choice */
         _exit(S.launch(S.argc, S.argv));
     }
-    close(ready[1]);
-    close(control[0]);
+    close(sv[1]);
+    if (fx_inherit_send(sv[0], keys, fds, n) != 0)
+        fx_log(FX_LOG_ERROR, "supervisor: handing the sockets to worker pid %d: %s", (int)pid,
+               strerror(errno));   /* it exits 2 for want of them */
     memset(w, 0, sizeof(*w));
     w->state = W_STARTING;
     w->pid = pid;
     w->use = use;
-    w->ready_fd = ready[0];
-    w->control_fd = control[1];
+    w->ready_fd = sv[0];        /* polled until "ready" */
+    w->control_fd = sv[0];      /* the same socket; owns it */
     w->started = now_ms();
     fx_log(FX_LOG_INFO, "supervisor: started worker pid %d", (int)pid);
     return w;
@@ -401,8 +393,6 @@ static struct worker *worker_start(unsigned use)
 
 static void worker_free(struct worker *w)
 {
-    if (w->ready_fd >= 0)
-        close(w->ready_fd);
     if (w->control_fd >= 0)
         close(w->control_fd);
     if (S.serving == w)
@@ -417,10 +407,11 @@ static void worker_free(struct worker *w)
 static void worker_drain(struct worker *w)
 {
     w->state = W_DRAINING;
-    if (write(w->control_fd, "drain\n", 6) != 6)
+    w->ready_fd = -1;
+    if (send(w->control_fd, "drain", 5, MSG_NOSIGNAL) != 5)
         fx_log(FX_LOG_WARN, "supervisor: cannot tell worker pid %d to drain (%s); stopping it",
                (int)w->pid, strerror(errno));
-    close(w->control_fd);   /* EOF after "drain": the worker stops either way */
+    close(w->control_fd);   /* end of file after "drain": it stops either way */
     w->control_fd = -1;
 }
 
@@ -621,10 +612,9 @@ static void on_exit_status(pid_t pid, int status)
 static void on_ready(struct worker *w)
 {
     char buf[64];
-    ssize_t n = read(w->ready_fd, buf, sizeof(buf));
+    ssize_t n = recv(w->ready_fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n > 0 && !strncmp(buf, "ready", 5)) {
-        close(w->ready_fd);
-        w->ready_fd = -1;
+        w->ready_fd = -1;       /* no more polling; control_fd keeps it */
         if (w == S.pending) {
             reload_done();
         } else if (w == S.serving) {
@@ -635,10 +625,8 @@ static void on_ready(struct worker *w)
         }
         return;
     }
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
-        close(w->ready_fd);     /* it is exiting: SIGCHLD tells how */
-        w->ready_fd = -1;
-    }
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+        w->ready_fd = -1;       /* it is exiting: SIGCHLD tells how */
 }
 
 static int sigfd_open(void)

@@ -103,7 +103,7 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen);
 
 /* As fx_config_load, from an open file (read from its start; fd stays
  * open) that holds the text of path: messages name path.  The supervisor
- * hands its worker the exact text it validated this way (FWX_CONFIG_FD). */
+ * hands its worker the exact text it validated this way ("@config", fxinherit.h). */
 fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
