@@ -10,7 +10,8 @@
 #      in the backlog are served by the new worker, and a normal session on
 #      the same port then passes its bytes; --stats answers from the new one
 #   c. SIGTERM of the supervisor: exit status 0, every worker pid it started
-#      is gone, no child of it is left, the control socket file is removed
+#      is gone, no child of it is left, the control socket file is removed,
+#      and no process (Wine's own included) still listens on the port
 #   d. restart-limit: a worker killed (SIGKILL) is restarted; killed again
 #      within the minute with restart-limit = 1, the supervisor gives up
 #      with a log line and exit status 1
@@ -241,6 +242,10 @@ test_restart() {
     [ "$HOST_RC" = 0 ] || add "exit status $HOST_RC, expected 0"
     for p in $all $kids; do kill -0 $p 2> /dev/null && add "pid $p still alive"; done
     [ -e "$T/ctl-$fl.sock" ] && add "the control socket file is left"
+    # Nobody else holds the port: not Wine's own processes either (HOST-500).
+    if command -v ss > /dev/null && ss -ltnH "sport = :$lp" | grep -q .; then
+        add "127.0.0.1:$lp still listening after the stop: $(ss -ltnpH "sport = :$lp")"
+    fi
     grep -q 'supervisor: signal 15: stopping' "$hlog" || add "no 'signal 15: stopping' line"
     result "$fl SIGTERM: supervisor exit 0 in $STOP_S s; worker pids ${all% } and children (${kids% }) gone" \
         "$why" "$hlog"
