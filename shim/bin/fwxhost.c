@@ -45,6 +45,8 @@ static void usage(FILE *to)
         "  --workers N           worker threads (default: one per CPU core)\n"
         "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
         "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  --record DIR          write each connection as a fwxreplay script into DIR\n"
+        "                        when it ends ([host] record; see docs/replay-format.md)\n"
         "  --control PATH        the control socket (default: [host] control, else\n"
         "                        /run/fwxshim/fwxhost.sock as root, else\n"
         "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
@@ -91,7 +93,7 @@ static int want_value(int argc, char **argv, int i)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice", *control = NULL;
+    const char *level_text = "notice", *control = NULL, *record = NULL;
     int stats = 0;
     char err[2048];
     fx_config *cfg = NULL;
@@ -122,6 +124,8 @@ int main(int argc, char **argv)
             control = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--no-supervisor")) {
             /* the launcher's: it then runs this process directly */
+        } else if (!strcmp(a, "--record")) {
+            record = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--stats")) {
             stats = 1;
         } else if (!strcmp(a, "--filter")) {
@@ -219,11 +223,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: --workers: %s\n", err);
         return 2;
     }
+    if (record && fx_config_set(cfg, "host", "record", record, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --record: %s\n", err);
+        return 2;
+    }
     if (fx_config_check(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: %s\n", err);
         return 2;
     }
     unsigned reload_drain = cfg->host.reload_drain;
+    if (cfg->host.record && access(cfg->host.record, W_OK | X_OK) != 0) {
+        fprintf(stderr, "fwxhost: record directory %s: %s (it must exist and be writable)\n",
+                cfg->host.record, strerror(errno));
+        return 2;
+    }
     if (config_path && cfg->host.log_level > 0 && !strcmp(level_text, "notice"))
         fx_log_set_level(cfg->host.log_level);
 

@@ -663,7 +663,7 @@ static int parse(int argc, char **argv, const char **level)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--config") || !strcmp(a, "--listen") || !strcmp(a, "--target") ||
             !strcmp(a, "--control") || !strcmp(a, "--log-level") || !strcmp(a, "--drain") ||
-            !strcmp(a, "--workers") || !strcmp(a, "--filter")) {
+            !strcmp(a, "--workers") || !strcmp(a, "--filter") || !strcmp(a, "--record")) {
             if (!v)
                 return -1;
             i++;

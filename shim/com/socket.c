@@ -172,6 +172,7 @@ static void net_pump_sends(struct sock *s)
                 return;
             if (n < 0) {
                 DWORD err = fx_errno_to_wsa((int)-n);
+                record_io(c, s->end, NULL, n);
                 fail_queue(c, &s->sends, err);
                 c->aborted = TRUE;
                 return;
@@ -211,6 +212,8 @@ static void net_pump_recvs(struct sock *s)
         }
         if (!s->read_eof) {
             n = fx_recv(s->fd, data, cap);
+            if (n != -LINUX_EAGAIN)
+                record_io(c, s->end, data, n);
             if (n == -LINUX_EAGAIN || n < 0) {
                 if (buf != op->buf)
                     IFWXIOBuffer_Release(buf);     /* ours: no filter code */

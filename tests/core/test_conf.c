@@ -363,7 +363,8 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics, restart-limit, restart-delay, reload-drain)");
+                 "hang-timeout, control, metrics, record, record-max-bytes, restart-limit, "
+                 "restart-delay, reload-drain)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
