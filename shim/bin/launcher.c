@@ -273,6 +273,8 @@ static int pcap_native(int argc, char **argv)
     fx_script_free(fx_pcap_cli(pcap, stream, list, to_script, argc, argv, &status));
     return status;
 }
+#endif
+
 #ifdef FWX_SUPERVISOR
 #include "supervisor.h"
 #endif
