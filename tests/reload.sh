@@ -7,10 +7,11 @@
 # rewrite (ISA2000 -> fwxshim-on-linux, client to server) and adds a rule
 # on a new port.
 #
-#   a. three long sessions (about 6 s each, a token every 150 ms) stream
+#   a. under load: three long sessions (about 6 s each, a token every
+#      150 ms) and 16 bulk ones (16 MiB each way, another rule) stream
 #      through the old configuration while the reload happens: every byte
-#      arrives, unrewritten (they finish on the old filter); the old worker
-#      exits 0 once they are done
+#      arrives, the long ones unrewritten (they finish on the old filter);
+#      the old worker exits 0 once they are done
 #   b. new sessions after the reload are rewritten, on the old port and on
 #      the new rule's port; --stats answers from the new worker and counts
 #      exactly the new sessions
@@ -158,6 +159,7 @@ write_conf() {  # FILE DLL PORT TARGET [EXTRA-RULE-PORT]
         printf '[filter f]\npath = %s\n' "$2"
         printf '[rule web]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $3 $4
         [ -n "${5:-}" ] && printf '[rule extra]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $5 $4
+        printf '[rule bulk]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $BULK_LP $BULK_TP
     } > "$1"
 }
 
@@ -167,6 +169,11 @@ test_reload() {
     free_port; lp=$PORT; free_port; lp2=$PORT; free_port; tp=$PORT
     echo_server $tp "$T/echo-$fl.log" || { not_ok "$fl reload" "echo server did not start" "$T/echo-$fl.log"; return; }
     local echo=$ECHO_PID
+    free_port; BULK_LP=$PORT; free_port; BULK_TP=$PORT
+    "$FXPEER" server --listen 127.0.0.1:$BULK_TP --send 16m --seed 77 > "$T/bulk-$fl-server.log" 2>&1 &
+    local bsrv=$!
+    pids+=("$bsrv")
+    wait_for "$T/bulk-$fl-server.log" '^ready' $bsrv 10
     write_conf "$conf" "$B/filters/$fl/passthrough.dll" $lp $tp
     if ! start_host "$hlog" --config "$conf"; then
         not_ok "$fl reload" "fwxhost did not become ready" "$hlog"
@@ -175,7 +182,11 @@ test_reload() {
     local sup=$HOST_PID old new
     old=$(worker_pids "$hlog" | head -n 1)
 
-    # a. long sessions through the old configuration
+    # a. long sessions through the old configuration, and bulk traffic
+    "$FXPEER" client --connect 127.0.0.1:$BULK_LP --conns 16 --send 16m --recv 16m --seed 77 \
+        --timeout 120 > "$T/bulk-$fl.log" 2>&1 &
+    local bulk=$!
+    pids+=("$bulk")
     local data=""
     for i in $(seq 1 40); do data+="ISA2000-$i "; done
     local longs=()
@@ -201,11 +212,13 @@ test_reload() {
             add "long session $i: exit $rc, $(wc -c < "$T/long-$fl-$i.out" 2> /dev/null || echo 0) of ${#data} bytes back, $(grep -c fwxshim-on-linux "$T/long-$fl-$i.out" 2> /dev/null) rewritten"
         fi
     done
+    wait $bulk; local brc=$?; forget_pid $bulk
+    [ $brc -eq 0 ] || add "bulk: fxpeer exit $brc: $(tail -n 1 "$T/bulk-$fl.log")"
     [ "${live:-0}" -ge 3 ] || add "the old worker had ${live:-no} live connections at the switch (expected the 3 long ones: reload too late?)"
     wait_for "$hlog" "supervisor: old worker pid $old exited with status 0" $sup 30 ||
         add "no 'old worker pid $old exited with status 0' line"
-    result "$fl reload: worker $new took over after ${switch_s} s; 3 long sessions ($live live at the switch) finished on the old filter, ${#data} bytes each, byte-identical; old worker $old exited 0" \
-        "$why" "$hlog" "$T/long-$fl-1.log"
+    result "$fl reload: worker $new took over after ${switch_s} s; $live connections live at the switch; 3 long sessions finished on the old filter, ${#data} bytes each, and 16 bulk ones 16 MiB each way, all byte-identical; old worker $old exited 0" \
+        "$why" "$hlog" "$T/long-$fl-1.log" "$T/bulk-$fl.log"
 
     # b. new sessions: the new filter, the new rule
     why=""
@@ -283,6 +296,7 @@ test_reload() {
     for p in $(worker_pids "$hlog"); do kill -0 $p 2> /dev/null && add "worker $p still alive"; done
     result "$fl reload: SIGTERM stops supervisor and workers (exit $HOST_RC)" "$why" "$hlog"
     kill $echo; wait $echo 2> /dev/null; forget_pid $echo
+    kill $bsrv; wait $bsrv 2> /dev/null; forget_pid $bsrv
 }
 
 command -v python3 > /dev/null || { echo "1..0 # SKIP python3 (the echo server) not found"; exit 0; }
