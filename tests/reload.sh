@@ -144,6 +144,12 @@ class H(socketserver.BaseRequestHandler):
 class S(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+class U(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request[1].sendto(self.request[0], self.client_address)
+import threading
+u = socketserver.ThreadingUDPServer(("127.0.0.1", int(sys.argv[1])), U)
+threading.Thread(target=u.serve_forever, daemon=True).start()
 s = S(("127.0.0.1", int(sys.argv[1])), H)
 print("ready", flush=True)
 s.serve_forever()
@@ -153,6 +159,17 @@ s.serve_forever()
     wait_for "$2" '^ready' $ECHO_PID 10
 }
 
+# udp_ask PORT TEXT: one datagram to the host's UDP rule; prints the reply
+udp_ask() {
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(sys.argv[2].encode(), ("127.0.0.1", int(sys.argv[1])))
+print(s.recvfrom(65536)[0].decode())
+' "$1" "$2" 2>&1
+}
+
 write_conf() {  # FILE DLL PORT TARGET [EXTRA-RULE-PORT]
     {
         printf '[host]\nworkers = 2\nlog-level = info\nreload-drain = 60\ncontrol = %s\n' "$T/ctl.sock"
@@ -160,6 +177,7 @@ write_conf() {  # FILE DLL PORT TARGET [EXTRA-RULE-PORT]
         printf '[rule web]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $3 $4
         [ -n "${5:-}" ] && printf '[rule extra]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $5 $4
         printf '[rule bulk]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $BULK_LP $BULK_TP
+        printf '[rule dgram]\nprotocol = udp\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $UDP_LP $4
     } > "$1"
 }
 
@@ -169,7 +187,7 @@ test_reload() {
     free_port; lp=$PORT; free_port; lp2=$PORT; free_port; tp=$PORT
     echo_server $tp "$T/echo-$fl.log" || { not_ok "$fl reload" "echo server did not start" "$T/echo-$fl.log"; return; }
     local echo=$ECHO_PID
-    free_port; BULK_LP=$PORT; free_port; BULK_TP=$PORT
+    free_port; BULK_LP=$PORT; free_port; BULK_TP=$PORT; free_port; UDP_LP=$PORT
     "$FXPEER" server --listen 127.0.0.1:$BULK_TP --send 16m --seed 77 > "$T/bulk-$fl-server.log" 2>&1 &
     local bsrv=$!
     pids+=("$bsrv")
@@ -182,6 +200,8 @@ test_reload() {
     local sup=$HOST_PID old new
     old=$(worker_pids "$hlog" | head -n 1)
 
+    local ureply
+    ureply=$(udp_ask $UDP_LP "datagram before")
     # a. long sessions through the old configuration, and bulk traffic
     "$FXPEER" client --connect 127.0.0.1:$BULK_LP --conns 16 --send 16m --recv 16m --seed 77 \
         --timeout 120 > "$T/bulk-$fl.log" 2>&1 &
@@ -214,6 +234,7 @@ test_reload() {
     done
     wait $bulk; local brc=$?; forget_pid $bulk
     [ $brc -eq 0 ] || add "bulk: fxpeer exit $brc: $(tail -n 1 "$T/bulk-$fl.log")"
+    [ "$ureply" = "datagram before" ] || add "UDP rule before the reload: '$ureply'"
     [ "${live:-0}" -ge 3 ] || add "the old worker had ${live:-no} live connections at the switch (expected the 3 long ones: reload too late?)"
     wait_for "$hlog" "supervisor: old worker pid $old exited with status 0" $sup 30 ||
         add "no 'old worker pid $old exited with status 0' line"
@@ -235,7 +256,11 @@ test_reload() {
     web=$(awk '$1 == "web" {print $3}' "$T/stats-$fl.txt")
     extra=$(awk '$1 == "extra" {print $3}' "$T/stats-$fl.txt")
     [ "$web" = 1 ] && [ "$extra" = 1 ] || add "--stats: web $web, extra $extra connections (expected 1 and 1: the new worker's)"
-    result "$fl reload: new sessions rewritten on the old port and on the new rule's port; --stats from the new worker (web $web, extra $extra)" \
+    # UDP: the rule's socket came from the supervisor; the new worker has it
+    local reply
+    reply=$(udp_ask $UDP_LP "datagram after the reload")
+    [ "$reply" = "datagram after the reload" ] || add "UDP rule after the reload: '$reply'"
+    result "$fl reload: new sessions rewritten on the old port and on the new rule's port; a UDP rule answers; --stats from the new worker (web $web, extra $extra)" \
         "$why" "$hlog" "$T/stats-$fl.txt"
 
     # c. a broken configuration

@@ -45,6 +45,7 @@
 #include "fxinherit.h"
 #include "fxlog.h"
 #include "fxnet.h"
+#include "fxudp.h"
 #include "supervisor.h"
 
 #define MAX_SOCKS 128
@@ -223,14 +224,19 @@ static void socks_prune(void)
  * one line in err (the caller then clears use and calls socks_prune). */
 static int socks_bind(fx_config *cfg, unsigned use, char *err, size_t errlen)
 {
-    char text[64], key[160], why[256];
+    char text[80], addr[64], key[160], why[256];
     struct sock *s;
 
     for (size_t r = 0; r < cfg->nrules; r++) {
         fx_rule_conf *rc = &cfg->rules[r];
-        fx_addr_format(&rc->listen, rc->listen_len, text, sizeof(text));
+        int udp = rc->protocol == FX_PROTO_UDP;
+        fx_addr_format(&rc->listen, rc->listen_len, addr, sizeof(addr));
+        snprintf(text, sizeof(text), "%s%s", udp ? "udp " : "", addr);  /* fxinherit.h */
         if (!(s = sock_find(text))) {
-            int fd = fx_tcp_listen(&rc->listen, rc->listen_len, 1024, 0, why, sizeof(why));
+            int fd = !udp ? fx_tcp_listen(&rc->listen, rc->listen_len, 1024, 0, why, sizeof(why))
+                   : rc->type == FX_RULE_OUTBOUND
+                         ? fx_udp_bind_transparent(&rc->listen, rc->listen_len, why, sizeof(why))
+                         : fx_udp_bind(&rc->listen, rc->listen_len, why, sizeof(why));
             if (fd < 0) {
                 if (cfg->path && rc->listen_line)
                     snprintf(err, errlen, "%s:%d: rule %s: %s", cfg->path, rc->listen_line,

@@ -7,7 +7,8 @@
  * socket pair, named by FWX_SUPERVISOR_FD. The first message on it carries
  * every fd as SCM_RIGHTS, with their keys as the payload, one per line, in
  * the same order: a listening address as fx_addr_format writes it
- * ("127.0.0.1:8080", "[::1]:80") for a rule's socket, "@control" for the
+ * ("127.0.0.1:8080", "[::1]:80") for a TCP rule's socket, "udp ADDR:PORT"
+ * for a UDP rule's (one socket, used by worker 0), "@control" for the
  * control socket, "@metrics" for the Prometheus port, "@config" for a
  * memfd holding the configuration text. Keys are addresses, not rule
  * names: a reload may rename a rule and keep its socket.
