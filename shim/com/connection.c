@@ -159,6 +159,10 @@ void connection_teardown(struct connection *c)
            c->id, rule_name(c), c->aborted ? " (aborted)" : "", c->bytes_in, c->bytes_out);
     InterlockedDecrement(&c->worker->connections);
     InterlockedDecrement(&the_host->live_connections);
+    if (c->pins_session) {
+        c->pins_session = FALSE;
+        session_unpin(c->session);
+    }
     if (c->rule) {
         InterlockedDecrement(&c->rule->live);
         InterlockedExchangeAdd64(&c->rule->bytes_in, (LONG64)c->bytes_in);
@@ -555,15 +559,20 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     /* Publishing: the published server's session. Outbound: the client's
      * own session, one per client address, as for SecureNAT (HOST-001). */
     if (fx_sa_to_win32(client_sa, client_len, &win_client, &win_client_len) != 0 ||
-        !(s = outbound ? host_client_session(&win_client, win_client_len) : rule->session)) {
+        !(s = outbound ? host_client_session(&win_client, win_client_len, TRUE) : rule->session)) {
         fx_log(FX_LOG_WARN, "rule %s: cannot make a session for %s; connection refused",
                rule->conf->name, who);
         fx_close_abort(client_fd);
         return NULL;
     }
     c = connection_create(w, rule, s);
-    if (outbound)
+    if (outbound) {
+        if (c)
+            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
+        else
+            session_unpin(s);
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    }
     if (!c) {
         fx_close_abort(client_fd);
         return NULL;
@@ -791,6 +800,8 @@ void connection_accept_secondary(struct worker *w, struct session *s, struct ant
         return;
     }
     c->secondary = TRUE;
+    c->pins_session = TRUE;   /* a secondary connection keeps its session alive too */
+    session_pin(s);
     c->client_fd = fd;
     connection_set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, peer_sa, peer_len);
     connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
