@@ -993,14 +993,73 @@ static HRESULT WINAPI connection_AttachDataFilterWithDestination(IFWXConnection 
     return attach_link(c, ctx, df, prio, context);
 }
 
+/* An address EmulateConnection was given: NULL, or a readable IPv4/IPv6 one. */
+static BOOL emulate_addr_ok(const SOCKADDR *a, DWORD len)
+{
+    SOCKADDR_STORAGE copy;
+    if (!a)
+        return TRUE;
+    if (len < sizeof(SOCKADDR_IN) || len > sizeof(copy) || !guard_copy(&copy, a, len))
+        return FALSE;
+    return copy.ss_family == AF_INET || (copy.ss_family == AF_INET6 && len >= 28);
+}
+
+/* Inbound emulation (reference 2.9, HOST-1001): inside fwx_AcceptedConnection
+ * of a publishing rule, df becomes the connection's emulator: the client-facing
+ * connection is this one (*out, referenced), df is last in the chain with
+ * SetSockets(internal, NULL), and the host does not connect to the rule's target.
+ * The filter reaches whatever servers it chooses itself (IFWXNetworkSocket).
+ * LocalAddress, if given, is the name GetExternalSocketName reports (as
+ * SetSocketName); RemoteAddress is checked, not used: the client is real. */
 static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDataFilter *df,
                                                    LPSOCKADDR remote, DWORD remote_len,
                                                    LPSOCKADDR local, DWORD local_len,
                                                    IFWXConnection **out)
 {
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_AcceptedConnection);
+    HRESULT hr = S_OK;
+
     if (out)
         *out = NULL;
-    return FX_NOTIMPL("IFWXConnection", "EmulateConnection");
+    /* Only an accepted TCP connection can be emulated inbound; outbound
+     * connections use SetProtocol(FWX_FLAG_EMULATE_PROTOCOL) (HOST-105). */
+    if (!ctx || c->dgram)
+        return HRESULT_FROM_WIN32(WSAEINVAL);
+    if (!df)
+        return E_INVALIDARG;
+    if (!emulate_addr_ok(remote, remote_len) || !emulate_addr_ok(local, local_len))
+        return HRESULT_FROM_WIN32(WSAEINVAL);
+    EnterCriticalSection(&c->lock);
+    if (c->emulated)
+        hr = FWX_E_ALREADY_EMULATED;     /* one emulator per connection (reference 2.9) */
+    else if (c->terminated || c->state != CONN_EVENTS)
+        hr = FWX_E_TERMINATING;
+    else
+        c->emulated = TRUE;
+    LeaveCriticalSection(&c->lock);
+    if (FAILED(hr))
+        return hr;
+    if (FAILED(hr = attach_link(c, ctx, df, fwx_dfpc_Emulation, NULL))) {
+        EnterCriticalSection(&c->lock);
+        c->emulated = FALSE;
+        LeaveCriticalSection(&c->lock);
+        return hr;
+    }
+    if (local) {
+        EnterCriticalSection(&c->lock);
+        guard_copy(&c->win_ext, local, local_len);
+        c->win_ext_len = (int)local_len;
+        c->name_set = TRUE;
+        LeaveCriticalSection(&c->lock);
+    }
+    fx_log(FX_LOG_INFO, "conn %lu rule %s: emulated by filter %s (EmulateConnection): no "
+           "connect to the target", c->id, rule_name(c), fx_filter_name(ctx->filter));
+    if (out) {
+        IFWXConnection_AddRef(iface);
+        *out = iface;
+    }
+    return S_OK;
 }
 
 /* Emulated connections: the local name the filter chose, which
