@@ -20,8 +20,10 @@
 
 struct host *the_host;
 
-/* SecureNAT-style sessions: one per client address, kept until the host
- * stops (ISA expired idle ones; we do not yet — docs/abi-decisions.md). */
+/* SecureNAT-style sessions: one per client address. One that has had no
+ * connection for [host] session-timeout seconds ends (HOST-1000): a sweep
+ * on worker 0 takes it off the list, so the next connection from that
+ * client makes a new session. */
 struct client_session {
     struct client_session *next;
     struct session *session;
@@ -46,7 +48,7 @@ static BOOL same_client(const struct session *s, const SOCKADDR_STORAGE *a, int 
     return len == s->client_len && !memcmp(((const char *)x) + 4, ((const char *)y) + 4, len - 4);
 }
 
-struct session *host_client_session(const void *win_addr, int len)
+struct session *host_client_session(const void *win_addr, int len, BOOL pin)
 {
     SOCKADDR_STORAGE key;
     struct client_session *cs;
@@ -78,10 +80,54 @@ struct session *host_client_session(const void *win_addr, int len)
             free(cs);
         }
     }
-    if (found)
+    if (found) {
         IFWXSession_AddRef(session_iface(found));
+        if (pin)
+            session_pin(found);
+        else    /* GetNATSession: a fresh look counts as use */
+            __atomic_store_n(&found->idle_since, (LONG64)fx_now_ms(), __ATOMIC_RELAXED);
+    }
     LeaveCriticalSection(&client_sessions_lock);
     return found;
+}
+
+/* Worker 0, once a second while session-timeout is set: end the client
+ * sessions idle for that long. Off the list under the lock (a pin is only
+ * taken under it), then session_end without it: Detach runs filter code. */
+#define SWEEP_MS 1000
+
+static void sweep_client_sessions(void *arg)
+{
+    struct worker *w = arg;
+    struct host *h = the_host;
+    struct client_session *cs, **link, *expired = NULL;
+    uint64_t now = fx_now_ms();
+    uint64_t limit = (uint64_t)h->config->host.session_timeout * 1000;
+
+    if (h->stopping)
+        return;
+    client_sessions_setup();
+    EnterCriticalSection(&client_sessions_lock);
+    for (link = &client_sessions; (cs = *link);) {
+        struct session *s = cs->session;
+        if (s->active == 0 && now - (uint64_t)__atomic_load_n(&s->idle_since, __ATOMIC_RELAXED) >= limit) {
+            *link = cs->next;
+            cs->next = expired;
+            expired = cs;
+        } else {
+            link = &cs->next;
+        }
+    }
+    LeaveCriticalSection(&client_sessions_lock);
+    for (cs = expired; cs; cs = expired) {
+        expired = cs->next;
+        fx_log(FX_LOG_INFO, "session %s: ended after %u s without a connection "
+               "(session-timeout)", cs->session->name, h->config->host.session_timeout);
+        session_end(cs->session);
+        IFWXSession_Release(session_iface(cs->session));
+        free(cs);
+    }
+    fx_timer_start(w->loop, SWEEP_MS, sweep_client_sessions, w);
 }
 
 static void end_client_sessions(void)
@@ -334,6 +380,8 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     }
     if (open_listeners(h, err, errlen) != 0)
         return -1;
+    if (cfg->host.session_timeout)      /* before the loop runs: allowed */
+        fx_timer_start(h->workers[0].loop, SWEEP_MS, sweep_client_sessions, &h->workers[0]);
     for (int w = 0; w < h->nworkers; w++) {
         h->workers[w].thread = CreateThread(NULL, 0, worker_main, &h->workers[w], 0,
                                             &h->workers[w].thread_id);

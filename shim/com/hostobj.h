@@ -112,10 +112,19 @@ struct session {
      * defaults of RedirectConnections and BindForClient (HOST-100). */
     SOCKADDR_STORAGE last_local, last_ext;
     int last_local_len, last_ext_len;
+    /* Client sessions expire after [host] session-timeout seconds without
+     * a connection (HOST-1000): live connections that pin it, and since
+     * when (fx_now_ms) it has had none. Interlocked; host.c's sweep reads
+     * them under its list lock. */
+    LONG active;
+    volatile LONG64 idle_since;
 };
 
 struct session *session_create(const void *win_client, int len, const char *name);
 void session_end(struct session *s);      /* Detach every session filter */
+/* A connection of the session starts / ends (HOST-1000: expiry counts them). */
+void session_pin(struct session *s);
+void session_unpin(struct session *s);
 /* CreatePrivateSession: flags, and the impersonator ImpersonateClient uses. */
 void session_make_private(struct session *s, IFWXImpersonator *imp);
 static inline IFWXSession *session_iface(struct session *s) { return &s->IFWXSession_iface; }
@@ -207,6 +216,7 @@ struct connection {
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
     struct anticipation *ant;      /* BindForClient's connection object: its bind (anticipate.c) */
     BOOL secondary;                /* made by an anticipated action */
+    BOOL pins_session;             /* holds a session_pin until teardown (HOST-1000) */
     BOOL emulated;                 /* SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): no connect */
     BOOL has_emulator;             /* its data filter of class Emulation is attached */
     BOOL name_set;                 /* SetSocketName done (emulated connections) */
@@ -278,8 +288,10 @@ void record_finish(struct connection *c);         /* teardown: write the script 
 
 /* ---- host.c ---- */
 /* The session of a SecureNAT-style client address (port ignored): found
- * or created, returned with a reference. NULL on out of memory. */
-struct session *host_client_session(const void *win_addr, int len);
+ * or created, returned with a reference. NULL on out of memory. pin: also
+ * with a session_pin taken under the list lock, so that the idle sweep
+ * cannot end it before the caller's connection exists (HOST-1000). */
+struct session *host_client_session(const void *win_addr, int len, BOOL pin);
 
 /* Schedule a pump pass on the connection's loop (any thread). */
 void connection_kick(struct connection *c);

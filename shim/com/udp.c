@@ -291,12 +291,17 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     if (ur->outbound) {
         SOCKADDR_STORAGE win;
         int wlen = sizeof(win);
-        s = fx_sa_to_win32(src, srclen, &win, &wlen) == 0 ? host_client_session(&win, wlen) : NULL;
+        s = fx_sa_to_win32(src, srclen, &win, &wlen) == 0 ? host_client_session(&win, wlen, TRUE) : NULL;
     }
     uc = s ? calloc(1, sizeof(*uc)) : NULL;
     c = uc ? connection_create(w, rule, s) : NULL;
-    if (ur->outbound && s)
+    if (ur->outbound && s) {
+        if (c)
+            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
+        else
+            session_unpin(s);
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    }
     if (!c) {
         free(uc);
         fx_log(FX_LOG_WARN, "rule %s: out of memory for UDP client %s", rname(ur), who);

@@ -32,7 +32,7 @@ static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
     "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
-    "restart-limit", "restart-delay", "reload-drain", NULL
+    "restart-limit", "restart-delay", "reload-drain", "session-timeout", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -252,6 +252,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_sessions = 10000;
     cfg->host.connect_timeout = 10;
     cfg->host.idle_timeout = 300;
+    cfg->host.session_timeout = 60;
     cfg->host.max_buffer = 262144;
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
@@ -464,6 +465,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (fx_parse_uint(value, 604800, &v) < 0)
             return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
         h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "session-timeout") == 0) {
+        if (fx_parse_uint(value, 604800, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
+        h->session_timeout = (unsigned)v;
     } else if (strcasecmp(key, "secondary-timeout") == 0) {
         if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
             return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);

@@ -79,6 +79,7 @@ typedef struct fx_host_conf {
     unsigned max_sessions;
     unsigned connect_timeout; /* seconds */
     unsigned idle_timeout;    /* seconds; 0 = never */
+    unsigned session_timeout; /* seconds a client session lives without a connection; 0 = never */
     size_t max_buffer;        /* bytes per connection direction */
     char *trace;              /* NULL = no trace */
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */

@@ -232,6 +232,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.connect_timeout, 10);
     assert_int_equal(c->host.idle_timeout, 300);
     assert_int_equal(c->host.secondary_timeout, 60);
+    assert_int_equal(c->host.session_timeout, 60);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
     assert_int_equal(c->host.max_faults, 5);
@@ -371,7 +372,7 @@ static void test_err_unknown_key(void **state)
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
                  "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout, "
-                 "restart-limit, restart-delay, reload-drain)");
+                 "restart-limit, restart-delay, reload-drain, session-timeout)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -492,6 +493,8 @@ static void test_err_missing_required(void **state)
                  "%s:4: [rule p]: 'secondary-only' applies to outbound rules only");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\nsecondary-only = maybe\n",
                  "%s:4: bad value 'maybe' for 'secondary-only' (expected yes or no)");
+    expect_error("[host]\nsession-timeout = -1\n",
+                 "%s:2: bad value '-1' for 'session-timeout' (expected seconds from 1 to 604800, or 0 for never)");
     expect_error("[host]\nsecondary-timeout = 0\n",
                  "%s:2: bad value '0' for 'secondary-timeout' (expected seconds from 1 to 86400)");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\ntarget = 127.0.0.1:80\n",
