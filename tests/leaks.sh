@@ -20,6 +20,8 @@
 #    connection 1 and writes through it during connection 2: that write
 #    faults (access violation) in its CompleteAsyncIO, logged naming the
 #    filter; connection 2 ends, connections 1 and 3 carry their bytes.
+#  - [host] reclaim-leaks = no: nothing is reclaimed, the leaker's live
+#    buffers grow by at least 2 per connection (the HOST-403 behaviour).
 # TAP; environment as for tests/fwxhost.sh.
 set -u
 B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
@@ -85,8 +87,8 @@ start_host() {   # FLAVOUR NAME TAG: sets SRV, HOST, HPID, CTL, LP, HLOG, WHY
     "$FXPEER" server --listen 127.0.0.1:$sp --send 16384 --seed 5 > "$T/srv-$tag.log" 2>&1 &
     SRV=$!; pids+=($SRV)
     wait_for "$T/srv-$tag.log" '^ready' $SRV 10 || { WHY="server did not start"; return 1; }
-    printf '[host]\ncontrol = %s\n[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
-        "$CTL" $name "$B/filters/$fl/$name.dll" $LP $sp > "$T/$tag.conf"
+    printf '[host]\ncontrol = %s\n%s[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
+        "$CTL" "${HOST_EXTRA:-}" $name "$B/filters/$fl/$name.dll" $LP $sp > "$T/$tag.conf"
     "$B/bin/fwxhost" --config "$T/$tag.conf" > "$HLOG" 2>&1 &
     HOST=$!; pids+=($HOST)
     wait_for "$HLOG" '^fwxhost: ready' $HOST 60 || { WHY="host did not start"; stop $SRV; return 1; }
@@ -158,6 +160,16 @@ for fl in $FLAVOURS; do
     [ $per -lt $LEAK_BOUND_BYTES ] || why="$why; resident memory grew $per bytes per session (bound $LEAK_BOUND_BYTES)"
     result "$fl leaker: $((last * 200)) sessions, ${RECL[$last]:-?} leaked buffers reclaimed (all it kept; 0 live after each round), RSS ${RSS[2]:-?} -> ${RSS[$last]:-?} KiB: $per bytes per session (bound $LEAK_BOUND_BYTES)" \
         "${why#; }" "$T/host-$fl-leaker.log"
+
+    # [host] reclaim-leaks = no: the buffers stay whole and charged to the filter.
+    HOST_EXTRA=$'reclaim-leaks = no\n' run_filter $fl leaker 2 100
+    mv "$T/host-$fl-leaker.log" "$T/host-$fl-noreclaim.log"
+    why=$WHY
+    [ "${BUFS[1]:-0}" -ge 200 ] 2> /dev/null && [ "${BUFS[2]:-0}" -ge $(( ${BUFS[1]:-0} + 200 )) ] 2> /dev/null ||
+        why="$why; live buffers ${BUFS[1]:-?} -> ${BUFS[2]:-?} (expected >= 2 more per connection)"
+    [ "${RECL[2]:-x}" = 0 ] && [ "${HOSTRECL[2]:-x}" = 0 ] || why="$why; reclaimed ${RECL[2]:-?} (host ${HOSTRECL[2]:-?})"
+    result "$fl leaker with reclaim-leaks = no: its live buffers grow ${BUFS[1]:-?} -> ${BUFS[2]:-?}, none reclaimed" \
+        "${why#; }" "$T/host-$fl-noreclaim.log"
 
     # A write through a pointer kept from an ended connection.
     tag=$fl-touch

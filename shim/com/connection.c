@@ -158,7 +158,7 @@ void connection_teardown(struct connection *c)
      * leak: take the memory back (HOST-900). */
     char what[96];
     snprintf(what, sizeof(what), "conn %lu rule %s", c->id, rule_name(c));
-    iobuffer_reclaim(&c->charge, what);
+    iobuffer_reclaim(&c->charge, what, the_host->config->host.reclaim_leaks);
 
     record_finish(c);
     fx_log(FX_LOG_INFO, "conn %lu rule %s: closed%s, %llu bytes from client, %llu to client",
@@ -762,7 +762,8 @@ static ULONG WINAPI connection_Release(IFWXConnection *iface)
     if (ref == 0) {
         /* Normally empty (teardown reclaimed); a connection that never
          * pumped may still have some. Nothing may point here after free. */
-        iobuffer_reclaim(&c->charge, "connection freed");
+        iobuffer_reclaim(&c->charge, "connection freed",
+                         !the_host || !the_host->config || the_host->config->host.reclaim_leaks);
         IFWXSession_Release(session_iface(c->session));
         DeleteCriticalSection(&c->lock);
         free(c);

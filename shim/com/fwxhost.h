@@ -97,11 +97,13 @@ struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
  * while pinned, a buffer is never reclaimed. +1 / -1; host buffers only. */
 void iobuffer_pin(IFWXIOBuffer *buf, int delta);
 /* The connection ended and released what it held: every buffer still
- * charged to ch is uncharged; those still referenced (by filter code) are
- * reclaimed: methods answer FWX_E_TERMINATING, page-backed data returns
- * to the system and faults when touched. Logs one line per filter with
- * what was reclaimed (what names the connection). */
-void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what);
+ * charged to ch is uncharged; with reclaim, those still referenced (by
+ * filter code) are reclaimed: methods answer FWX_E_TERMINATING,
+ * page-backed data returns to the system and faults when touched. Logs
+ * one line per filter with what was reclaimed (what names the
+ * connection). Without reclaim ([host] reclaim-leaks = no) they are only
+ * uncharged and stay whole. */
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
 /* Totals since start: buffers reclaimed, and headers of reclaimed buffers
  * still referenced (with their bytes). */
 LONG iobuffer_reclaimed_count(void);

@@ -579,7 +579,7 @@ struct reclaim_tally {
     unsigned long long bytes;      /* data bytes returned to the system */
 };
 
-void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what)
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim)
 {
     struct reclaim_tally tally[8];
     unsigned ntally = 0, pinned = 0;
@@ -595,7 +595,7 @@ void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what)
         /* ref 0: a Release is on its way to free it (it waits for this
          * lock and finds it uncharged). Pinned: another connection's
          * queued operation reads it; it stays whole. */
-        if (InterlockedCompareExchange(&b->ref, 0, 0) <= 0 || b->reclaimed)
+        if (!reclaim || InterlockedCompareExchange(&b->ref, 0, 0) <= 0 || b->reclaimed)
             continue;
         if (b->pins > 0) {
             pinned++;

@@ -29,7 +29,8 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", NULL
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "reclaim-leaks",
+    NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -254,6 +255,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
     cfg->host.record_max = 4u << 20;
+    cfg->host.reclaim_leaks = 1;
     return cfg;
 }
 
@@ -467,6 +469,11 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "a number from 1 to 1000000, or 0 for never disabling",
                                 msg, msglen);
         h->max_faults = (unsigned)v;
+    } else if (strcasecmp(key, "reclaim-leaks") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes, no, true, false, 1 or 0", msg, msglen);
+        h->reclaim_leaks = b;
     } else if (strcasecmp(key, "on-disabled-filter") == 0) {
         if (strcasecmp(value, "refuse") == 0)
             h->on_disabled = FX_DISABLED_REFUSE;

@@ -144,7 +144,7 @@ void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
 void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
 void iobuffer_pin(IFWXIOBuffer *buf, int delta);
-void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what);
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
 LONG iobuffer_reclaimed_count(void);
 LONG iobuffer_reclaimed_held(LONG *bytes);
 
