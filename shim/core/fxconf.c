@@ -29,14 +29,15 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "reclaim-leaks",
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
+    "reclaim-leaks",
     NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
 };
 static const char *const fx_rule_keys[] = {
-    "type", "listen", "target", "protocol", "udp-timeout", NULL
+    "type", "listen", "target", "protocol", "udp-timeout", "secondary-only", NULL
 };
 
 static void fx_msg(char *buf, size_t len, const char *fmt, ...)
@@ -254,6 +255,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
+    cfg->host.secondary_timeout = 60;
     cfg->host.record_max = 4u << 20;
     cfg->host.reclaim_leaks = 1;
     return cfg;
@@ -459,6 +461,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (fx_parse_uint(value, 604800, &v) < 0)
             return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
         h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "secondary-timeout") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
+        h->secondary_timeout = (unsigned)v;
     } else if (strcasecmp(key, "max-buffer") == 0) {
         if (fx_parse_size(value, 64ull << 20, &v) < 0 || v < 4096)
             return fx_bad_value(key, value, "bytes from 4096 to 64m, optionally with suffix k or m",
@@ -660,6 +666,14 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
             return fx_bad_value(key, value, "tcp or udp", msg, msglen);
         return 0;
     }
+    if (strcasecmp(key, "secondary-only") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes or no", msg, msglen);
+        r->secondary_only = b;
+        r->secondary_only_line = line;
+        return 0;
+    }
     if (strcasecmp(key, "udp-timeout") == 0) {
         unsigned long long v;
         if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
@@ -775,6 +789,11 @@ int fx_config_check(const fx_config *cfg, char *err, size_t errlen)
         if (r->type == FX_RULE_OUTBOUND && r->has_target)
             return fx_check_fail(cfg, r->target_line ? r->target_line : r->line, err, errlen,
                                  "[rule %s]: 'target' is not allowed in an outbound rule (it goes to the original destination)",
+                                 r->name);
+        if (r->type != FX_RULE_OUTBOUND && r->secondary_only)
+            return fx_check_fail(cfg, r->secondary_only_line ? r->secondary_only_line : r->line,
+                                 err, errlen,
+                                 "[rule %s]: 'secondary-only' applies to outbound rules only",
                                  r->name);
         for (size_t j = 0; j < i; j++) {
             const fx_rule_conf *o = &cfg->rules[j];

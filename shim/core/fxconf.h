@@ -66,6 +66,8 @@ typedef struct fx_rule_conf {
     fx_sockaddr target;
     int target_len;
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
+    int secondary_only;       /* outbound: only connections a filter anticipated pass */
+    int secondary_only_line;
     unsigned udp_timeout;     /* UDP: seconds a silent client address keeps its connection */
 } fx_rule_conf;
 
@@ -83,6 +85,7 @@ typedef struct fx_host_conf {
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
     int reclaim_leaks;        /* take back buffers filters hold when their connection ends (default 1) */
+    unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
     size_t record_max;        /* bytes per recorded script (fxrecord.h) */

@@ -107,6 +107,7 @@ static const char good_conf[] =
     "[rule out]\n"
     "type = outbound\n"
     "listen = *:3128\n"
+    "secondary-only = yes\n"
     "\n"
     "[rule dns]\n"
     "listen = 127.0.0.1:5353\n"
@@ -169,6 +170,8 @@ static void check_good(const fx_config *c)
     assert_int_equal(r->type, FX_RULE_OUTBOUND);
     assert_addr(&r->listen, r->listen_len, "0.0.0.0:3128");
     assert_false(r->has_target);
+    assert_true(r->secondary_only);
+    assert_false(rule(c, "web")->secondary_only);
     r = rule(c, "dns");
     assert_int_equal(r->protocol, FX_PROTO_UDP);
     assert_int_equal(r->udp_timeout, 15);
@@ -228,6 +231,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.max_sessions, 10000);
     assert_int_equal(c->host.connect_timeout, 10);
     assert_int_equal(c->host.idle_timeout, 300);
+    assert_int_equal(c->host.secondary_timeout, 60);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
     assert_int_equal(c->host.max_faults, 5);
@@ -366,7 +370,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics, record, record-max-bytes, user)");
+                 "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -483,6 +487,12 @@ static void test_err_missing_required(void **state)
     /* An empty section is still seen, with its line. */
     expect_error(RULE_OK "[rule empty]\n",
                  "%s:4: [rule empty]: missing required key 'listen'");
+    expect_error("[rule p]\nlisten = *:21\ntarget = 127.0.0.1:21\nsecondary-only = yes\n",
+                 "%s:4: [rule p]: 'secondary-only' applies to outbound rules only");
+    expect_error("[rule o]\ntype = outbound\nlisten = *:3128\nsecondary-only = maybe\n",
+                 "%s:4: bad value 'maybe' for 'secondary-only' (expected yes or no)");
+    expect_error("[host]\nsecondary-timeout = 0\n",
+                 "%s:2: bad value '0' for 'secondary-timeout' (expected seconds from 1 to 86400)");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\ntarget = 127.0.0.1:80\n",
                  "%s:4: [rule o]: 'target' is not allowed in an outbound rule (it goes to the original destination)");
     /* The type may come after the target. */
