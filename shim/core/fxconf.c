@@ -227,7 +227,7 @@ static int fx_suggest(const char *key, const char *const *known, char *out, size
 static void fx_unknown_key(const char *key, const char *secdesc, const char *const *known,
                            char *msg, size_t msglen)
 {
-    char sug[80], list[200] = "";
+    char sug[80], list[400] = "";
     if (fx_suggest(key, known, sug, sizeof(sug))) {
         fx_msg(msg, msglen, "unknown key '%s' in %s (did you mean '%s'?)", key, secdesc, sug);
         return;
