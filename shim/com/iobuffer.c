@@ -299,11 +299,36 @@ static const IFWXIOBufferVtbl iobuffer_vtbl = {
 /* ------------------------------------------------------------ thread cache */
 
 /* A worker keeps up to CACHE_MAX released read-size buffers (1 MiB) for its
- * next reads. Buffers released on other threads (a filter's own) go back to
- * the heap; a buffer allocated by one worker and released by another moves
- * to that worker's cache, which is fine: the cache is per thread, not per
- * owner. Cached buffers are not "live" (the leak counters ignore them). */
+ * next reads, header and data block together, reused as they are. Buffers
+ * released on other threads (a filter's own), or beyond a full cache, go to
+ * the shared pool below (or are unmapped when it is full); a buffer
+ * allocated by one worker and released by another moves to that worker's
+ * cache, which is fine: the cache is per thread, not per owner. Cached
+ * buffers are not "live" (the leak counters ignore them) and never
+ * reclaimed ones (HOST-900). */
 #define CACHE_MAX 16
+/* Beyond that, up to SHARED_MAX more wait in one pool for every thread (8
+ * MiB): with many connections in flight a worker's 16 run out, and a fresh
+ * 64 KiB block costs an mmap, a munmap and a page fault per page. */
+#define SHARED_MAX 128
+
+static struct {
+    LONG lock;
+    struct iobuffer *free;      /* linked through ->original */
+    unsigned count;
+} shared;
+
+static void shared_enter(void)
+{
+    for (int spins = 0; InterlockedCompareExchange(&shared.lock, 1, 0); spins++)
+        if (spins > 64)
+            SwitchToThread();
+}
+
+static void shared_leave(void)
+{
+    InterlockedExchange(&shared.lock, 0);
+}
 
 struct thread_cache {
     struct iobuffer *free;      /* linked through ->original */
@@ -335,24 +360,46 @@ void iobuffer_thread_cache_free(void)
 static struct iobuffer *cache_take(size_t inline_size)
 {
     struct thread_cache *tc;
-    struct iobuffer *b;
-    if (inline_size != IOBUFFER_POOL_SIZE || !(tc = fx_tls_get(&cache_tls)) || !(b = tc->free))
+    struct iobuffer *b = NULL;
+    if (inline_size != IOBUFFER_POOL_SIZE)
         return NULL;
-    tc->free = (struct iobuffer *)b->original;
-    tc->count--;
+    if ((tc = fx_tls_get(&cache_tls)) && (b = tc->free)) {
+        tc->free = (struct iobuffer *)b->original;
+        tc->count--;
+        return b;
+    }
+    if (!shared.free)           /* a racy peek: an empty pool costs no lock */
+        return NULL;
+    shared_enter();
+    if ((b = shared.free)) {
+        shared.free = (struct iobuffer *)b->original;
+        shared.count--;
+    }
+    shared_leave();
     return b;
 }
 
 static BOOL cache_put(struct iobuffer *b)
 {
     struct thread_cache *tc;
-    if (b->kind != IOBUF_HEAP || !b->block || b->capacity != IOBUFFER_POOL_SIZE || b->reclaimed ||
-        !(tc = fx_tls_get(&cache_tls)) || tc->count >= CACHE_MAX)
+    BOOL kept = FALSE;
+    if (b->kind != IOBUF_HEAP || !b->block || b->capacity != IOBUFFER_POOL_SIZE || b->reclaimed)
         return FALSE;
-    b->original = (IFWXIOBuffer *)tc->free;
-    tc->free = b;
-    tc->count++;
-    return TRUE;
+    if ((tc = fx_tls_get(&cache_tls)) && tc->count < CACHE_MAX) {
+        b->original = (IFWXIOBuffer *)tc->free;
+        tc->free = b;
+        tc->count++;
+        return TRUE;
+    }
+    shared_enter();
+    if (shared.count < SHARED_MAX) {
+        b->original = (IFWXIOBuffer *)shared.free;
+        shared.free = b;
+        shared.count++;
+        kept = TRUE;
+    }
+    shared_leave();
+    return kept;
 }
 
 /* Heap buffers this large get pages of their own (reclaimable); smaller
