@@ -15,7 +15,9 @@
 #    direction), its reclaimed count equals the host's (all charged to it)
 #    and the headers the host still holds for it (it never releases one).
 #    Resident memory grows less than LEAK_BOUND_BYTES (2048) bytes per
-#    session from round 2 to the last (without reclaiming: ~44 KB).
+#    session from round 2 to the last (without reclaiming: ~44 KB), and the
+#    process's kernel mappings by fewer than 100 (the reserved ranges of
+#    reclaimed buffers merge).
 #  - leaker with FWX_LEAKER_TOUCH=1 keeps a raw pointer into a buffer of
 #    connection 1 and writes through it during connection 2: that write
 #    faults (access violation) in its CompleteAsyncIO, logged naming the
@@ -107,7 +109,7 @@ stats_settled() {   # FILE: --stats into FILE once no connection is live
 
 run_filter() {   # FLAVOUR NAME ROUNDS CONNS: sets BUFS/SESS/SOCKS/RECL/HOSTBUF/HOSTRECL/HELD/RSS[1..ROUNDS], WHY
     local fl=$1 name=$2 rounds=$3 conns=$4 round st tag=$1-$2
-    BUFS=() SESS=() SOCKS=() RECL=() HOSTBUF=() HOSTRECL=() HELD=() RSS=()
+    BUFS=() SESS=() SOCKS=() RECL=() HOSTBUF=() HOSTRECL=() HELD=() RSS=() MAPS=()
     start_host $fl $name $tag || return
     for ((round = 1; round <= rounds; round++)); do
         "$FXPEER" client --connect 127.0.0.1:$LP --conns $conns --send 16384 --recv 16384 --seed 5 \
@@ -120,6 +122,7 @@ run_filter() {   # FLAVOUR NAME ROUNDS CONNS: sets BUFS/SESS/SOCKS/RECL/HOSTBUF/
         HOSTBUF[$round]=$(host_live_buffers "$st"); HOSTRECL[$round]=$(reclaimed_total "$st")
         HELD[$round]=$(headers_held "$st")
         RSS[$round]=$(rss_kb $HPID)
+        MAPS[$round]=$(wc -l < /proc/$HPID/maps 2> /dev/null)
     done
     stop $HOST; stop $SRV
     WHY=${WHY#; }
@@ -158,7 +161,9 @@ for fl in $FLAVOURS; do
     [ "$logged" = "${RECL[$last]:-x}" ] || why="$why; the log lines name $logged reclaimed buffers, stats ${RECL[$last]:-?}"
     per=$(( (${RSS[$last]:-0} - ${RSS[2]:-0}) * 1024 / ((last - 2) * 200) ))
     [ $per -lt $LEAK_BOUND_BYTES ] || why="$why; resident memory grew $per bytes per session (bound $LEAK_BOUND_BYTES)"
-    result "$fl leaker: $((last * 200)) sessions, ${RECL[$last]:-?} leaked buffers reclaimed (all it kept; 0 live after each round), RSS ${RSS[2]:-?} -> ${RSS[$last]:-?} KiB: $per bytes per session (bound $LEAK_BOUND_BYTES)" \
+    [ $(( ${MAPS[$last]:-100000} - ${MAPS[2]:-0} )) -lt 100 ] ||
+        why="$why; kernel mappings grew ${MAPS[2]:-?} -> ${MAPS[$last]:-?} (reclaimed ranges should merge)"
+    result "$fl leaker: $((last * 200)) sessions, ${RECL[$last]:-?} leaked buffers reclaimed (all it kept; 0 live after each round), RSS ${RSS[2]:-?} -> ${RSS[$last]:-?} KiB: $per bytes per session (bound $LEAK_BOUND_BYTES); mappings ${MAPS[2]:-?} -> ${MAPS[$last]:-?}" \
         "${why#; }" "$T/host-$fl-leaker.log"
 
     # [host] reclaim-leaks = no: the buffers stay whole and charged to the filter.
