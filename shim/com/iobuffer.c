@@ -615,8 +615,9 @@ struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch)
 
 void iobuffer_pin(IFWXIOBuffer *iface, int delta)
 {
-    struct iobuffer *b = unsafe_impl(iface);
-    if (b)
+    /* A window's data is its original's: pin down the chain of host
+     * buffers (the window holds a reference on each, so they stay). */
+    for (struct iobuffer *b = unsafe_impl(iface); b; b = unsafe_impl(b->original))
         InterlockedExchangeAdd(&b->pins, delta);
 }
 

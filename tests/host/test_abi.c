@@ -743,6 +743,26 @@ static void test_buffer_reclaim(void **state)
     assert_int_equal(IFWXIOBuffer_GetBufferAndSize(pinned, &pinned_data, &size), S_OK);
     iobuffer_pin(pinned, +1);
     assert_int_equal(IFWXIOBuffer_Release(gone), 0);
+    {
+        /* Pinning a window pins its original too (its data lives there). */
+        struct iobuffer_charge ch2;
+        IFWXIOBuffer *orig = NULL, *view = NULL;
+        BYTE *orig_data;
+        LONG before = iobuffer_reclaimed_count();
+        iobuffer_charge_init(&ch2, 8);
+        assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &orig), S_OK);
+        assert_int_equal(IFWXIOBuffer_Append(orig, "xyz", 3, NULL), S_OK);
+        assert_int_equal(iobuffer_create_window(orig, 1, 2, &view), S_OK);
+        iobuffer_charge(orig, &ch2);
+        assert_int_equal(IFWXIOBuffer_GetBufferAndSize(orig, &orig_data, &size), S_OK);
+        iobuffer_pin(view, +1);
+        iobuffer_reclaim(&ch2, "test_buffer_reclaim (window)", TRUE);
+        assert_int_equal(iobuffer_reclaimed_count(), before);
+        assert_string_equal(page_perms(orig_data, perms), "rw-p");
+        iobuffer_pin(view, -1);
+        assert_int_equal(IFWXIOBuffer_Release(view), 0);
+        assert_int_equal(IFWXIOBuffer_Release(orig), 0);
+    }
 
     live = iobuffer_live_count();
     reclaimed = iobuffer_reclaimed_count();
