@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fxctl.h"
+#include "fxinherit.h"
 #include "guard.h"
 #include "hostobj.h"
 #include "stats.h"
@@ -219,8 +221,27 @@ int stats_server_start(struct host *h, const char *control_path, char *err, size
         fx_ctl_default_path(path, sizeof(path));
         p = path;
     }
-    ctl = fx_ctl_new(p, is_default, hc->has_metrics ? &hc->metrics : NULL, hc->metrics_len,
-                     render_cb, h, why, sizeof(why));
+    if (fx_inherited()) {
+        /* Under the supervisor, which bound both (or, for the default
+         * path, may have found it taken: then there is none). */
+        int ufd = fx_inherited_fd("@control"), hfd = fx_inherited_fd("@metrics");
+        if (hc->has_metrics && hfd < 0) {
+            snprintf(err, errlen, "metrics: the supervisor handed down no socket");
+            return -1;
+        }
+        if (ufd < 0) {
+            if (hfd >= 0)
+                close(hfd);
+            const char *why_not = getenv("FWX_NO_CONTROL");
+            fx_log(FX_LOG_NOTICE, "no control socket (%s); fwxhost --stats needs [host] control "
+                   "for this host", why_not ? why_not : "the supervisor handed down none");
+            return 0;
+        }
+        ctl = fx_ctl_new_fds(p, is_default, ufd, NULL, 0, hfd, render_cb, h, why, sizeof(why));
+    } else {
+        ctl = fx_ctl_new(p, is_default, hc->has_metrics ? &hc->metrics : NULL, hc->metrics_len,
+                         render_cb, h, why, sizeof(why));
+    }
     if (!ctl && is_default && !hc->has_metrics) {
         /* The default is best effort: another host may hold it. */
         fx_log(FX_LOG_NOTICE, "no control socket (%s); fwxhost --stats needs [host] control "

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fxinherit.h"
 #include "fxudp.h"
 #include "guard.h"
 #include "hostobj.h"
@@ -506,9 +507,20 @@ int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
     ur->outbound = rule->conf->type == FX_RULE_OUTBOUND;
     ur->listen_port = (unsigned)((const unsigned char *)&rule->conf->listen)[2] << 8 |
                       ((const unsigned char *)&rule->conf->listen)[3];
-    ur->fd = ur->outbound
-                 ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
-                 : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
+    if (fx_inherited()) {
+        /* Under the supervisor: the socket it bound ("udp ADDR:PORT",
+         * fxinherit.h); a reload's old worker closes its copy on drain. */
+        char key[80];
+        fx_addr_format(&rule->conf->listen, rule->conf->listen_len, key + 4, sizeof(key) - 4);
+        memcpy(key, "udp ", 4);
+        ur->fd = fx_inherited_fd(key);
+        if (ur->fd < 0)
+            snprintf(err, errlen, "the supervisor handed down no UDP socket for this address");
+    } else {
+        ur->fd = ur->outbound
+                     ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
+                     : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
+    }
     if (ur->fd < 0 || fx_loop_add_fd(w->loop, ur->fd, FX_READ, rule_io, ur) != 0) {
         if (ur->fd >= 0) {
             close(ur->fd);

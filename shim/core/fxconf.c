@@ -13,11 +13,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "fxlog.h"
@@ -30,8 +32,7 @@ static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
     "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
-    "reclaim-leaks",
-    NULL
+    "restart-limit", "restart-delay", "reload-drain", "reclaim-leaks", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -257,6 +258,9 @@ fx_config *fx_config_new_empty(void)
     cfg->host.hang_timeout = 30;
     cfg->host.secondary_timeout = 60;
     cfg->host.record_max = 4u << 20;
+    cfg->host.restart_limit = 5;
+    cfg->host.restart_delay = 1;
+    cfg->host.reload_drain = 300;
     cfg->host.reclaim_leaks = 1;
     return cfg;
 }
@@ -492,6 +496,19 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "seconds from 1 to 86400, or 0 for no watchdog",
                                 msg, msglen);
         h->hang_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "restart-limit") == 0) {
+        if (fx_parse_uint(value, 1000, &v) < 0)
+            return fx_bad_value(key, value, "restarts per minute from 1 to 1000, or 0 for "
+                                "never restarting the worker", msg, msglen);
+        h->restart_limit = (unsigned)v;
+    } else if (strcasecmp(key, "restart-delay") == 0) {
+        if (fx_parse_uint(value, 300, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 300", msg, msglen);
+        h->restart_delay = (unsigned)v;
+    } else if (strcasecmp(key, "reload-drain") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 86400", msg, msglen);
+        h->reload_drain = (unsigned)v;
     } else if (strcasecmp(key, "trace") == 0) {
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
@@ -1043,6 +1060,20 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 
     if (f == NULL) {
         fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_from_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen)
+{
+    int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    FILE *f = NULL;
+    if (mine < 0 || lseek(mine, 0, SEEK_SET) != 0 || (f = fdopen(mine, "r")) == NULL) {
+        fx_msg(err, errlen, "%s: cannot read the copy handed down (fd %d): %s", path, fd,
+               strerror(errno));
+        if (mine >= 0)
+            close(mine);
         return NULL;
     }
     return fx_config_from_stream(f, path, err, errlen);

@@ -93,6 +93,10 @@ typedef struct fx_host_conf {
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
+    /* The supervisor (fwxhost(8)): */
+    unsigned restart_limit;   /* worker restarts per minute before giving up; 0 = none */
+    unsigned restart_delay;   /* seconds before the first restart, doubled per recent one */
+    unsigned reload_drain;    /* seconds an old worker may drain after a reload */
 } fx_host_conf;
 
 typedef struct fx_config {
@@ -110,6 +114,11 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen);
  * used in messages in place of the file name. */
 fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
                            size_t errlen);
+
+/* As fx_config_load, from an open file (read from its start; fd stays
+ * open) that holds the text of path: messages name path.  The supervisor
+ * hands its worker the exact text it validated this way ("@config", fxinherit.h). */
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);

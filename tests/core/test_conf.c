@@ -381,7 +381,7 @@ static void test_err_unknown_key(void **state)
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
                  "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout, "
-                 "reclaim-leaks)");
+                 "restart-limit, restart-delay, reload-drain, reclaim-leaks)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -655,6 +655,35 @@ static void test_guid(void **state)
     assert_string_equal(fx_profile_name(FX_PROFILE_AUTO), "auto");
 }
 
+
+/* The supervisor's keys (HOST-501, HOST-502). */
+static void test_supervisor_keys(void **state)
+{
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    c = fx_config_new_empty();
+    assert_non_null(c);
+    assert_int_equal(c->host.restart_limit, 5);
+    assert_int_equal(c->host.restart_delay, 1);
+    assert_int_equal(c->host.reload_drain, 300);
+    assert_int_equal(fx_config_set(c, "host", "restart-limit", "0", err, sizeof(err)), 0);
+    assert_int_equal(c->host.restart_limit, 0);
+    assert_int_equal(fx_config_set(c, "host", "restart-delay", "0", err, sizeof(err)), 0);
+    assert_int_equal(c->host.restart_delay, 0);
+    assert_int_equal(fx_config_set(c, "host", "reload-drain", "86400", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reload_drain, 86400);
+    assert_int_equal(fx_config_set(c, "host", "restart-limit", "1001", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value '1001' for 'restart-limit' (expected restarts per minute "
+                             "from 1 to 1000, or 0 for never restarting the worker)");
+    assert_int_equal(fx_config_set(c, "host", "restart-delay", "301", err, sizeof(err)), -1);
+    assert_int_equal(fx_config_set(c, "host", "reload-drain", "-1", err, sizeof(err)), -1);
+    fx_config_free(c);
+    expect_error("[host]\nrestart-delay = soon\n" RULE_OK,
+                 "%s:2: bad value 'soon' for 'restart-delay' (expected seconds from 0 to 300)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_programmatic),
         cmocka_unit_test(test_user_and_parse),
         cmocka_unit_test(test_control_keys),
+        cmocka_unit_test(test_supervisor_keys),
         cmocka_unit_test(test_guid),
     };
     return cmocka_run_group_tests_name("fxconf", tests, setup, teardown);
