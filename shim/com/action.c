@@ -4,6 +4,7 @@
  * Cancel withdraws it. The owner supplies what Cancel does.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdlib.h>
 
 #include "hostobj.h"
@@ -59,11 +60,14 @@ static HRESULT WINAPI action_Cancel(IFWXFirewallAction *iface)
     return S_OK;
 }
 
-static const IFWXFirewallActionVtbl action_vtbl = {
-    action_QueryInterface,
-    action_AddRef,
-    action_Release,
-    action_Cancel,
+FX_HOST_VTBL(IFWXFirewallAction, action_vtbl) = {
+    {
+        action_QueryInterface,
+        action_AddRef,
+        action_Release,
+        action_Cancel,
+    },
+    FX_TRAPS(IFWXFirewallAction)
 };
 
 void action_detach(IFWXFirewallAction *iface)
@@ -82,7 +86,7 @@ HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction *
         return E_POINTER;
     if (!(a = calloc(1, sizeof(*a))))
         return E_OUTOFMEMORY;
-    a->IFWXFirewallAction_iface.lpVtbl = &action_vtbl;
+    a->IFWXFirewallAction_iface.lpVtbl = &action_vtbl.vtbl;
     a->ref = 1;
     a->cancel = cancel;
     a->arg = arg;

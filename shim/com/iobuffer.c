@@ -10,6 +10,7 @@
  * memory out of range: filters are old code and hand us nonsense.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdlib.h>
 #include <string.h>
 #include "guard.h"
@@ -30,7 +31,7 @@ struct iobuffer {
 
 static LONG iobuffer_live;
 
-static const IFWXIOBufferVtbl iobuffer_vtbl;
+static struct fx_vtbl_IFWXIOBuffer iobuffer_vtbl;
 
 static inline struct iobuffer *impl_from_IFWXIOBuffer(IFWXIOBuffer *iface)
 {
@@ -39,7 +40,7 @@ static inline struct iobuffer *impl_from_IFWXIOBuffer(IFWXIOBuffer *iface)
 
 static struct iobuffer *unsafe_impl(IFWXIOBuffer *iface)
 {
-    return iface && iface->lpVtbl == &iobuffer_vtbl ? impl_from_IFWXIOBuffer(iface) : NULL;
+    return iface && iface->lpVtbl == &iobuffer_vtbl.vtbl ? impl_from_IFWXIOBuffer(iface) : NULL;
 }
 
 static HRESULT WINAPI iobuffer_QueryInterface(IFWXIOBuffer *iface, REFIID riid, void **out)
@@ -180,16 +181,19 @@ static HRESULT WINAPI iobuffer_GetBufferSizes(IFWXIOBuffer *iface, DWORD *alloca
     return S_OK;
 }
 
-static const IFWXIOBufferVtbl iobuffer_vtbl = {
-    iobuffer_QueryInterface,
-    iobuffer_AddRef,
-    iobuffer_Release,
-    iobuffer_GetBufferAndSize,
-    iobuffer_SetDataSize,
-    iobuffer_Append,
-    iobuffer_ReadAt,
-    iobuffer_SendToBuffer,
-    iobuffer_GetBufferSizes,
+FX_HOST_VTBL(IFWXIOBuffer, iobuffer_vtbl) = {
+    {
+        iobuffer_QueryInterface,
+        iobuffer_AddRef,
+        iobuffer_Release,
+        iobuffer_GetBufferAndSize,
+        iobuffer_SetDataSize,
+        iobuffer_Append,
+        iobuffer_ReadAt,
+        iobuffer_SendToBuffer,
+        iobuffer_GetBufferSizes,
+    },
+    FX_TRAPS(IFWXIOBuffer)
 };
 
 /* Filters ask for buffers by the size they want; refuse absurd requests
@@ -201,7 +205,7 @@ static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_si
     struct iobuffer *buf = malloc(sizeof(*buf) + inline_size);
     if (!buf)
         return NULL;
-    buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl;
+    buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl.vtbl;
     buf->ref = 1;
     buf->kind = kind;
     buf->data = buf->inline_data;

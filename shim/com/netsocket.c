@@ -26,6 +26,7 @@
  * timer. The final Release closes the socket as Close(FALSE) would.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +142,7 @@ struct netsock {
     unsigned long long bytes_in, bytes_out;
 };
 
-static const IFWXNetworkSocketVtbl netsock_vtbl;
+static struct fx_vtbl_IFWXNetworkSocket netsock_vtbl;
 static LONG next_id;
 static LONG next_worker;
 
@@ -284,7 +285,7 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
         *hr = E_OUTOFMEMORY;
         return NULL;
     }
-    s->IFWXNetworkSocket_iface.lpVtbl = &netsock_vtbl;
+    s->IFWXNetworkSocket_iface.lpVtbl = &netsock_vtbl.vtbl;
     s->ref = 1;
     s->holds = 1;
     InitializeCriticalSection(&s->lock);
@@ -1190,24 +1191,27 @@ static HRESULT WINAPI netsock_SetPacketFilterOptions(IFWXNetworkSocket *iface, D
     return s->closed ? FWX_E_TERMINATING : S_OK;
 }
 
-static const IFWXNetworkSocketVtbl netsock_vtbl = {
-    netsock_QueryInterface,
-    netsock_AddRef,
-    netsock_Release,
-    netsock_Send,
-    netsock_SendTo,
-    netsock_Recv,
-    netsock_Shutdown,
-    netsock_Close,
-    netsock_Connect,
-    netsock_Bind,
-    netsock_GetSockName,
-    netsock_GetPeerName,
-    netsock_Listen,
-    netsock_GetSockOpt,
-    netsock_SetSockOpt,
-    netsock_Accept,
-    netsock_SetPacketFilterOptions,
+FX_HOST_VTBL(IFWXNetworkSocket, netsock_vtbl) = {
+    {
+        netsock_QueryInterface,
+        netsock_AddRef,
+        netsock_Release,
+        netsock_Send,
+        netsock_SendTo,
+        netsock_Recv,
+        netsock_Shutdown,
+        netsock_Close,
+        netsock_Connect,
+        netsock_Bind,
+        netsock_GetSockName,
+        netsock_GetPeerName,
+        netsock_Listen,
+        netsock_GetSockOpt,
+        netsock_SetSockOpt,
+        netsock_Accept,
+        netsock_SetPacketFilterOptions,
+    },
+    FX_TRAPS(IFWXNetworkSocket)
 };
 
 /* ------------------------------------------------------------ creation and stop */

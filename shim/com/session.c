@@ -16,6 +16,7 @@
  * attach; the loser's session filter is detached and released at once.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -675,28 +676,31 @@ static HRESULT WINAPI session_GetHostByAddr(IFWXSession *iface, const char *addr
     return FX_NOTIMPL("IFWXSession", "GetHostByAddr");
 }
 
-static const IFWXSessionVtbl session_vtbl = {
-    session_QueryInterface,
-    session_AddRef,
-    session_Release,
-    session_GetClientAddress,
-    session_GetClientMachineName,
-    session_ImpersonateClient,
-    session_RevertToSelf,
-    session_AccessCheck,
-    session_HostAccessCheck,
-    session_AllowFutureConnect,
-    session_BindForClient,
-    session_EmulateClientBind,
-    session_GetSessionFlags,
-    session_RedirectConnections,
-    session_AttachFilter,
-    session_SetDataFilterFactory,
-    session_RetroactiveAllowBind,
-    session_EnableInternalAddressTranslation,
-    session_CreateNetworkSocket,
-    session_GetHostByName,
-    session_GetHostByAddr,
+FX_HOST_VTBL(IFWXSession, session_vtbl) = {
+    {
+        session_QueryInterface,
+        session_AddRef,
+        session_Release,
+        session_GetClientAddress,
+        session_GetClientMachineName,
+        session_ImpersonateClient,
+        session_RevertToSelf,
+        session_AccessCheck,
+        session_HostAccessCheck,
+        session_AllowFutureConnect,
+        session_BindForClient,
+        session_EmulateClientBind,
+        session_GetSessionFlags,
+        session_RedirectConnections,
+        session_AttachFilter,
+        session_SetDataFilterFactory,
+        session_RetroactiveAllowBind,
+        session_EnableInternalAddressTranslation,
+        session_CreateNetworkSocket,
+        session_GetHostByName,
+        session_GetHostByAddr,
+    },
+    FX_TRAPS(IFWXSession)
 };
 
 struct session *session_create(const void *win_client, int len, const char *name)
@@ -704,7 +708,7 @@ struct session *session_create(const void *win_client, int len, const char *name
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->IFWXSession_iface.lpVtbl = &session_vtbl;
+    s->IFWXSession_iface.lpVtbl = &session_vtbl.vtbl;
     s->ref = 1;
     InitializeCriticalSection(&s->lock);
     if (len > (int)sizeof(s->client))
