@@ -252,9 +252,85 @@ EOC
     done
 }
 
+# ---------------------------------------------------------------- call trace
+# sum_sends TRACE SOCKET: bytes the filter sent on SOCKET (IFWXSocket::Send of
+# host buffers, "(data N of M)").
+sum_sends() {
+    grep " call filter->host IFWXSocket::Send slot 3 this=$2 " "$1" |
+        sed -n 's/.* pIOBuffer=0x[0-9a-f]*(data \([0-9]*\) of [0-9]*).*/\1/p' |
+        awk '{ s += $1 } END { print s + 0 }'
+}
+
+test_trace() {
+    local fl=$1 lp tp hlog tr why int ext calls rets up down
+    if ! need_filters $fl passthrough; then
+        not_ok "$fl trace" "$MISSING"; return
+    fi
+    why="" hlog=$T/trace-$fl-host.log tr=$T/trace-$fl.txt
+    free_port; lp=$PORT; free_port; tp=$PORT
+    start_server "$T/trace-$fl-server.log" $tp 150000 81
+    if ! start_host "$hlog" "$FWXHOST" --filter "$DLL_passthrough" --listen 127.0.0.1:$lp \
+            --target 127.0.0.1:$tp --workers 1 --trace "$tr" --log-level info; then
+        stop_host $HOST_PID; stop_peer $SRV_PID
+        not_ok "$fl fwxhost --trace" "fwxhost did not become ready (exit $HOST_RC)" "$hlog"; return
+    fi
+    "$FXPEER" client --connect 127.0.0.1:$lp --conns 1 --send 120000 --recv 150000 --seed 81 \
+        --timeout 10 > "$T/trace-$fl-client.log" 2>&1 || add "client: $(tail -n 1 "$T/trace-$fl-client.log")"
+    sleep 0.3
+    stop_host $HOST_PID
+    stop_peer $SRV_PID
+    [ "$HOST_RC" = 0 ] || add "fwxhost exit status $HOST_RC (expected 0)"
+    # Every line: time, thread, call/ret, direction, IFACE::METHOD, slot.
+    grep -Evq '^[0-9]+\.[0-9]{6} tid [0-9a-f]{4,} (call|ret |fault) (host->filter|filter->host) IFWX[A-Za-z]*::[A-Za-z]* slot -?[0-9]+' "$tr" &&
+        add "malformed line: $(grep -Ev '^[0-9]+\.[0-9]{6} tid [0-9a-f]{4,} (call|ret |fault) (host->filter|filter->host) IFWX' "$tr" | head -n 1)"
+    grep -q ' call host->filter IFWXFilter::FilterInit slot 3 this=0x[0-9a-f]* pIFWXFirewall=0x[0-9a-f]* ' "$tr" ||
+        add "no FilterInit call with its firewall argument"
+    grep -q ' call host->filter IFWXSessionFilter::FirewallEventHandler slot 3 this=0x[0-9a-f]* pFirewallEvent=0x[0-9a-f]*(fwx_AcceptedConnection, source 0x80000000)' "$tr" ||
+        add "no FirewallEventHandler call with a decoded fwx_AcceptedConnection event"
+    grep -q ' call filter->host IFWXConnection::AttachDataFilter slot 3 this=0x[0-9a-f]* piDataFilter=0x[0-9a-f]* PriorityClass=[0-9] ' "$tr" ||
+        add "no AttachDataFilter call with its arguments"
+    local ss
+    ss=$(grep -m 1 ' call host->filter IFWXDataFilter::SetSockets slot 3 ' "$tr")
+    int=$(sed -n 's/.* piInternalSocket=\(0x[0-9a-f]*\) .*/\1/p' <<< "$ss")
+    ext=$(sed -n 's/.* piExternalSocket=\(0x[0-9a-f]*\) .*/\1/p' <<< "$ss")
+    if [ -z "$int" ] || [ -z "$ext" ]; then
+        add "no SetSockets call with both sockets: '$ss'"
+    else
+        grep -q " call filter->host IFWXSocket::Recv slot 5 this=$int pIOBuffer=NULL pIFWXIOCompletion=0x[0-9a-f]* UserData=0x" "$tr" ||
+            add "no Recv on the internal socket $int with its arguments"
+        grep -q " call filter->host IFWXSocket::Recv slot 5 this=$ext " "$tr" || add "no Recv on the external socket $ext"
+        grep -q ' call host->filter IFWXIOCompletion::CompleteAsyncIO slot 3 this=0x[0-9a-f]* fSuccess=1 Win32ErrorCode=0 pIOBuffer=0x[0-9a-f]*(data [0-9]* of [0-9]*) UserData=0x' "$tr" ||
+            add "no CompleteAsyncIO call with a decoded buffer"
+        # What the trace says was sent is what went through.
+        up=$(sum_sends "$tr" "$ext"); down=$(sum_sends "$tr" "$int")
+        # fxpeer: 8-byte index + 120000 up; 150000 + 12-byte trailer down.
+        [ "$up" = 120008 ] || add "Sends on the external socket carry $up bytes, the client sent 120008"
+        [ "$down" = 150012 ] || add "Sends on the internal socket carry $down bytes, the server sent 150012"
+        grep -q " call filter->host IFWXSocket::Shutdown slot 6 this=$ext fAbortive=0" "$tr" ||
+            add "no Shutdown(fAbortive=0) of the external socket"
+    fi
+    grep -q ' ret  host->filter IFWXIOCompletion::CompleteAsyncIO slot 3 = S_OK' "$tr" || add "no CompleteAsyncIO result"
+    grep -q ' ret  filter->host IFWXIOBuffer::GetBufferSizes slot 8 = S_OK pdwAllocatedSize=\*[0-9]* pdwActualSize=\*[0-9]*' "$tr" ||
+        add "no GetBufferSizes result with its out values"
+    calls=$(count ' call ' "$tr"); rets=$(count ' ret  ' "$tr")
+    [ "$calls" = "$rets" ] || add "$calls calls but $rets results"
+    result "$fl fwxhost --trace: one passthrough session, $calls calls both ways with decoded arguments; Sends carry ${up:-?}/${down:-?} bytes" \
+        "$why" "$tr" "$hlog"
+
+    # fwxreplay --trace: the same for a scripted session.
+    why="" tr=$T/trace-$fl-replay.txt
+    FWX_FILTERS=$B/filters/$fl "$B/bin/fwxreplay" --trace "$tr" "$S/tests/replay/passthrough.fwxs" \
+        > "$T/trace-$fl-replay.log" 2>&1 || add "fwxreplay exit $?"
+    for m in "host->filter IFWXDataFilter::SetSockets" "filter->host IFWXSocket::Recv" \
+             "host->filter IFWXIOCompletion::CompleteAsyncIO" "filter->host IFWXSocket::Send"; do
+        grep -q " call $m " "$tr" 2> /dev/null || add "no '$m' in the replay trace"
+    done
+    result "$fl fwxreplay --trace: $(count ' call ' "$tr") calls traced" "$why" "$tr" "$T/trace-$fl-replay.log"
+}
+
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
-ALL_GROUPS="trap"
+ALL_GROUPS="trap trace"
 GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do

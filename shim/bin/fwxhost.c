@@ -43,6 +43,8 @@ static void usage(FILE *to)
         "  --workers N           worker threads (default: one per CPU core)\n"
         "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
         "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  --trace FILE          write every filter/host call (both directions, decoded\n"
+        "                        arguments, results, threads) to FILE ([host] trace)\n"
         "  --control PATH        the control socket (default: [host] control, else\n"
         "                        /run/fwxshim/fwxhost.sock as root, else\n"
         "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
@@ -76,7 +78,7 @@ static int want_value(int argc, char **argv, int i)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice", *control = NULL;
+    const char *level_text = "notice", *control = NULL, *trace = NULL;
     int stats = 0;
     unsigned drain = 10;
     char err[2048];
@@ -106,6 +108,8 @@ int main(int argc, char **argv)
             drain = (unsigned)atoi(argv[i = want_value(argc, argv, i)]);
         } else if (!strcmp(a, "--control")) {
             control = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--trace")) {
+            trace = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--stats")) {
             stats = 1;
         } else if (!strcmp(a, "--filter")) {
@@ -192,6 +196,10 @@ int main(int argc, char **argv)
     }
     if (workers && fx_config_set(cfg, "host", "workers", workers, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: --workers: %s\n", err);
+        return 2;
+    }
+    if (trace && fx_config_set(cfg, "host", "trace", trace, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --trace: %s\n", err);
         return 2;
     }
     if (fx_config_check(cfg, err, sizeof(err)) != 0) {

@@ -18,6 +18,9 @@
 
 #include "wspfwext.h"
 #include "fxlog.h"
+/* The call trace's wrappers (generated, trace.h): host->filter calls through the
+ * COBJMACROS names are traced where the host makes them. */
+#include "fxtrace.h"
 
 /* Wine's CONTAINING_RECORD idiom for impl_from_*(). */
 #ifndef CONTAINING_RECORD

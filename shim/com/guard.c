@@ -130,6 +130,7 @@ HRESULT guard_fault(struct guard_frame *frame)
            fx_filter_name(frame->filter), frame->iface, frame->method,
            (unsigned long)frame->code, frame->address,
            frame->code == FX_EXC_TRAP ? " (a trap slot, see above)" : "");
+    fxt_fault(frame->iface, frame->method, frame->code, frame->address);
     guard_count_fault((struct fx_filter *)frame->filter);
     return FX_E_FILTER_FAULT;
 }
@@ -138,6 +139,12 @@ BOOL guard_in_call(void)
 {
     struct guard_slot *slot = fx_tls_get(&slot_tls);
     return slot && slot->frame;
+}
+
+void *guard_frame_current(void)
+{
+    struct guard_slot *slot = fx_tls_get(&slot_tls);
+    return slot ? slot->frame : NULL;
 }
 
 LONG guard_fault_total(void)

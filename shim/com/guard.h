@@ -60,6 +60,8 @@ LONG guard_fault_total(void);
 struct fx_filter *guard_current_filter(void);
 /* Is this thread inside a guarded call (any filter, or none named)? */
 BOOL guard_in_call(void);
+/* The innermost guarded call's frame on this thread, or NULL (trace.c). */
+void *guard_frame_current(void);
 
 #define GUARDED_CALL(hr, filter, iface, method, expr)                 \
     do {                                                              \

@@ -232,6 +232,9 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     /* Before any filter code runs: FilterInit is guarded and watched too. */
     guard_configure(cfg->host.max_faults, cfg->host.on_disabled == FX_DISABLED_BYPASS);
     guard_watchdog_start(cfg->host.hang_timeout);
+    /* Before any filter is loaded: the trace patches the host vtables. */
+    if (cfg->host.trace && !fxt_on && trace_open(cfg->host.trace, err, errlen) != 0)
+        return -1;
     h->firewall = firewall_get();
 
     h->nworkers = cfg->host.workers > 0 ? cfg->host.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
