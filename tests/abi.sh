@@ -328,9 +328,88 @@ test_trace() {
     result "$fl fwxreplay --trace: $(count ' call ' "$tr") calls traced" "$why" "$tr" "$T/trace-$fl-replay.log"
 }
 
+# ---------------------------------------------------------------- [abi] overrides
+# idl_uuid IFACE: the IID our IDL assigns to IFACE, braced, upper case.
+idl_uuid() {
+    awk -v i="$1" '/uuid\(/ { u = $0 } $0 ~ "^interface " i " " { print u; exit }' "$S/idl/wspfwext.idl" |
+        sed 's/.*uuid(\([0-9A-Fa-f-]*\)).*/{\1}/' | tr a-f A-F
+}
+
+# conf_error NAME EXPECTED-REGEX: fwxhost --config $T/ov/NAME.conf must exit 2 with
+# a last stderr line matching EXPECTED-REGEX.
+conf_error() {
+    local out rc
+    out=$("$FWXHOST" --config "$T/ov/$1.conf" 2>&1)
+    rc=$?
+    if [ $rc -ne 2 ]; then
+        add "$1: exit $rc (expected 2): $(tail -n 1 <<< "$out")"
+    elif ! tail -n 1 <<< "$out" | grep -Eq -- "$2"; then
+        add "$1: '$(tail -n 1 <<< "$out")' does not match '$2'"
+    fi
+}
+
+test_overrides() {
+    local fl=$1 lp tp why conn sess hlog
+    if ! need_filters $fl passthrough; then
+        not_ok "$fl [abi] overrides" "$MISSING"; return
+    fi
+    conn=$(idl_uuid IFWXConnection); sess=$(idl_uuid IFWXSession)
+    [ -n "$conn" ] && [ -n "$sess" ] || { not_ok "$fl [abi] overrides" "no IID for IFWXConnection/IFWXSession in the IDL"; return; }
+    mkdir -p "$T/ov/inc"
+    free_port; lp=$PORT; free_port; tp=$PORT
+    base="[filter pass]
+path = $DLL_passthrough
+
+[rule r]
+listen = 127.0.0.1:$lp
+target = 127.0.0.1:$tp
+"
+    why=""
+    printf '%s\n[abi]\ninclude = inc/typo.conf\n' "$base" > "$T/ov/typo.conf"
+    printf '; discovered\n[abi]\nIID_IFWXFiltr = {11111111-2222-3333-4444-555555555555}\n' > "$T/ov/inc/typo.conf"
+    conf_error typo "^fwxhost: .*/ov/inc/typo\.conf:3: unknown key 'IID_IFWXFiltr' in \[abi\] \(did you mean 'IID_IFWXFilter'\?\)$"
+    printf '%s\n[abi]\niid_ifwxfilter = {11111111-2222-3333-4444-555555555555}\n' "$base" > "$T/ov/case.conf"
+    conf_error case "^fwxhost: .*/ov/case\.conf:9: unknown name 'iid_ifwxfilter' in \[abi\] \(names are case-sensitive: did you mean 'IID_IFWXFilter'\?\)$"
+    printf '%s\n[abi]\nIID_IFWXFilter = {1111111-2222-3333-4444-555555555555}\n' "$base" > "$T/ov/guid.conf"
+    conf_error guid "^fwxhost: .*/ov/guid\.conf:9: IID_IFWXFilter: '\{1111111-2222-3333-4444-555555555555\}' is not a GUID"
+    printf '%s\n[abi]\nFWX_FLAG_TIMEOUT = 0x1g\n' "$base" > "$T/ov/num.conf"
+    conf_error num "^fwxhost: .*/ov/num\.conf:9: FWX_FLAG_TIMEOUT: '0x1g' is not a 32-bit number"
+    printf '%s\n[abi]\nFWX_FLAG_TIMEOUT = 0x100000000\n' "$base" > "$T/ov/big.conf"
+    conf_error big "^fwxhost: .*/ov/big\.conf:9: FWX_FLAG_TIMEOUT: '0x100000000' is not a 32-bit number"
+    printf '%s\n[abi]\nFWX_FLAG_TIMEOUT = 0x40\ninclude = inc/dup.conf\n' "$base" > "$T/ov/dup.conf"
+    printf '[abi]\n\nFWX_FLAG_TIMEOUT = 0x80\n' > "$T/ov/inc/dup.conf"
+    conf_error dup "^fwxhost: .*/ov/inc/dup\.conf:3: FWX_FLAG_TIMEOUT is already set \(at .*/ov/dup\.conf:9\)$"
+    printf '%s\n[abi]\ninclude = inc/missing.conf\n' "$base" > "$T/ov/missing.conf"
+    conf_error missing "^fwxhost: .*/ov/missing\.conf:9: include: cannot open .*/ov/inc/missing\.conf: No such file or directory$"
+    printf '%s\n[abi]\ninclude = inc/self.conf\n' "$base" > "$T/ov/loop.conf"
+    printf '[abi]\ninclude = self.conf\n' > "$T/ov/inc/self.conf"
+    conf_error loop "^fwxhost: .*/ov/inc/self\.conf:2: include self\.conf: nested more than 8 deep \(does it include itself\?\)$"
+    printf '%s\n[abi]\nIID_IFWXSession = %s\n' "$base" "$conn" > "$T/ov/clash.conf"
+    conf_error clash "^fwxhost: .*/ov/clash\.conf:9: \[abi\] IID_IFWXSession and IID_IFWXConnection would both be \{${conn:1:36}\} \(IID_IFWXSession is set at .*/ov/clash\.conf:9\)$"
+    printf '%s\n[abi]\nFWX_FLAG_TIMEOUT = 2\n' "$base" > "$T/ov/flag.conf"
+    conf_error flag "^fwxhost: .*/ov/flag\.conf:9: \[abi\] FWX_FLAG_ALLOW_MULTIPLE and FWX_FLAG_TIMEOUT would both be 0x2"
+    printf '%s\n[abi]\nFWX_FLAG_PROXY_MODE = 0\n' "$base" > "$T/ov/zero.conf"
+    conf_error zero "^fwxhost: .*/ov/zero\.conf:9: \[abi\] FWX_FLAG_PROXY_MODE = 0: a flag needs a bit$"
+    result "$fl [abi] errors: unknown names (with the nearest), bad GUIDs and numbers, duplicates across includes, missing and recursive includes, values two names would share; each with FILE:LINE" "$why"
+
+    # The host asks for the IID at run time: a changed IID_IFWXFilter no longer
+    # matches what passthrough was built with.
+    why="" hlog=$T/ov-$fl-iid.log
+    printf '[abi]\nIID_IFWXFilter = {0BADF00D-1111-2222-3333-444455556666}\n' > "$T/ov/iid.abi"
+    "$FWXHOST" --abi "$T/ov/iid.abi" --filter "$DLL_passthrough" --listen 127.0.0.1:$lp \
+        --target 127.0.0.1:$tp --log-level info > "$hlog" 2>&1
+    rc=$?
+    [ $rc -eq 2 ] || add "exit $rc, expected 2"
+    grep -q "NOTICE: abi: IID_IFWXFilter = {0BADF00D-1111-2222-3333-444455556666} (.*/ov/iid.abi:2; was $(idl_uuid IFWXFilter))" "$hlog" ||
+        add "no log line 'abi: IID_IFWXFilter = {0BADF00D-...} (FILE:2; was the IDL value)'"
+    grep -q "E_NOINTERFACE\|0x80004002\|does not implement" "$hlog" || add "the refusal does not say the filter lacks the interface: $(tail -n 1 "$hlog")"
+    result "$fl [abi] IID_IFWXFilter override: logged, and the host asks the filter for it (passthrough, built with the IDL's value, is refused: $(tail -n 1 "$hlog" | cut -c1-160))" \
+        "$why" "$hlog"
+}
+
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
-ALL_GROUPS="trap trace"
+ALL_GROUPS="trap trace overrides"
 GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do

@@ -43,6 +43,8 @@ static void usage(FILE *to)
         "  --workers N           worker threads (default: one per CPU core)\n"
         "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
         "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  --abi FILE            read IID/CLSID/flag overrides ([abi] sections, e.g. the\n"
+        "                        output of fwxinfo --discover) from FILE\n"
         "  --trace FILE          write every filter/host call (both directions, decoded\n"
         "                        arguments, results, threads) to FILE ([host] trace)\n"
         "  --control PATH        the control socket (default: [host] control, else\n"
@@ -79,6 +81,7 @@ int main(int argc, char **argv)
 {
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
     const char *level_text = "notice", *control = NULL, *trace = NULL;
+    const char *abi_file = NULL;
     int stats = 0;
     unsigned drain = 10;
     char err[2048];
@@ -110,6 +113,8 @@ int main(int argc, char **argv)
             control = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--trace")) {
             trace = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--abi")) {
+            abi_file = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--stats")) {
             stats = 1;
         } else if (!strcmp(a, "--filter")) {
@@ -200,6 +205,10 @@ int main(int argc, char **argv)
     }
     if (trace && fx_config_set(cfg, "host", "trace", trace, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: --trace: %s\n", err);
+        return 2;
+    }
+    if (abi_file && fx_config_include(cfg, abi_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --abi: %s\n", err);
         return 2;
     }
     if (fx_config_check(cfg, err, sizeof(err)) != 0) {

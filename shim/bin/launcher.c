@@ -176,7 +176,7 @@ static int launch(int argc, char **argv)
         } else if (a[0] != '-') {
             script = a;
         } else if (a[0] == '-' && a[1] == '-' && i + 1 < argc && !strchr(a, '=') &&
-                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") ||
+                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") || !strcmp(a, "--abi") ||
                     !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit") ||
                     !strcmp(a, "--control"))) {
             i++; /* option with a separate value: skip the value */

@@ -21,6 +21,8 @@
 /* The call trace's wrappers (generated, trace.h): host->filter calls through the
  * COBJMACROS names are traced where the host makes them. */
 #include "fxtrace.h"
+/* Run-time IIDs and flag values ([abi] overrides). */
+#include "abi.h"
 
 /* Wine's CONTAINING_RECORD idiom for impl_from_*(). */
 #ifndef CONTAINING_RECORD

@@ -232,7 +232,10 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     /* Before any filter code runs: FilterInit is guarded and watched too. */
     guard_configure(cfg->host.max_faults, cfg->host.on_disabled == FX_DISABLED_BYPASS);
     guard_watchdog_start(cfg->host.hang_timeout);
-    /* Before any filter is loaded: the trace patches the host vtables. */
+    /* Before any filter is loaded: the IIDs and flags it will see, and the
+     * trace, which patches the host vtables. */
+    if (abi_apply(cfg, err, errlen) != 0)
+        return -1;
     if (cfg->host.trace && !fxt_on && trace_open(cfg->host.trace, err, errlen) != 0)
         return -1;
     h->firewall = firewall_get();
