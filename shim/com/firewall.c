@@ -60,11 +60,15 @@ const char *fx_guid_str(const GUID *g, char buf[39])
     return buf;
 }
 
+void (*fx_unknown_iid_hook)(const char *object, REFIID riid);
+
 void fx_log_unknown_iid(const char *object, REFIID riid)
 {
     char text[39];
     if (!riid)
         return;
+    if (fx_unknown_iid_hook)
+        fx_unknown_iid_hook(object, riid);
     /* Debug, not warning: COM callers probe for optional interfaces all
      * the time. fwxinfo --discover (ABI work) reads these lines. */
     fx_log(FX_LOG_DEBUG, "%s: QueryInterface for unknown IID %s -> E_NOINTERFACE", object,

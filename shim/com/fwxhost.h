@@ -52,6 +52,8 @@ void fx_tls_set(struct fx_tls *t, void *value);
 
 /* Compares two IIDs and logs an unknown one once per object kind. */
 void fx_log_unknown_iid(const char *object, REFIID riid);
+/* fwxinfo --discover: told of every unknown IID a filter asks our objects for. */
+extern void (*fx_unknown_iid_hook)(const char *object, REFIID riid);
 
 /* "{XXXXXXXX-...}" into buf (39 bytes). */
 const char *fx_guid_str(const GUID *g, char buf[39]);

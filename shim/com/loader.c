@@ -42,6 +42,13 @@ static const char *hr_text(HRESULT hr, char *buf, size_t len)
 }
 
 /* Wine maps a Linux path to a DOS one ("Z:\..."); LoadLibrary needs that. */
+static WCHAR *dos_path(const char *unix_path);
+
+WCHAR *fx_dos_path(const char *unix_path)
+{
+    return dos_path(unix_path);
+}
+
 static WCHAR *dos_path(const char *unix_path)
 {
     static WCHAR *(CDECL *to_dos)(const char *);

@@ -47,6 +47,10 @@ void fx_filter_unload(struct fx_filter *f);
  * non-executable sections with DllGetClassObject(value, IID_IClassFactory). */
 int fx_filter_probe_classes(struct fx_filter *f, GUID *out, int max);
 
+/* The DOS path Wine gives a Linux path (HeapFree it), for LoadLibrary and
+ * LoadTypeLibEx. */
+WCHAR *fx_dos_path(const char *unix_path);
+
 /* Text form of an event mask: "fwx_Connect_Tcp|fwx_AcceptedConnection|fwxSourceWSP|...". */
 const char *fx_event_mask_str(DWORD mask, char *buf, size_t len);
 
