@@ -407,9 +407,79 @@ target = 127.0.0.1:$tp
         "$why" "$hlog"
 }
 
+# ---------------------------------------------------------------- discovery
+# uuid_in IDL IFACE: the IID IDL gives IFACE, braced, upper case.
+uuid_in() {
+    awk -v i="$2" '/uuid\(/ { u = $0 } $0 ~ "^interface " i " " { print u; exit }' "$1" |
+        sed 's/.*uuid(\([0-9A-Fa-f-]*\)).*/{\1}/' | tr a-f A-F
+}
+
+test_discover() {
+    local fl=$1 out why lp tp hlog tr alt i name want def rc
+    if ! need_filters $fl atlstyle passthrough; then
+        not_ok "$fl fwxinfo --discover" "$MISSING"; return
+    fi
+    alt=$B/gen/atlstyle/wspfwext.idl     # what atlstyle was built with
+    out=$T/discover-$fl.conf why=""
+    "$B/bin/fwxinfo" --discover "$DLL_atlstyle" > "$out" 2> "$T/discover-$fl.err"
+    rc=$?
+    [ $rc -eq 0 ] || add "fwxinfo --discover exit $rc: $(tail -n 1 "$T/discover-$fl.err")"
+    grep -q '^; class {D1A7C0DE-5B3E-4F6A-8E21-7C9B0A4D3E52} AtlStyleFilter: type library coclass; REGISTRY resource; served by DllGetClassObject$' "$out" ||
+        add "the CLSID is not reported from the type library, the REGISTRY resource and DllGetClassObject"
+    grep -q '^; ATL interface map at RVA 0x[0-9a-f]*: {' "$out" || add "no ATL interface map found"
+    for name in IFWXFilter IFWXFirewall IFWXSession IFWXSessionFilter; do
+        want=$(uuid_in "$alt" $name); def=$(idl_uuid $name)
+        [ -n "$want" ] && [ "$want" != "$def" ] || { add "$name: atlstyle's IID '$want' is not different from the default '$def'"; continue; }
+        grep -qx "IID_$name = $want" "$out" || add "no line 'IID_$name = $want' (atlstyle's)"
+    done
+    [ "$(sed -n '/^\[abi\]/,$p' "$out" | grep -c '^IID_')" -eq 4 ] || add "$(sed -n '/^\[abi\]/,$p' "$out" | grep -c '^IID_') IIDs in [abi], expected 4"
+    result "$fl fwxinfo --discover atlstyle.dll: CLSID from type library, REGISTRY and probing; IID_IFWXFilter, IID_IFWXSessionFilter (answered), IID_IFWXFirewall, IID_IFWXSession (asked in dry runs), all atlstyle's" \
+        "$why" "$out" "$T/discover-$fl.err"
+
+    # Without the overrides the host cannot use the filter; with them, traffic flows
+    # through its data filter.
+    why="" hlog=$T/discover-$fl-host.log tr=$T/discover-$fl-trace.txt
+    free_port; lp=$PORT; free_port; tp=$PORT
+    "$FWXHOST" --filter "$DLL_atlstyle" --listen 127.0.0.1:$lp --target 127.0.0.1:$tp > "$T/discover-$fl-plain.log" 2>&1
+    rc=$?
+    [ $rc -eq 2 ] && grep -q "does not give an IFWXFilter" "$T/discover-$fl-plain.log" ||
+        add "without overrides: exit $rc, $(tail -n 1 "$T/discover-$fl-plain.log") (expected the host to refuse: no IFWXFilter)"
+    start_server "$T/discover-$fl-server.log" $tp 262144 91
+    if ! start_host "$hlog" "$FWXHOST" --abi "$out" --filter "$DLL_atlstyle" --listen 127.0.0.1:$lp \
+            --target 127.0.0.1:$tp --workers 2 --trace "$tr" --log-level info; then
+        stop_host $HOST_PID; stop_peer $SRV_PID
+        not_ok "$fl fwxhost runs atlstyle with the discovered overrides" "fwxhost did not become ready (exit $HOST_RC)" "$hlog" "$out"
+        return
+    fi
+    "$FXPEER" client --connect 127.0.0.1:$lp --conns 10 --send 262144 --recv 262144 --seed 91 \
+        --timeout 30 > "$T/discover-$fl-client.log" 2>&1 || add "client: $(tail -n 1 "$T/discover-$fl-client.log")"
+    sleep 0.3
+    stop_host $HOST_PID
+    stop_peer $SRV_PID
+    [ "$HOST_RC" = 0 ] || add "fwxhost exit $HOST_RC"
+    grep -q 'FilterInit returned' "$hlog" && add "$(grep -m 1 'FilterInit returned' "$hlog")"
+    [ "$(count 'NOTICE: abi: IID_' "$hlog")" -eq 4 ] || add "$(count 'NOTICE: abi: IID_' "$hlog") 'abi:' override lines, expected 4"
+    [ "$(count ' call host->filter IFWXDataFilter::SetSockets ' "$tr")" -eq 10 ] ||
+        add "$(count ' call host->filter IFWXDataFilter::SetSockets ' "$tr") SetSockets calls into atlstyle's data filter, expected 10"
+    grep -q ' ret  filter->host IFWXFirewall::QueryInterface slot 0 = S_OK' "$tr" ||
+        add "the host did not answer atlstyle's IID_IFWXFirewall"
+    grep -q ' ret  filter->host IFWXSession::QueryInterface slot 0 = S_OK' "$tr" ||
+        add "the host did not answer atlstyle's IID_IFWXSession"
+    result "$fl fwxhost --abi (discovered) runs atlstyle: $(tail -n 1 "$T/discover-$fl-client.log" | sed 's/^fxpeer: //'), through its data filter" \
+        "$why" "$hlog" "$T/discover-$fl-client.log"
+
+    # A filter built with the defaults: discovery finds the defaults.
+    why="" out=$T/discover-$fl-pass.conf
+    "$B/bin/fwxinfo" --discover "$DLL_passthrough" > "$out" 2>&1 || add "exit $?"
+    for name in IFWXFilter IFWXSessionFilter; do
+        grep -qx "IID_$name = $(idl_uuid $name)" "$out" || add "no line 'IID_$name = $(idl_uuid $name)'"
+    done
+    result "$fl fwxinfo --discover passthrough.dll: the project's default IIDs" "$why" "$out"
+}
+
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
-ALL_GROUPS="trap trace overrides"
+ALL_GROUPS="trap trace overrides discover"
 GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do

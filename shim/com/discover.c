@@ -220,7 +220,7 @@ static void from_typelib(struct discovery *d)
 
     HeapFree(GetProcessHeap(), 0, wpath);
     if (FAILED(hr) || !tl) {
-        printf("; type library: none (LoadTypeLibEx 0x%08lx)\n", (unsigned long)hr);
+        printf("; type library: none (LoadTypeLibEx 0x%08lx)\n", (unsigned long)(ULONG)hr);
         return;
     }
     TLIBATTR *la;
@@ -304,11 +304,13 @@ static void find_atl_maps(struct discovery *d)
     const size_t P = sizeof(void *);
 
     for (unsigned s = 0; s < nt->FileHeader.NumberOfSections; s++, sec++) {
+        /* Uninitialized data too: a map a compiler builds at run time (a function's
+         * static) is there once the class has answered a QueryInterface. */
         DWORD ch = sec->Characteristics;
-        if ((ch & IMAGE_SCN_MEM_EXECUTE) || !(ch & IMAGE_SCN_CNT_INITIALIZED_DATA))
+        if ((ch & IMAGE_SCN_MEM_EXECUTE) ||
+            !(ch & (IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_CNT_UNINITIALIZED_DATA)))
             continue;
-        DWORD size = sec->Misc.VirtualSize < sec->SizeOfRawData ? sec->Misc.VirtualSize
-                                                                : sec->SizeOfRawData;
+        DWORD size = sec->Misc.VirtualSize;
         const BYTE *p = base + sec->VirtualAddress;
         for (DWORD off = 0; off + 3 * P <= size && d->nmaps < MAX_MAPS; off += P) {
             struct atl_map m = { .rva = sec->VirtualAddress + off };
@@ -318,10 +320,11 @@ static void find_atl_maps(struct discovery *d)
                 memcpy(e, p + o, sizeof(e));
                 if (!e[0])
                     break;
-                if (e[0] < lo || e[0] + 16 > hi || e[1] > 0x10000 ||
+                if (e[0] < lo || e[0] > hi - 16 || e[1] > 0x10000 ||
                     !(e[2] == 1 || (e[2] >= lo && e[2] < hi)))
                     break;
-                memcpy(&m.iid[m.n], (const void *)e[0], sizeof(GUID));
+                if (!guard_copy(&m.iid[m.n], (const void *)e[0], sizeof(GUID)))
+                    break;
                 if (!guid_shaped(&m.iid[m.n]) && !IsEqualGUID(&m.iid[m.n], &IID_IUnknown))
                     break;
                 m.dw[m.n++] = e[1];
@@ -418,7 +421,7 @@ static int dry_run(struct discovery *d, const GUID *clsid, int round)
     if (FAILED(hr) || !filter)
         goto out;
     GUARDED_CALL(hr, &d->f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(filter, fw, &hooks));
-    printf("; dry run %d: FilterInit 0x%08lx", round, (unsigned long)hr);
+    printf("; dry run %d: FilterInit 0x%08lx", round, (unsigned long)(ULONG)hr);
     if (hr == S_OK) {
         SOCKADDR_IN sin = { .sin_family = AF_INET, .sin_port = 0 };
         sin.sin_addr.s_addr = htonl(0x7f000001);
@@ -426,7 +429,7 @@ static int dry_run(struct discovery *d, const GUID *clsid, int round)
         if (s) {
             GUARDED_CALL(hr, &d->f, "IFWXFilter", "AttachToSession",
                          IFWXFilter_AttachToSession(filter, session_iface(s), &sf, &shooks));
-            printf(", AttachToSession 0x%08lx", (unsigned long)hr);
+            printf(", AttachToSession 0x%08lx", (unsigned long)(ULONG)hr);
             if (hr == S_OK && sf && guard_check_iface(sf, 5)) {
                 GUID iids[16];
                 void *ptrs[16];
@@ -521,8 +524,6 @@ int discover_dll(const char *path, char *err, size_t errlen)
                c->from & FROM_REGISTRY ? " REGISTRY resource;" : "",
                " served by DllGetClassObject");
     }
-    find_atl_maps(d);
-
     /* IIDs the class objects answer. */
     GUID filter_clsid = GUID_NULL;
     for (int i = 0; i < d->nclasses; i++) {
@@ -549,16 +550,6 @@ int discover_dll(const char *path, char *err, size_t errlen)
         for (int k = 0; k < n; k++)
             printf(" %s", fx_guid_str(&iids[k], text));
         printf("\n");
-        /* ATL maps whose entries this object answers, at the offsets they name. */
-        for (int m = 0; m < d->nmaps; m++) {
-            int hits = 0;
-            for (int e = 0; e < d->maps[m].n; e++)
-                for (int k = 0; k < n; k++)
-                    hits += IsEqualGUID(&d->maps[m].iid[e], &iids[k]);
-            if (hits)
-                printf(";   its ATL interface map at RVA 0x%lx lists %d entr%s\n",
-                       (unsigned long)d->maps[m].rva, d->maps[m].n, d->maps[m].n == 1 ? "y" : "ies");
-        }
         if (n >= 1 && IsEqualGUID(&filter_clsid, &GUID_NULL)) {
             /* The filter class: the first FWX-looking IID it answers (an ATL map
              * lists IFWXFilter first). */
@@ -574,6 +565,7 @@ int discover_dll(const char *path, char *err, size_t errlen)
         }
         GUARDED_VOID(&d->f, "IUnknown", "Release", IUnknown_Release(unk));
     }
+    find_atl_maps(d);
     for (int m = 0; m < d->nmaps; m++) {
         printf("; ATL interface map at RVA 0x%lx:", (unsigned long)d->maps[m].rva);
         for (int e = 0; e < d->maps[m].n; e++)
