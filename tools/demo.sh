@@ -107,4 +107,35 @@ if [ -f "$build/filters/x64/denyport.dll" ]; then
     kill -TERM $hp; wait $hp
     grep -E 'denied|ready' "$work/deny.log" | sed 's/^/  /'
 fi
+if [ -f "$build/filters/x64/rewrite.dll" ]; then
+    step "the regression workflow: record a live session, replay it, break the expectation"
+    rec=$work/recordings
+    mkdir -p "$rec"
+    echo "the page behind the rewrite filter" > "$work/www/fwxshim-on-linux.html"
+    chmod a+r "$work/www/fwxshim-on-linux.html"
+    port=$(free_port)
+    "$build/bin/fwxhost" --record "$rec" --filter "$build/filters/x64/rewrite.dll" \
+        --listen 127.0.0.1:$port --target 127.0.0.1:$web --log-level info 2> "$work/rec.log" &
+    hp=$!
+    pids+=($hp)
+    wait_ready "$work/rec.log" $hp || exit 1
+    echo "\$ curl http://127.0.0.1:$port/ISA2000.html     (rewrite turns ISA2000 into fwxshim-on-linux)"
+    curl -s "http://127.0.0.1:$port/ISA2000.html"
+    kill -TERM $hp; wait $hp
+    grep -o 'recorded .*' "$work/rec.log" | sed 's/^/  fwxhost: /'
+    script=$(ls "$rec"/*.fwxs | head -n 1)
+    echo "the recording, a fwxreplay script (what the client and nginx sent, before the filter):"
+    grep -v '^#' "$script" | sed 's/^/  | /' | cut -c1-110
+    echo "\$ fwxreplay --update $(basename "$script")     (the golden file: what the filter made of it)"
+    "$build/bin/fwxreplay" --update "$script" | sed 's/^/  /'
+    grep '^server received' "$script.golden" | head -n 1 | sed 's/^/  golden | /'
+    echo "\$ fwxreplay $(basename "$script")"
+    "$build/bin/fwxreplay" "$script" | sed 's/^/  /'
+    echo "  exit status: ${PIPESTATUS[0]}"
+    echo "break the expectation: the golden file now says the path reached nginx unchanged"
+    sed -i 's|^server received: "GET /fwxshim-on-linux.html|server received: "GET /ISA2000.html|' "$script.golden"
+    echo "\$ fwxreplay $(basename "$script")"
+    "$build/bin/fwxreplay" "$script" | sed 's/^/  /'
+    echo "  exit status: ${PIPESTATUS[0]} (1: the filter's behaviour differs from the golden file)"
+fi
 step "done"

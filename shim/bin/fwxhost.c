@@ -47,6 +47,8 @@ static void usage(FILE *to)
         "                        output of fwxinfo --discover) from FILE\n"
         "  --trace FILE          write every filter/host call (both directions, decoded\n"
         "                        arguments, results, threads) to FILE ([host] trace)\n"
+        "  --record DIR          write each connection as a fwxreplay script into DIR\n"
+        "                        when it ends ([host] record; see docs/replay-format.md)\n"
         "  --control PATH        the control socket (default: [host] control, else\n"
         "                        /run/fwxshim/fwxhost.sock as root, else\n"
         "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
@@ -80,7 +82,7 @@ static int want_value(int argc, char **argv, int i)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice", *control = NULL, *trace = NULL;
+    const char *level_text = "notice", *control = NULL, *trace = NULL, *record = NULL;
     const char *abi_file = NULL;
     int stats = 0;
     unsigned drain = 10;
@@ -115,6 +117,8 @@ int main(int argc, char **argv)
             trace = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--abi")) {
             abi_file = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--record")) {
+            record = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--stats")) {
             stats = 1;
         } else if (!strcmp(a, "--filter")) {
@@ -211,8 +215,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: --abi: %s\n", err);
         return 2;
     }
+    if (record && fx_config_set(cfg, "host", "record", record, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --record: %s\n", err);
+        return 2;
+    }
     if (fx_config_check(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
+    }
+    if (cfg->host.record && access(cfg->host.record, W_OK | X_OK) != 0) {
+        fprintf(stderr, "fwxhost: record directory %s: %s (it must exist and be writable)\n",
+                cfg->host.record, strerror(errno));
         return 2;
     }
     if (config_path && cfg->host.log_level > 0 && !strcmp(level_text, "notice"))

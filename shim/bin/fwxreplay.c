@@ -7,6 +7,8 @@
  *
  *   fwxreplay [--filter DLL[=CLSID] ...] [--chunking fixed:N|random:SEED]
  *             [--update] [--timeout MS] SCRIPT
+ *   fwxreplay [--filter ...] [options] --pcap FILE [--stream N]
+ *   fwxreplay --pcap FILE [--stream N] --to-script OUT | --list
  *
  * Owns the command line, the replay's rule and session, and the golden
  * file; the driver is shim/core/fxreplay.c. Suites of scripts (a
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "fxconf.h"
+#include "fxpcap.h"
 #include "fxreplay.h"
 #include "fxscript.h"
 #include "host.h"
@@ -34,6 +37,8 @@ static void usage(FILE *to)
     fprintf(to,
         "usage: fwxreplay [--filter DLL[=CLSID] ...] [options] SCRIPT\n"
         "       fwxreplay [--filter DLL[=CLSID] ...] [options] [--junit FILE] DIR\n"
+        "       fwxreplay [--filter DLL[=CLSID] ...] [options] --pcap FILE [--stream N]\n"
+        "       fwxreplay --pcap FILE [--stream N] --to-script OUT | --list\n"
         "\n"
         "Plays a scripted client/server conversation (docs/replay-format.md) through\n"
         "the filter chain, with the host's own objects and pump but no network, and\n"
@@ -50,6 +55,12 @@ static void usage(FILE *to)
         "  --trace FILE           write every filter/host call (both directions, decoded\n"
         "                         arguments, results, threads) to FILE\n"
         "  --junit FILE           with DIR: also write a JUnit XML report\n"
+        "  --pcap FILE            replay a TCP stream of a pcap capture (tcpdump -w) instead\n"
+        "                         of a script; its golden file is FILE.golden (FILE.N.golden\n"
+        "                         with --stream N)\n"
+        "  --stream N             the capture's flow N (default 1: the first one; --list)\n"
+        "  --list                 with --pcap: print the capture's TCP/UDP flows\n"
+        "  --to-script OUT        with --pcap: write the flow as a script to OUT ('-': stdout)\n"
         "  -h, --help             this text\n"
         "\n"
         "DIR runs every *.fwxs script in it and prints TAP.\n"
@@ -134,8 +145,10 @@ int main(int argc, char **argv)
 {
     const char *script_path = NULL, *level_text = "warn", *chunk_text = "fixed:65536";
     const char *trace = NULL;
+    const char *pcap_path = NULL, *to_script = NULL;
     unsigned timeout_ms = 5000;
-    int update = 0, nfilters = 0;
+    unsigned long stream = 0;
+    int update = 0, nfilters = 0, list = 0;
     char err[2048];
     static struct host host;
 
@@ -164,6 +177,21 @@ int main(int argc, char **argv)
             level_text = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--trace")) {
             trace = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--pcap")) {
+            pcap_path = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--to-script")) {
+            to_script = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--list")) {
+            list = 1;
+        } else if (!strcmp(a, "--stream")) {
+            const char *v = argv[i = want_value(argc, argv, i)];
+            char *end;
+            stream = strtoul(v, &end, 10);
+            if (!*v || *end || stream < 1 || stream > FX_PCAP_MAX_FLOWS) {
+                fprintf(stderr, "fwxreplay: --stream: '%s' is not a flow number (1 to %d)\n", v,
+                        FX_PCAP_MAX_FLOWS);
+                return 2;
+            }
         } else if (!strcmp(a, "--junit")) {
             fprintf(stderr, "fwxreplay: --junit goes with a directory of scripts (run through "
                     "the fwxreplay launcher)\n");
@@ -179,7 +207,15 @@ int main(int argc, char **argv)
             script_path = a;
         }
     }
-    if (!script_path) {
+    if (pcap_path && script_path) {
+        fprintf(stderr, "fwxreplay: --pcap FILE replaces SCRIPT; '%s' given too\n", script_path);
+        return 2;
+    }
+    if (!pcap_path && (to_script || list || stream)) {
+        fprintf(stderr, "fwxreplay: --to-script, --list and --stream go with --pcap FILE\n");
+        return 2;
+    }
+    if (!script_path && !pcap_path) {
         fprintf(stderr, "fwxreplay: no SCRIPT given (see --help)\n");
         return 2;
     }
@@ -195,9 +231,27 @@ int main(int argc, char **argv)
     }
     fx_log_init("fwxreplay", level);
 
-    fx_script *script = fx_script_load(script_path, err, sizeof(err));
-    if (!script) {
+    fx_script *script;
+    char *pcap_script_path = NULL;
+    if (pcap_path) {
+        int status = 2;
+        if (!(script = fx_pcap_cli(pcap_path, stream, list, to_script, argc, argv, &status)))
+            return status;
+        /* The golden file sits next to the capture. */
+        size_t plen = strlen(pcap_path) + 24;
+        if (!(pcap_script_path = malloc(plen)))
+            return 2;
+        if (stream)
+            snprintf(pcap_script_path, plen, "%s.%lu", pcap_path, stream);
+        else
+            snprintf(pcap_script_path, plen, "%s", pcap_path);
+        script_path = pcap_script_path;
+    } else if (!(script = fx_script_load(script_path, err, sizeof(err)))) {
         fprintf(stderr, "fwxreplay: %s\n", err);
+        return 2;
+    }
+    if (script->protocol == FX_PROTO_UDP) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, FX_REPLAY_UDP_MISSING);
         return 2;
     }
     fx_config *cfg = fx_config_new_empty();

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "fxconf.h"
+#include "fxpcap.h"
 #include "fxpe.h"
 
 enum flavour { FLAVOUR_NONE, FLAVOUR_X86, FLAVOUR_X64 };
@@ -178,7 +179,8 @@ static int launch(int argc, char **argv)
         } else if (a[0] == '-' && a[1] == '-' && i + 1 < argc && !strchr(a, '=') &&
                    (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") || !strcmp(a, "--abi") ||
                     !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit") ||
-                    !strcmp(a, "--control"))) {
+                    !strcmp(a, "--control") || !strcmp(a, "--record") || !strcmp(a, "--pcap") ||
+                    !strcmp(a, "--stream") || !strcmp(a, "--to-script"))) {
             i++; /* option with a separate value: skip the value */
         }
     }
@@ -222,9 +224,50 @@ static int launch(int argc, char **argv)
     return 2;
 }
 
+#ifdef FWX_REPLAY_SUITE
+/* fwxreplay --pcap FILE --list | --to-script OUT: no filter runs, so no
+ * Wine: the core does it here. -1 when this is not such a run. */
+static int pcap_native(int argc, char **argv)
+{
+    const char *pcap = NULL, *to_script = NULL;
+    unsigned long stream = 0;
+    int list = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return -1;
+        if (!strcmp(argv[i], "--list"))
+            list = 1;
+        else if (i + 1 >= argc)
+            break;
+        else if (!strcmp(argv[i], "--pcap"))
+            pcap = argv[++i];
+        else if (!strcmp(argv[i], "--to-script"))
+            to_script = argv[++i];
+        else if (!strcmp(argv[i], "--stream")) {
+            char *end;
+            const char *v = argv[++i];
+            stream = strtoul(v, &end, 10);
+            if (!*v || *end || stream < 1 || stream > FX_PCAP_MAX_FLOWS)
+                return -1;      /* the program says what is wrong */
+        } else if (!strcmp(argv[i], "--filter") || !strcmp(argv[i], "--chunking") ||
+                   !strcmp(argv[i], "--timeout") || !strcmp(argv[i], "--log-level")) {
+            i++;
+        }
+    }
+    if (!pcap || (!list && !to_script))
+        return -1;
+    int status = 2;
+    fx_script_free(fx_pcap_cli(pcap, stream, list, to_script, argc, argv, &status));
+    return status;
+}
+#endif
+
 int main(int argc, char **argv)
 {
 #ifdef FWX_REPLAY_SUITE
+    int native = pcap_native(argc, argv);
+    if (native >= 0)
+        return native;
     /* fwxreplay DIR: one process per script, TAP and JUnit (replaysuite.c). */
     int suite = fwx_replay_suite_wanted(argc, argv);
     if (suite)

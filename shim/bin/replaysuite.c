@@ -20,7 +20,8 @@
 static int takes_value(const char *a)
 {
     return !strcmp(a, "--filter") || !strcmp(a, "--chunking") || !strcmp(a, "--timeout") ||
-           !strcmp(a, "--log-level") || !strcmp(a, "--junit");
+           !strcmp(a, "--log-level") || !strcmp(a, "--junit") || !strcmp(a, "--pcap") ||
+           !strcmp(a, "--stream") || !strcmp(a, "--to-script");
 }
 
 static int is_dir(const char *p)

@@ -146,6 +146,7 @@ static void connection_teardown(struct connection *c)
     for (int i = 0; i < nsocks; i++)
         sock_release(socks[i]);
 
+    record_finish(c);
     fx_log(FX_LOG_INFO, "conn %lu rule %s: closed%s, %llu bytes from client, %llu to client",
            c->id, rule_name(c), c->aborted ? " (aborted)" : "", c->bytes_in, c->bytes_out);
     InterlockedDecrement(&c->worker->connections);
@@ -315,9 +316,10 @@ static void start_pump(struct connection *c)
     c->state = CONN_PUMPING;
     start_idle_timer(c);
     if (n == 0) {
-        c->relay = fx_relay_start(c->worker->loop, c->client_fd, c->server_fd,
-                                  FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
-                                  relay_done, c);
+        fx_relay_opts ro = { FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
+                             0, c->rec ? record_relay_tap : NULL, c };
+        c->relay = fx_relay_start_opts(c->worker->loop, c->client_fd, c->server_fd, &ro,
+                                       relay_done, c);
         if (!c->relay) {
             connection_abort(c, "out of memory starting the relay");
             return;
@@ -586,6 +588,7 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
                                 c->win_local_len, c);
     }
 
+    record_start(c);
     if (c->denied || FAILED(hr)) {
         InterlockedIncrement(c->denied ? &rule->denials : &rule->refused);
         if (c->denied) {

@@ -60,6 +60,11 @@ const char *fx_guid_str(const GUID *g, char buf[39]);
 
 /* ---- iobuffer.c ---- */
 HRESULT iobuffer_create(DWORD capacity, IFWXIOBuffer **out);
+/* The size socket reads use; buffers of exactly this capacity are cached
+ * per worker thread (iobuffer_thread_cache_init on the thread first). */
+#define IOBUFFER_POOL_SIZE (64 * 1024)
+void iobuffer_thread_cache_init(void);
+void iobuffer_thread_cache_free(void);
 HRESULT iobuffer_create_const(BYTE *data, DWORD length, IFWXIOBuffer **out);
 HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD length,
                                IFWXIOBuffer **out);

@@ -221,6 +221,49 @@ BOOL guard_copy(void *dst, const void *src, SIZE_T len)
     return ok;
 }
 
+/* Executable regions VirtualQuery already vouched for. Every data filter
+ * a filter hands us is checked, once per connection; VirtualQuery is a
+ * Wine syscall pair (signal mask) plus a view lookup, and was most of the
+ * per-connection cost of a filtered rule (docs/BENCHMARKS.md, finding 11).
+ * Filter code lives in a handful of regions (one .text per module), so a
+ * small append-only table answers nearly every check without a syscall.
+ * Readers take no lock: an entry is complete before the count covers it.
+ * The table is emptied when a filter module is unloaded. */
+#define CODE_RANGES_MAX 64
+static struct { ULONG_PTR lo, hi; } code_ranges[CODE_RANGES_MAX];
+static volatile LONG code_range_count;
+static SRWLOCK code_range_lock = SRWLOCK_INIT;
+
+static BOOL known_code(const void *p)
+{
+    LONG n = code_range_count;
+    compiler_barrier();
+    for (LONG i = 0; i < n; i++)
+        if ((ULONG_PTR)p >= code_ranges[i].lo && (ULONG_PTR)p < code_ranges[i].hi)
+            return TRUE;
+    return FALSE;
+}
+
+static void remember_code(const MEMORY_BASIC_INFORMATION *mbi)
+{
+    AcquireSRWLockExclusive(&code_range_lock);
+    LONG n = code_range_count;
+    if (n < CODE_RANGES_MAX) {
+        code_ranges[n].lo = (ULONG_PTR)mbi->BaseAddress;
+        code_ranges[n].hi = (ULONG_PTR)mbi->BaseAddress + mbi->RegionSize;
+        compiler_barrier();
+        InterlockedExchange(&code_range_count, n + 1);
+    }
+    ReleaseSRWLockExclusive(&code_range_lock);
+}
+
+void guard_forget_code(void)
+{
+    AcquireSRWLockExclusive(&code_range_lock);
+    InterlockedExchange(&code_range_count, 0);
+    ReleaseSRWLockExclusive(&code_range_lock);
+}
+
 /* Could p be a method? PE modules and winelib modules are views Wine
  * knows: committed and executable. Free or non-executable memory is not
  * code. Ranges Wine only reserved, or cannot describe (ELF mappings of
@@ -230,6 +273,8 @@ static BOOL maybe_code(const void *p)
     MEMORY_BASIC_INFORMATION mbi;
     if (!p)
         return FALSE;
+    if (known_code(p))
+        return TRUE;
     if (!VirtualQuery(p, &mbi, sizeof(mbi)))
         return TRUE;
     if (mbi.State == MEM_FREE)
@@ -238,8 +283,11 @@ static BOOL maybe_code(const void *p)
         return TRUE;
     if (mbi.Protect & (PAGE_GUARD | PAGE_NOACCESS))
         return FALSE;
-    return (mbi.Protect & (PAGE_EXECUTE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE |
-                           PAGE_EXECUTE_WRITECOPY)) != 0;
+    if (!(mbi.Protect & (PAGE_EXECUTE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE |
+                         PAGE_EXECUTE_WRITECOPY)))
+        return FALSE;
+    remember_code(&mbi);
+    return TRUE;
 }
 
 BOOL guard_check_iface(const void *obj, unsigned nmethods)

@@ -110,6 +110,9 @@ BOOL guard_copy(void *dst, const void *src, SIZE_T len);
  * with a readable vtable whose first nmethods entries are non-NULL and do
  * not point into memory Wine knows is not executable. No filter code runs. */
 BOOL guard_check_iface(const void *obj, unsigned nmethods);
+/* Empties the cache of code regions guard_check_iface trusts; called when
+ * a filter module is unloaded, since its pages may be reused. */
+void guard_forget_code(void);
 
 /* CoTaskMemFree for a block a filter handed over, only if it is one
  * (HeapValidate); otherwise it is left alone and FALSE returned. */

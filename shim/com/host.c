@@ -135,7 +135,9 @@ static DWORD WINAPI worker_main(void *arg)
     struct worker *w = arg;
     /* Filters are free-threaded and expect callers in the MTA. */
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    iobuffer_thread_cache_init();
     fx_loop_run(w->loop);
+    iobuffer_thread_cache_free();
     CoUninitialize();
     return 0;
 }

@@ -18,6 +18,7 @@
 #include "fxconf.h"
 #include "fxloop.h"
 #include "fxnet.h"
+#include "fxrecord.h"
 #include "loader.h"
 
 #define HOST_MAX_FILTERS 32
@@ -185,6 +186,7 @@ struct connection {
     struct completion *pending;    /* queued under the lock, delivered without it */
     struct completion **pending_tail;
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
+    fx_rec *rec;                   /* [host] record: this connection's script (record.c) */
 };
 
 static inline IFWXConnection *connection_iface(struct connection *c) { return &c->IFWXConnection_iface; }
@@ -210,6 +212,13 @@ void connection_run_now(struct connection *c);
  * err if a filter denied the bind); fwx_ConnectionTerminating at stop. */
 int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err, size_t errlen);
 void connection_rule_listen_end(struct rule *rule);
+
+/* ---- record.c: [host] record (fwxhost --record DIR) ---- */
+void record_start(struct connection *c);          /* after the events; no-op when off */
+/* side 0 client, 1 server: n > 0 bytes read from it, 0 its EOF, < 0 a reset. */
+void record_io(struct connection *c, int side, const void *data, long n);
+void record_relay_tap(void *arg, int side, const void *data, long n);   /* fx_relay_tap_cb */
+void record_finish(struct connection *c);         /* teardown: write the script */
 
 /* ---- host.c ---- */
 /* The session of a SecureNAT-style client address (port ignored): found

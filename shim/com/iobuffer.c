@@ -8,6 +8,10 @@
  * alive). Every method checks its offsets and sizes against the buffer and
  * answers E_INVALIDARG / E_POINTER / FWX_E_BUFFERFULL instead of touching
  * memory out of range: filters are old code and hand us nonsense.
+ *
+ * Heap buffers of the socket read size come from a per-thread cache on the
+ * threads that ask for one (the workers): the data path then neither
+ * allocates nor frees per read (issue 6).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include "trap.h"
@@ -30,6 +34,7 @@ struct iobuffer {
 };
 
 static LONG iobuffer_live;
+static BOOL cache_put(struct iobuffer *b);
 
 static struct fx_vtbl_IFWXIOBuffer iobuffer_vtbl;
 
@@ -71,7 +76,8 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
         if (buf->original)
             GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
         InterlockedDecrement(&iobuffer_live);
-        free(buf);
+        if (!cache_put(buf))
+            free(buf);
     } else if (ref < 0) {
         /* A filter released more than it owned. Keep the object (leaking
          * it) rather than free it twice. */
@@ -200,10 +206,69 @@ FX_HOST_VTBL(IFWXIOBuffer, iobuffer_vtbl) = {
  * (a garbage DWORD) instead of trying to allocate gigabytes. */
 #define IOBUFFER_MAX (64u << 20)
 
+/* ------------------------------------------------------------ thread cache */
+
+/* A worker keeps up to CACHE_MAX released read-size buffers (1 MiB) for its
+ * next reads. Buffers released on other threads (a filter's own) go back to
+ * the heap; a buffer allocated by one worker and released by another moves
+ * to that worker's cache, which is fine: the cache is per thread, not per
+ * owner. Cached buffers are not "live" (the leak counters ignore them). */
+#define CACHE_MAX 16
+
+struct thread_cache {
+    struct iobuffer *free;      /* linked through ->original */
+    unsigned count;
+};
+
+static struct fx_tls cache_tls = FX_TLS_INIT;
+
+void iobuffer_thread_cache_init(void)
+{
+    if (!fx_tls_get(&cache_tls))
+        fx_tls_set(&cache_tls, calloc(1, sizeof(struct thread_cache)));
+}
+
+void iobuffer_thread_cache_free(void)
+{
+    struct thread_cache *tc = fx_tls_get(&cache_tls);
+    if (!tc)
+        return;
+    while (tc->free) {
+        struct iobuffer *b = tc->free;
+        tc->free = (struct iobuffer *)b->original;
+        free(b);
+    }
+    free(tc);
+    fx_tls_set(&cache_tls, NULL);
+}
+
+static struct iobuffer *cache_take(size_t inline_size)
+{
+    struct thread_cache *tc;
+    struct iobuffer *b;
+    if (inline_size != IOBUFFER_POOL_SIZE || !(tc = fx_tls_get(&cache_tls)) || !(b = tc->free))
+        return NULL;
+    tc->free = (struct iobuffer *)b->original;
+    tc->count--;
+    return b;
+}
+
+static BOOL cache_put(struct iobuffer *b)
+{
+    struct thread_cache *tc;
+    if (b->kind != IOBUF_HEAP || b->data != b->inline_data || b->capacity != IOBUFFER_POOL_SIZE ||
+        !(tc = fx_tls_get(&cache_tls)) || tc->count >= CACHE_MAX)
+        return FALSE;
+    b->original = (IFWXIOBuffer *)tc->free;
+    tc->free = b;
+    tc->count++;
+    return TRUE;
+}
+
 static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_size)
 {
-    struct iobuffer *buf = malloc(sizeof(*buf) + inline_size);
-    if (!buf)
+    struct iobuffer *buf = kind == IOBUF_HEAP ? cache_take(inline_size) : NULL;
+    if (!buf && !(buf = malloc(sizeof(*buf) + inline_size)))
         return NULL;
     buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl.vtbl;
     buf->ref = 1;

@@ -227,6 +227,7 @@ out:
     if (rc != 0 && f->module) {
         FreeLibrary(f->module);
         f->module = NULL;
+        guard_forget_code();
     }
     HeapFree(GetProcessHeap(), 0, wpath);
     return rc;
@@ -312,6 +313,7 @@ void fx_filter_unload(struct fx_filter *f)
     if (f->module) {
         FreeLibrary(f->module);
         f->module = NULL;
+        guard_forget_code();
     }
     free(f->ranges);
     f->ranges = NULL;

@@ -26,8 +26,9 @@
 /* fx_recv/fx_send return -errno; Linux EAGAIN (errno.h is Wine's here). */
 #define LINUX_EAGAIN 11
 
-/* Read size for host-supplied buffers. */
-#define SOCK_READ_SIZE (64 * 1024)
+/* Read size for host-supplied buffers: the size the workers' buffer caches
+ * hold (64 KiB: half the syscalls per byte of 32 KiB). */
+#define SOCK_READ_SIZE IOBUFFER_POOL_SIZE
 
 struct op {
     struct completion record;      /* first: becomes the completion record */
@@ -172,6 +173,7 @@ static void net_pump_sends(struct sock *s)
                 return;
             if (n < 0) {
                 DWORD err = fx_errno_to_wsa((int)-n);
+                record_io(c, s->end, NULL, n);
                 fail_queue(c, &s->sends, err);
                 c->aborted = TRUE;
                 return;
@@ -211,6 +213,8 @@ static void net_pump_recvs(struct sock *s)
         }
         if (!s->read_eof) {
             n = fx_recv(s->fd, data, cap);
+            if (n != -LINUX_EAGAIN)
+                record_io(c, s->end, data, n);
             if (n == -LINUX_EAGAIN || n < 0) {
                 if (buf != op->buf)
                     IFWXIOBuffer_Release(buf);     /* ours: no filter code */
@@ -247,8 +251,18 @@ static void net_pump(struct sock *s)
         net_pump_recvs(s);
     if (s->sends.head)
         want |= FX_WRITE;
-    if (s->recvs.head && !s->read_eof && read_gate_open(s))
-        want |= FX_READ;
+    if (!s->read_eof && read_gate_open(s)) {
+        if (s->recvs.head)
+            want |= FX_READ;
+        else if ((s->armed & FX_READ) && s->drained && !s->closed)
+            /* Lazy disarm: the completion we are about to deliver usually
+             * makes the filter post its next Recv, which would re-arm at
+             * once (an epoll_ctl pair per exchange). The socket is empty,
+             * so staying armed costs nothing; if the kernel reports data
+             * nobody asked for, sock_io clears drained and this pass
+             * disarms for real. */
+            want |= FX_READ;
+    }
     net_set_interest(s, want);
 }
 
@@ -603,6 +617,10 @@ struct sock *sock_create_net(struct connection *c, int fd, int end)
     s->end = end;
     s->dir = 1 - end;
     s->fd = fd;
+    /* A server we just connected to has rarely sent anything yet: wait for
+     * the loop to say so instead of a read that would fail with EAGAIN.
+     * (Level-triggered: data that is already there is reported at once.) */
+    s->drained = end == 1;
     if (fx_loop_add_fd(c->worker->loop, fd, 0, sock_io, s) != 0) {
         s->fd = -1;
         sock_release(s);

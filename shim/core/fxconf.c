@@ -32,7 +32,7 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE, FX_
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", NULL
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -268,6 +268,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
+    cfg->host.record_max = 4u << 20;
     return cfg;
 }
 
@@ -299,6 +300,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->rules);
     free(cfg->host.trace);
     free(cfg->host.control);
+    free(cfg->host.record);
     free(cfg->path);
     free(cfg);
 }
@@ -502,6 +504,16 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
         return fx_replace_str(&h->trace, value, msg, msglen);
+    } else if (strcasecmp(key, "record") == 0) {
+        if (*value == '\0')
+            return fx_bad_value(key, value, "a directory for the recorded session scripts",
+                                msg, msglen);
+        return fx_replace_str(&h->record, value, msg, msglen);
+    } else if (strcasecmp(key, "record-max-bytes") == 0) {
+        if (fx_parse_size(value, 16ull << 20, &v) < 0 || v < 4096)
+            return fx_bad_value(key, value, "bytes from 4096 to 16m, optionally with suffix k or m",
+                                msg, msglen);
+        h->record_max = (size_t)v;
     } else if (strcasecmp(key, "control") == 0) {
         /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
         if (*value != '/' || strlen(value) > 107)

@@ -80,6 +80,8 @@ typedef struct fx_host_conf {
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
+    char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
+    size_t record_max;        /* bytes per recorded script (fxrecord.h) */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;

@@ -77,6 +77,8 @@ struct fx_relay {
     size_t bufsize;
     fx_relay_done_cb done;
     void *arg;
+    fx_relay_tap_cb tap;
+    void *tap_arg;
     int ending;
     fx_relay_stats stats;
 };
@@ -292,6 +294,8 @@ static int fx_dir_flush(fx_relay *r, struct fx_dir *d)
         long n = fx_send(d->dst, d->buf + d->off, d->len);
         if (n == -EAGAIN)
             return 0;
+        if (n < 0 && r->tap)
+            r->tap(r->tap_arg, 1 - (int)(d - r->dir), NULL, n);
         if (n < 0)
             return (int)n;
         d->off += (size_t)n;
@@ -353,6 +357,8 @@ static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
     long n = fx_recv(d->src, d->buf + d->off + d->len, room);
     if (n == -EAGAIN)
         return 0;
+    if (r->tap)
+        r->tap(r->tap_arg, (int)(d - r->dir), n > 0 ? d->buf + d->off + d->len : NULL, n);
     if (n < 0)
         return (int)n;
     if (n == 0)
@@ -472,6 +478,8 @@ static void fx_relay_io(fx_loop *loop, int fd, unsigned events, void *data)
     if (events & FX_ERR) {
         rc = fx_sock_error(fd);
         if (rc != 0) {
+            if (r->tap)
+                r->tap(r->tap_arg, i, NULL, rc > 0 ? -rc : rc);
             fx_relay_end(r, 1, rc > 0 ? rc : -rc);
             return;
         }
@@ -520,7 +528,8 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
 {
     fx_relay *r = NULL;
     int saved, added = 0;
-    int want_splice = opts != NULL && (opts->flags & FX_RELAY_SPLICE);
+    /* A tap sees every byte: no splice, which would keep them in the kernel. */
+    int want_splice = opts != NULL && (opts->flags & FX_RELAY_SPLICE) && !opts->tap;
 
     if (loop == NULL || done == NULL || fd_a < 0 || fd_b < 0 || fd_a == fd_b) {
         errno = EINVAL;
@@ -538,6 +547,8 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
     r->bufsize = (opts != NULL && opts->bufsize > 0) ? opts->bufsize : FX_RELAY_DEFAULT_BUFSIZE;
     r->done = done;
     r->arg = arg;
+    r->tap = opts != NULL ? opts->tap : NULL;
+    r->tap_arg = opts != NULL ? opts->tap_arg : NULL;
     /* No pool (out of memory): copy mode still works. */
     r->pool = want_splice ? fx_pipe_pool_of(loop) : NULL;
     fx_dir_init(r, &r->dir[0], fd_a, fd_b);
@@ -565,7 +576,7 @@ fail:
 fx_relay *fx_relay_start(fx_loop *loop, int fd_a, int fd_b, unsigned flags,
                          fx_relay_done_cb done, void *arg)
 {
-    fx_relay_opts opts = { flags, 0 };
+    fx_relay_opts opts = { flags, 0, NULL, NULL };
     return fx_relay_start_opts(loop, fd_a, fd_b, &opts, done, arg);
 }
 

@@ -44,9 +44,16 @@ typedef struct fx_relay_stats {
 
 typedef void (*fx_relay_done_cb)(void *arg, const fx_relay_stats *stats);
 
+/* A recording tap (fwxhost --record): side 0 is a (fd_a), 1 is b.  n > 0:
+ * bytes read from that side; 0: its EOF; < 0: -errno of a reset or error
+ * on that side (read, write or a socket error), data NULL. */
+typedef void (*fx_relay_tap_cb)(void *arg, int side, const void *data, long n);
+
 typedef struct fx_relay_opts {
     unsigned flags;                  /* FX_RELAY_SPLICE */
     size_t bufsize;                  /* per direction; 0 = FX_RELAY_DEFAULT_BUFSIZE */
+    fx_relay_tap_cb tap;             /* non-NULL: sees every read; turns splice off */
+    void *tap_arg;
 } fx_relay_opts;
 
 /* Loop thread.  fd_a and fd_b must be connected stream sockets, not

@@ -305,6 +305,11 @@ int fx_replay_run(const fx_script *s, int client_fd, int host_client_fd, int ser
     fx_set_close_abort_hook(abort_hook, NULL);
 
     uint64_t deadline = now_ms() + timeout(&d);
+    if (s->protocol == FX_PROTO_UDP) {
+        snprintf(err, errlen, "%s", FX_REPLAY_UDP_MISSING);
+        rc = -1;
+        goto out;
+    }
     while (o->ready && !o->ready(o->arg)) {
         if (now_ms() >= deadline) {
             snprintf(err, errlen, "the host did not take the connection within %u ms", timeout(&d));
@@ -351,6 +356,8 @@ int fx_replay_run(const fx_script *s, int client_fd, int host_client_fd, int ser
             }
             break;
         }
+        default:       /* datagrams: refused before the loop */
+            break;
         }
     }
     /* The end: until both ends are over, the host is done, or nothing has

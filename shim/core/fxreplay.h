@@ -15,6 +15,13 @@
 
 #include "fxscript.h"
 
+/* UDP scripts parse, print and convert from captures, but replaying them
+ * needs UDP rules in the host (the pump of datagrams through the filters),
+ * which this build does not have yet. */
+#define FX_REPLAY_UDP_MISSING "UDP replay needs UDP support in the host (rules with " \
+    "'protocol udp' and a datagram pump), which this build does not have yet; the script " \
+    "parses and --to-script prints it"
+
 typedef struct fx_chunking {
     int random;                /* 0: fixed */
     unsigned fixed;            /* bytes per write (fixed) */

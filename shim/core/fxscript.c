@@ -407,21 +407,73 @@ static void parse_line(struct parse *p, const char *c, const char *end)
     int colon = c < end && *c == ':';
     /* ---- actions */
     if (KW("client") || KW("server") || KW("client-datagram") || KW("server-datagram")) {
+        int dgram = KW("client-datagram") || KW("server-datagram");
+        fx_sockaddr from, to;
+        int from_len = 0, to_len = 0;
         if (!colon) {
             perr(p, c, "expected ':' after '%.*s'", (int)kwlen, kw);
             return;
         }
+        if (dgram && s->protocol != FX_PROTO_UDP) {
+            perr(p, kw, "'%.*s' needs 'protocol udp' in the header", (int)kwlen, kw);
+            return;
+        }
+        if (!dgram && s->protocol == FX_PROTO_UDP) {
+            perr(p, kw, "'%.*s:' in a UDP script (protocol udp): use %.*s-datagram:",
+                 (int)kwlen, kw, (int)kwlen, kw);
+            return;
+        }
+        c++;
+        /* Datagrams: optional "from ADDR:PORT" and "to ADDR:PORT" before the bytes. */
+        while (dgram) {
+            const char *w = skip_ws(c, end), *we = w;
+            while (we < end && *we != ' ' && *we != '\t')
+                we++;
+            int is_from = we - w == 4 && !memcmp(w, "from", 4);
+            int is_to = we - w == 2 && !memcmp(w, "to", 2);
+            if (!is_from && !is_to)
+                break;
+            if ((is_from && from_len) || (is_to && to_len)) {
+                perr(p, w, "'%s' given twice", is_from ? "from" : "to");
+                return;
+            }
+            const char *a = skip_ws(we, end), *ae = a;
+            char addr[128], why[256];
+            while (ae < end && *ae != ' ' && *ae != '\t')
+                ae++;
+            if (ae == a || (size_t)(ae - a) >= sizeof(addr)) {
+                perr(p, a, "'%s' needs an ADDR:PORT", is_from ? "from" : "to");
+                return;
+            }
+            memcpy(addr, a, (size_t)(ae - a));
+            addr[ae - a] = 0;
+            int *len = is_from ? &from_len : &to_len;
+            *len = sizeof(fx_sockaddr);
+            if (fx_addr_parse(addr, is_from ? &from : &to, len, why, sizeof(why)) != 0) {
+                perr(p, a, "%s: %s", is_from ? "from" : "to", why);
+                return;
+            }
+            c = ae;
+        }
         fx_text data = { 0 };
-        if (parse_strings(p, c + 1, end, &data) != 0) {
+        if (parse_strings(p, c, end, &data) != 0) {
             fx_text_free(&data);
             return;
         }
-        if (KW("client-datagram") || KW("server-datagram")) {
+        enum fx_step_op op = KW("client") ? FX_STEP_CLIENT_SEND : KW("server") ? FX_STEP_SERVER_SEND
+                             : KW("client-datagram") ? FX_STEP_CLIENT_DGRAM : FX_STEP_SERVER_DGRAM;
+        if (dgram && data.len > 65507) {
             fx_text_free(&data);
-            perr(p, kw, "UDP scripts are not supported yet");
+            perr(p, kw, "a datagram holds at most 65507 bytes, not %zu", data.len);
             return;
         }
-        add_step(p, kw, KW("client") ? FX_STEP_CLIENT_SEND : FX_STEP_SERVER_SEND, &data, 0);
+        if (add_step(p, kw, op, &data, 0) == 0 && dgram) {
+            fx_script_step *st = &s->steps[s->nsteps - 1];
+            if ((st->from_len = from_len))
+                st->from = from;
+            if ((st->to_len = to_len))
+                st->to = to;
+        }
         fx_text_free(&data);
         return;
     }
@@ -440,6 +492,11 @@ static void parse_line(struct parse *p, const char *c, const char *end)
             const char *rest = skip_ws(c, end);
             if (rest < end && *rest != '#') {
                 perr(p, rest, "'%s' takes no argument", simple[i].name);
+                return;
+            }
+            if (s->protocol == FX_PROTO_UDP && simple[i].op != FX_STEP_EXPECT_CLOSED) {
+                perr(p, kw, "'%s' in a UDP script (protocol udp): datagrams have no connection "
+                     "to shut down or reset", simple[i].name);
                 return;
             }
             add_step(p, kw, simple[i].op, NULL, 0);
@@ -469,7 +526,8 @@ static void parse_line(struct parse *p, const char *c, const char *end)
                  KW("filter") || KW("protocol");
     if (!header) {
         perr(p, kw, "unknown action or header key '%.*s' (actions: client:, server:, "
-             "client-shutdown, server-shutdown, client-abort, server-abort, pause, expect-closed)",
+             "client-shutdown, server-shutdown, client-abort, server-abort, pause, expect-closed, "
+             "client-datagram:, server-datagram:)",
              (int)(kwlen > 40 ? 40 : kwlen), kw);
         return;
     }
@@ -498,8 +556,10 @@ static void parse_line(struct parse *p, const char *c, const char *end)
         if (one_word(p, c, end, "protocol", word, sizeof(word)) != 0)
             return;
         if (!strcmp(word, "udp"))
-            perr(p, at, "UDP scripts are not supported yet");
-        else if (strcmp(word, "tcp"))
+            s->protocol = FX_PROTO_UDP;
+        else if (!strcmp(word, "tcp"))
+            s->protocol = FX_PROTO_TCP;
+        else
             perr(p, at, "protocol is 'tcp' or 'udp', not '%s'", word);
     } else if (KW("listen")) {
         header_addr(p, c, end, "listen", &s->listen, &s->listen_len, &p->have_listen);
@@ -661,9 +721,54 @@ const char *fx_step_name(enum fx_step_op op)
 {
     static const char *const names[] = {
         "client:", "server:", "client-shutdown", "server-shutdown",
-        "client-abort", "server-abort", "pause", "expect-closed"
+        "client-abort", "server-abort", "pause", "expect-closed",
+        "client-datagram:", "server-datagram:"
     };
     return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "?";
+}
+
+/* ------------------------------------------------------------ printing */
+
+static void format_addr(fx_text *t, const char *key, const void *sa, int len, const char *end)
+{
+    char text[FX_ADDRSTRLEN];
+    if (len > 0 && fx_addr_format(sa, len, text, sizeof(text)) >= 0)
+        fx_text_printf(t, "%s%s%s", key, text, end);
+}
+
+void fx_script_format(const fx_script *s, fx_text *t)
+{
+    fx_text_printf(t, "rule %s\n", s->rule == FX_RULE_OUTBOUND ? "outbound" : "publish");
+    if (s->protocol == FX_PROTO_UDP)
+        fx_text_add(t, "protocol udp\n", 13);
+    format_addr(t, "listen ", &s->listen, s->listen_len, "\n");
+    format_addr(t, "target ", &s->target, s->target_len, "\n");
+    format_addr(t, "client-address ", &s->client, s->client_len, "\n");
+    for (size_t i = 0; i < s->nfilters; i++)
+        fx_text_printf(t, "filter %s%s%s\n", s->filters[i].path, s->filters[i].clsid ? "=" : "",
+                       s->filters[i].clsid ? s->filters[i].clsid : "");
+    fx_text_add(t, "\n", 1);
+    for (size_t i = 0; i < s->nsteps; i++) {
+        const fx_script_step *st = &s->steps[i];
+        switch (st->op) {
+        case FX_STEP_CLIENT_SEND:
+        case FX_STEP_SERVER_SEND:
+        case FX_STEP_CLIENT_DGRAM:
+        case FX_STEP_SERVER_DGRAM:
+            fx_text_printf(t, "%s", fx_step_name(st->op));
+            format_addr(t, " from ", &st->from, st->from_len, "");
+            format_addr(t, " to ", &st->to, st->to_len, "");
+            fx_text_add(t, " \"", 2);
+            fx_escape(t, st->data, st->len);
+            fx_text_add(t, "\"\n", 2);
+            break;
+        case FX_STEP_PAUSE:
+            fx_text_printf(t, "pause %u\n", st->ms);
+            break;
+        default:
+            fx_text_printf(t, "%s\n", fx_step_name(st->op));
+        }
+    }
 }
 
 /* ------------------------------------------------------------ diff */

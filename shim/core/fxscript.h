@@ -32,7 +32,9 @@ enum fx_step_op {
     FX_STEP_CLIENT_ABORT,      /* client-abort: reset */
     FX_STEP_SERVER_ABORT,
     FX_STEP_PAUSE,             /* pause MS */
-    FX_STEP_EXPECT_CLOSED      /* both ends see the connection end */
+    FX_STEP_EXPECT_CLOSED,     /* both ends see the connection end */
+    FX_STEP_CLIENT_DGRAM,      /* client-datagram: [from A] [to A] "bytes" (protocol udp) */
+    FX_STEP_SERVER_DGRAM       /* server-datagram: ... */
 };
 
 typedef struct fx_script_step {
@@ -41,6 +43,8 @@ typedef struct fx_script_step {
     unsigned char *data;       /* sends: the bytes (len may be 0) */
     size_t len;
     unsigned ms;               /* pause */
+    fx_sockaddr from, to;      /* datagrams: from_len/to_len 0 = the header's addresses */
+    int from_len, to_len;
 } fx_script_step;
 
 typedef struct fx_script_filter {
@@ -52,6 +56,7 @@ typedef struct fx_script_filter {
 typedef struct fx_script {
     char *path;                /* as given */
     enum fx_rule_type rule;    /* default publish */
+    enum fx_proto protocol;    /* protocol tcp (default) | udp */
     fx_sockaddr listen, target, client;   /* labels only: nothing is bound */
     int listen_len, target_len, client_len;
     fx_script_filter *filters;
@@ -70,6 +75,11 @@ fx_script *fx_script_parse(const char *name, const char *dir, const char *text, 
 void fx_script_free(fx_script *s);
 
 const char *fx_step_name(enum fx_step_op op);
+
+struct fx_text;
+/* The script as text that fx_script_parse reads back to the same model:
+ * header (rule, protocol, addresses, filters), then one action a line. */
+void fx_script_format(const fx_script *s, struct fx_text *out);
 
 /* ---- growable text ---------------------------------------------------- */
 typedef struct fx_text {

@@ -363,7 +363,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics)");
+                 "hang-timeout, control, metrics, record, record-max-bytes)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",

@@ -37,6 +37,59 @@ static void expect_error(const char *text, const char *msg)
         fail_msg("got  \"%s\"\nwant \"%s\"", err, msg);
 }
 
+/* UDP scripts: datagrams with and without addresses parse, print and
+ * parse back to the same model; bad forms give FILE:LINE:COL errors. */
+static void test_udp(void **state)
+{
+    char err[512];
+    const char *text =
+        "protocol udp\n"
+        "target 10.0.0.53:53\n"
+        "client-datagram: \"\\x12\\x34query\"\n"
+        "server-datagram: from 10.0.0.53:53 to 192.0.2.10:5353 \"answer\" \"\\0\"\n"
+        "pause 5\n"
+        "client-datagram: to [2001:db8::1]:53 \"\"\n";
+    fx_script *s = parse(text, err, sizeof(err));
+    if (!s)
+        fail_msg("%s", err);
+    assert_int_equal(s->protocol, FX_PROTO_UDP);
+    assert_int_equal(s->nsteps, 4);
+    assert_int_equal(s->steps[0].op, FX_STEP_CLIENT_DGRAM);
+    assert_int_equal(s->steps[0].from_len, 0);
+    assert_memory_equal(s->steps[0].data, "\x12\x34query", 7);
+    assert_int_equal(s->steps[1].op, FX_STEP_SERVER_DGRAM);
+    assert_int_equal(s->steps[1].len, 7);
+    char a[80];
+    fx_addr_format(&s->steps[1].from, s->steps[1].from_len, a, sizeof(a));
+    assert_string_equal(a, "10.0.0.53:53");
+    fx_addr_format(&s->steps[1].to, s->steps[1].to_len, a, sizeof(a));
+    assert_string_equal(a, "192.0.2.10:5353");
+    fx_addr_format(&s->steps[3].to, s->steps[3].to_len, a, sizeof(a));
+    assert_string_equal(a, "[2001:db8::1]:53");
+    fx_text t = { 0 };
+    fx_script_format(s, &t);
+    fx_script *s2 = parse(t.p, err, sizeof(err));
+    if (!s2)
+        fail_msg("printed script does not parse: %s\n%s", err, t.p);
+    fx_text t2 = { 0 };
+    fx_script_format(s2, &t2);
+    assert_string_equal(t.p, t2.p);
+    assert_non_null(strstr(t.p, "server-datagram: from 10.0.0.53:53 to 192.0.2.10:5353 \"answer\\x00\"\n"));
+    fx_text_free(&t);
+    fx_text_free(&t2);
+    fx_script_free(s2);
+    fx_script_free(s);
+    expect_error("protocol udp\nclient-datagram: from 1.2.3.4 \"x\"\n",
+                 "t.fwxs:2:23: from: missing port in '1.2.3.4' (expected ADDR:PORT, e.g. "
+                 "127.0.0.1:8080, [::1]:80 or *:80)");
+    expect_error("protocol udp\nclient-datagram: to 1.2.3.4:1 to 1.2.3.4:2 \"x\"\n",
+                 "t.fwxs:2:31: 'to' given twice");
+    expect_error("protocol udp\nclient-shutdown\n",
+                 "t.fwxs:2:1: 'client-shutdown' in a UDP script (protocol udp): datagrams have no "
+                 "connection to shut down or reset");
+    expect_error("protocol udp\nclient-datagram: from\n", "t.fwxs:2:22: 'from' needs an ADDR:PORT");
+}
+
 static void test_full_script(void **state)
 {
     (void)state;
@@ -118,9 +171,10 @@ static void test_errors(void **state)
                  "127.0.0.1:8080, [::1]:80 or *:80)");
     expect_error("frobnicate\n",
                  "t.fwxs:1:1: unknown action or header key 'frobnicate' (actions: client:, server:, "
-                 "client-shutdown, server-shutdown, client-abort, server-abort, pause, expect-closed)");
-    expect_error("client-datagram: \"x\"\n", "t.fwxs:1:1: UDP scripts are not supported yet");
-    expect_error("protocol udp\n", "t.fwxs:1:10: UDP scripts are not supported yet");
+                 "client-shutdown, server-shutdown, client-abort, server-abort, pause, expect-closed, "
+                 "client-datagram:, server-datagram:)");
+    expect_error("client-datagram: \"x\"\n", "t.fwxs:1:1: 'client-datagram' needs 'protocol udp' in the header");
+    expect_error("protocol udp\nclient: \"x\"\n", "t.fwxs:2:1: 'client:' in a UDP script (protocol udp): use client-datagram:");
     expect_error("filter x.dll=notaguid\n",
                  "t.fwxs:1:14: 'notaguid' is not a CLSID ({XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX})");
     expect_error("# nothing\n", "t.fwxs:1:1: the script has no actions (client:, server:, ...)");
@@ -352,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_full_script),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_udp),
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_chunking),

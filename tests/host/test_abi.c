@@ -646,6 +646,47 @@ static void test_buffer_create_empty(void **state)
     IFWXFirewall_Release(fw);
 }
 
+/* The worker buffer cache: a read-size buffer released on a thread with a
+ * cache is the next one that thread gets, arrives empty and is not counted
+ * live while cached; other sizes, and threads without a cache, use the heap.
+ * At most 16 are kept, the rest are freed. */
+static void test_buffer_thread_cache(void **state)
+{
+    IFWXIOBuffer *a = NULL, *b = NULL, *little = NULL, *many[20];
+    BYTE *data;
+    DWORD size;
+    LONG live;
+    (void)state;
+
+    iobuffer_thread_cache_init();
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &a), S_OK);
+    assert_int_equal(IFWXIOBuffer_Append(a, "abc", 3, NULL), S_OK);
+    live = iobuffer_live_count();
+    assert_int_equal(IFWXIOBuffer_Release(a), 0);
+    assert_int_equal(iobuffer_live_count(), live - 1);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &b), S_OK);
+    assert_ptr_equal(a, b);                        /* reused, not reallocated */
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(b, &data, &size), S_OK);
+    assert_int_equal(size, 0);                     /* ... and reset */
+    expect_contents(b, "", IOBUFFER_POOL_SIZE);
+    assert_int_equal(iobuffer_live_count(), live);
+    assert_int_equal(IFWXIOBuffer_Release(b), 0);
+
+    assert_int_equal(iobuffer_create(100, &little), S_OK);
+    assert_ptr_not_equal(little, b);                /* other sizes never come from the cache */
+    assert_int_equal(IFWXIOBuffer_Release(little), 0);
+
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &many[i]), S_OK);
+    for (int i = 0; i < 20; i++)
+        IFWXIOBuffer_Release(many[i]);
+    iobuffer_thread_cache_free();
+
+    /* No cache on this thread any more: a released buffer is freed. */
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &a), S_OK);
+    assert_int_equal(IFWXIOBuffer_Release(a), 0);
+}
+
 static void test_buffer_create_huge_fails_cleanly(void **state)
 {
     static const DWORD sizes[] = { 0xFFFFFFFFu, 0x80000000u, 0x7FFFFFFFu, 0x40000001u,
@@ -1596,6 +1637,7 @@ int main(void)
     const struct CMUnitTest host[] = {
         BUF_TEST(test_buffer_create_empty),
         BUF_TEST(test_buffer_create_huge_fails_cleanly),
+        BUF_TEST(test_buffer_thread_cache),
         BUF_TEST(test_buffer_append_partial),
         BUF_TEST(test_buffer_null_pointers),
         BUF_TEST(test_buffer_read_at),
