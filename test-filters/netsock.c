@@ -31,6 +31,8 @@
  * (IFWXAcceptCompletion), Echo and Client (IFWXIOCompletion). Completions run on
  * host worker threads; each Echo and the Client have their own lock, never held
  * while calling the host.
+ * Built twice: netsock.dll (ISA 2000) and netsocktmg.dll (-DFWX_PROFILE_TMG, against
+ * gen/tmg/wspfwext.h, where SetSockOpt comes before GetSockOpt as in TMG).
  */
 #define COBJMACROS
 #define CONST_VTABLE
@@ -177,7 +179,12 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
             ? fwx_AcceptedConnection | FWX_ALL_SOURCES : 0;
     filter->hooks.dwNumPortRanges = 0;
     filter->hooks.PortRangeEvents = NULL;
+#ifdef FWX_PROFILE_TMG
+    /* ISA 2004/2006/TMG: the host owns the structure ({dwGlobalEvents}); we fill it. */
+    ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = filter->hooks.dwGlobalEvents;
+#else
     *ppHooks = &filter->hooks;
+#endif
 
     if (listen && *listen && FAILED(hr = listener_start(firewall, listen, &filter->listener)))
         fwx_trace("echo service on port %s not started: 0x%08lx", listen, (unsigned long)hr);
@@ -209,7 +216,9 @@ static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXS
 {
     Filter *filter = impl_from_IFWXFilter(iface);
 
-    *ppHooks = NULL;
+#ifndef FWX_PROFILE_TMG
+    *ppHooks = NULL;    /* tmg: the host's structure stays empty: no per-session events */
+#endif
     if (!filter->firewall)
         return FWX_E_TERMINATING;
     return session_filter_create(filter->firewall, session, filter->session_target,

@@ -10,6 +10,9 @@
  *   DataFilter     IFWXDataFilter,    one per connection; the data pump
  *                  IFWXIOCompletion
  * The COM DLL plumbing (exports, class factory) is in fltbase.c.
+ * Built twice: passthrough.dll (ISA 2000 conventions) and passtmg.dll (-DFWX_PROFILE_TMG:
+ * FilterInit and AttachToSession fill the hook events the host passes in, as ISA
+ * 2004/2006/TMG filters do; tests/abi.sh profiles).
  *
  * The pump, per direction: Recv(NULL) on the source socket (the host supplies the
  * buffer); on completion Send that same buffer, untouched, out of the other socket; on
@@ -92,7 +95,12 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
     filter->hooks.dwGlobalEvents = PASSTHROUGH_EVENTS;
     filter->hooks.dwNumPortRanges = 0;
     filter->hooks.PortRangeEvents = NULL;
+#ifdef FWX_PROFILE_TMG
+    /* ISA 2004/2006/TMG: the host owns the structure ({dwGlobalEvents}); we fill it. */
+    ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = PASSTHROUGH_EVENTS;
+#else
     *ppHooks = &filter->hooks;
+#endif
     return S_OK;
 }
 
@@ -119,6 +127,12 @@ static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXS
     HRESULT hr;
 
     *ppSessionFilter = NULL;
+#ifdef FWX_PROFILE_TMG
+    /* ISA 2004/2006/TMG: the host's structure, which we fill. */
+    (void)hooks;
+    ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = filter->hooks.dwGlobalEvents;
+    return session_filter_create(session, ppSessionFilter);
+#endif
     *ppHooks = NULL;
     hooks = CoTaskMemAlloc(sizeof(*hooks));
     if (!hooks)

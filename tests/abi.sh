@@ -12,6 +12,11 @@
 #   trace  fwxhost --trace FILE on one passthrough connection: the trace lists
 #          the calls in both directions (SetSockets, Recv, CompleteAsyncIO,
 #          Send ...) with decoded arguments, results and threads
+#   overrides  [abi] errors with FILE:LINE; an IID override changes what the host asks
+#   discover   fwxinfo --discover atlstyle.dll finds its CLSID and IIDs; fwxhost --abi
+#          with that output pumps traffic through it
+#   profiles   passthrough and netsock built for isa2000 and for tmg, run under each
+#          profile (auto by PE type, explicit), mismatches refused
 #
 # Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
 # WINEPREFIX, WINEDEBUG; optional FWX_ABI_TESTS (groups, default all),
@@ -477,9 +482,105 @@ test_discover() {
     result "$fl fwxinfo --discover passthrough.dll: the project's default IIDs" "$why" "$out"
 }
 
+# ---------------------------------------------------------------- ABI profiles
+# profile_conf FILE DLL PROFILE LISTEN TARGET: a config with one filter (profile
+# PROFILE, or none for "auto") and one publishing rule.
+profile_conf() {
+    {
+        echo "[host]"; echo "workers = 2"; echo "log-level = info"; echo
+        echo "[filter f]"; echo "path = $2"
+        [ "$3" = auto ] || echo "profile = $3"
+        echo; echo "[rule r]"; echo "listen = 127.0.0.1:$4"; echo "target = 127.0.0.1:$5"
+    } > "$1"
+}
+
+# run_pass NAME DLL PROFILE EXPECT-LOG: fwxhost with that filter; 10 connections must pass
+# byte-identical, and the log must have a line matching EXPECT-LOG. Sets why.
+run_pass() {
+    local name=$1 lp tp conf=$T/prof-$1.ini hlog=$T/prof-$1.log
+    free_port; lp=$PORT; free_port; tp=$PORT
+    profile_conf "$conf" "$2" "$3" $lp $tp
+    start_server "$T/prof-$name-server.log" $tp 131072 95
+    if ! start_host "$hlog" "$FWXHOST" --config "$conf"; then
+        stop_host $HOST_PID; stop_peer $SRV_PID
+        add "$name: fwxhost did not become ready (exit $HOST_RC): $(tail -n 1 "$hlog")"; return
+    fi
+    "$FXPEER" client --connect 127.0.0.1:$lp --conns 10 --send 131072 --recv 131072 --seed 95 \
+        --timeout 30 > "$T/prof-$name-client.log" 2>&1 || add "$name: client: $(tail -n 1 "$T/prof-$name-client.log")"
+    stop_host $HOST_PID
+    stop_peer $SRV_PID
+    grep -Eq -- "$4" "$hlog" || add "$name: no log line matching '$4'"
+    grep -q 'WARN: .*\(FilterInit\|AttachToSession\) returned' "$hlog" && add "$name: $(grep -m 1 'WARN: .* returned' "$hlog")"
+}
+
+# refused NAME DLL PROFILE EXPECT: fwxhost must refuse to start with EXPECT in its last line.
+refused() {
+    local lp tp conf=$T/prof-$1.ini out rc
+    free_port; lp=$PORT; free_port; tp=$PORT
+    profile_conf "$conf" "$2" "$3" $lp $tp
+    out=$("$FWXHOST" --config "$conf" 2>&1)
+    rc=$?
+    [ $rc -eq 2 ] && tail -n 1 <<< "$out" | grep -Eq -- "$4" ||
+        add "$1: exit $rc, '$(tail -n 1 <<< "$out")' (expected exit 2 and '$4')"
+}
+
+test_profiles() {
+    local fl=$1 why pe_default other lp tp sp report slog hlog conf
+    if ! need_filters $fl passthrough passtmg netsocktmg; then
+        not_ok "$fl ABI profiles" "$MISSING"; return
+    fi
+    [ $fl = x86 ] && pe_default=isa2000 || pe_default=tmg
+    why=""
+    # The ISA 2000 build: runs as isa2000 whatever the PE type says by default.
+    if [ $fl = x86 ]; then
+        run_pass $fl-2000-auto "$DLL_passthrough" auto "INFO: filter f: .*profile isa2000 \(by PE type\)"
+    else
+        run_pass $fl-2000-auto "$DLL_passthrough" auto \
+            "NOTICE: filter f: FilterInit returned a hook-event pointer, the ISA 2000 way: profile isa2000 instead of tmg"
+    fi
+    run_pass $fl-2000-isa2000 "$DLL_passthrough" isa2000 "INFO: filter f: .*profile isa2000,"
+    refused $fl-2000-tmg "$DLL_passthrough" tmg "passthrough\.dll: profile tmg, but FilterInit left 0x[0-9a-f]* in the hook events it should fill .*try profile = isa2000"
+    # The TMG build.
+    run_pass $fl-tmg-tmg "$DLL_passtmg" tmg "INFO: filter f: .*profile tmg, hook events fwx_Connect_Tcp\|fwx_AcceptedConnection\|fwxSourceWSP\|fwxSourceNAT"
+    if [ $fl = x64 ]; then
+        run_pass $fl-tmg-auto "$DLL_passtmg" auto "INFO: filter f: .*profile tmg \(by PE type\)"
+    else
+        refused $fl-tmg-auto "$DLL_passtmg" auto "passtmg\.dll: FilterInit returned an unreadable hook-event pointer"
+    fi
+    refused $fl-tmg-isa2000 "$DLL_passtmg" isa2000 "passtmg\.dll: FilterInit returned an unreadable hook-event pointer"
+    result "$fl profiles with passthrough built both ways: PE default $pe_default; the ISA 2000 build runs as isa2000 (auto, explicit), the TMG build as tmg (explicit$( [ $fl = x64 ] && echo ', auto')); mismatches refused with the reason" \
+        "$why" "$T"/prof-$fl-*.log
+
+    # netsock built for tmg: SetSockOpt/GetSockOpt in TMG order reach the right methods.
+    why="" report=$T/prof-$fl-netsock.txt slog=$T/prof-$fl-sink.log hlog=$T/prof-$fl-netsock-host.log
+    conf=$T/prof-$fl-netsock.ini
+    free_port; lp=$PORT; free_port; tp=$PORT; free_port; sp=$PORT
+    "$FXPEER" sink --listen 127.0.0.1:$sp --out "$T/prof-$fl-sink.out" --count 1 --reply "hi" > "$slog" 2>&1 &
+    local sink=$!
+    pids+=("$sink")
+    wait_for "$slog" '^ready' $sink 10 || add "fxpeer sink did not start"
+    profile_conf "$conf" "$DLL_netsocktmg" $([ $fl = x86 ] && echo tmg || echo auto) $lp $tp
+    if start_host "$hlog" env FWX_NETSOCK_CONNECT=127.0.0.1:$sp FWX_NETSOCK_OUT="$report" \
+            "$FWXHOST" --config "$conf"; then
+        for _ in $(seq 1 150); do grep -q '^received' "$report" 2> /dev/null && break; sleep 0.1; done
+        stop_host $HOST_PID
+    else
+        stop_host $HOST_PID
+        add "fwxhost did not become ready: $(tail -n 1 "$hlog")"
+    fi
+    stop_peer $sink
+    for line in "set-nodelay 0x00000000" "get-nodelay 0x00000000 value 1" "get-type 0x00000000 value 1" \
+                "get-unknown 0x8007273a" "connect 0x00000000"; do
+        grep -qx "$line" "$report" 2> /dev/null || add "no line '$line' in the report"
+    done
+    grep -q 'INFO: filter f: .*profile tmg' "$hlog" || add "the filter did not run as tmg"
+    result "$fl profile tmg: netsock built in the TMG order calls SetSockOpt(TCP_NODELAY) and GetSockOpt (value 1, SO_TYPE 1, WSAENOPROTOOPT) through the swapped slots" \
+        "$why" "$report" "$hlog"
+}
+
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
-ALL_GROUPS="trap trace overrides discover"
+ALL_GROUPS="trap trace overrides discover profiles"
 GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do

@@ -165,6 +165,7 @@ static int load_filters(struct host *h, char *err, size_t errlen)
             memcpy(&f->clsid, &fc->clsid, sizeof(GUID));
             f->has_clsid = TRUE;
         }
+        f->profile = fc->profile;
         if (fx_filter_load(f, NULL, 0, NULL, why, sizeof(why)) != 0 ||
             fx_filter_init(f, h->firewall, &init_hr, why, sizeof(why)) != 0) {
             if (cfg->path && fc->line)
@@ -176,8 +177,9 @@ static int load_filters(struct host *h, char *err, size_t errlen)
         }
         h->nfilters++;
         char text[39], mask[256];
-        fx_log(FX_LOG_INFO, "filter %s: %s, class %s, %s-bit, hook events %s, %lu port ranges",
+        fx_log(FX_LOG_INFO, "filter %s: %s, class %s, %s-bit, profile %s%s, hook events %s, %lu port ranges",
                f->name, f->path, fx_guid_str(&f->clsid, text), sizeof(void *) == 8 ? "64" : "32",
+               fx_profile_name(f->profile), f->profile_auto ? " (by PE type)" : "",
                fx_event_mask_str(f->hooks.dwGlobalEvents, mask, sizeof(mask)),
                (unsigned long)f->hooks.dwNumPortRanges);
     }

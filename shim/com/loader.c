@@ -166,6 +166,11 @@ int fx_filter_load(struct fx_filter *f, GUID *classes, int max_classes, int *n_c
     for (size_t i = 0; i < pe.nexports; i++)
         has_export |= pe.exports[i].name && !strcmp(pe.exports[i].name, "DllGetClassObject");
     unsigned machine = pe.machine;
+    if (f->profile == FX_PROFILE_AUTO) {
+        /* ABI-303: PE32 filters are ISA 2000's, PE32+ ones ISA 2004/2006/TMG's. */
+        f->profile = pe.is_pe32plus ? FX_PROFILE_TMG : FX_PROFILE_ISA2000;
+        f->profile_auto = TRUE;
+    }
     fx_pe_info_free(&pe);
     if (!has_export) {
         snprintf(err, errlen, "%s: does not export DllGetClassObject, so it is not a COM filter DLL",
@@ -239,8 +244,44 @@ int fx_filter_init(struct fx_filter *f, IFWXFirewall *firewall, HRESULT *init_hr
     PFwxFilterHookEvents hooks = NULL;
     HRESULT hr;
     int rc = 0;
+    /* tmg: the host owns the structure and the filter fills it (reference 4);
+     * zeroed, and as large as the ISA 2000 one, which starts the same way. */
+    FwxFilterHookEvents tmg_hooks;
+    memset(&tmg_hooks, 0, sizeof(tmg_hooks));
 
-    GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(f->filter, firewall, &hooks));
+    if (f->profile == FX_PROFILE_TMG) {
+        GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit",
+                     IFWXFilter_FilterInit(f->filter, firewall, (PFwxFilterHookEvents *)&tmg_hooks));
+        if (hr != FX_E_FILTER_FAULT && !FAILED(hr)) {
+            /* An ISA 2000-style filter stores a pointer where a TMG one writes
+             * event bits: the value then has bits no event mask has. */
+            const DWORD valid = 0x3ff | 0xC0000000 | 0x03000000;
+            if (!(tmg_hooks.dwGlobalEvents & ~valid)) {
+                memset(&f->hooks, 0, sizeof(f->hooks));
+                f->hooks.dwGlobalEvents = tmg_hooks.dwGlobalEvents;
+                f->ranges = NULL;
+                f->initialized = TRUE;
+                if (init_hr)
+                    *init_hr = hr;
+                return 0;
+            }
+            memcpy(&hooks, &tmg_hooks, sizeof(hooks));
+            if (!f->profile_auto) {
+                if (init_hr)
+                    *init_hr = hr;
+                f->initialized = TRUE;
+                snprintf(err, errlen, "%s: profile tmg, but FilterInit left 0x%08lx in the hook "
+                         "events it should fill (a pointer, as ISA 2000 filters return?); "
+                         "try profile = isa2000", f->path, (unsigned long)tmg_hooks.dwGlobalEvents);
+                return -1;
+            }
+            fx_log(FX_LOG_NOTICE, "filter %s: FilterInit returned a hook-event pointer, the ISA "
+                   "2000 way: profile isa2000 instead of tmg (PE32+)", fx_filter_name(f));
+            f->profile = FX_PROFILE_ISA2000;
+        }
+    } else {
+        GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(f->filter, firewall, &hooks));
+    }
     if (init_hr)
         *init_hr = hr;
     f->initialized = hr != FX_E_FILTER_FAULT;

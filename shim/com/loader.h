@@ -8,6 +8,7 @@
 #define FWX_LOADER_H
 
 #include "fwxhost.h"
+#include "fxconf.h"
 
 struct fx_filter {
     char *name;                    /* from the config, or the DLL's base name */
@@ -23,6 +24,10 @@ struct fx_filter {
     LONG sessions;                 /* AttachToSession that gave a session filter (stats.c) */
     LONG denials;                  /* connections or binds it denied first (stats.c) */
     BOOL disabled;                 /* gets no more events */
+    /* ABI profile (docs ABI-303): set before fx_filter_load (AUTO: by PE type);
+     * fx_filter_load resolves AUTO, fx_filter_init may settle it. */
+    enum fx_profile profile;
+    BOOL profile_auto;             /* chosen by PE type, not by the config */
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */

@@ -142,7 +142,7 @@ struct netsock {
     unsigned long long bytes_in, bytes_out;
 };
 
-static struct fx_vtbl_IFWXNetworkSocket netsock_vtbl;
+static struct fx_vtbl_IFWXNetworkSocket netsock_vtbl, netsock_vtbl_tmg;
 static LONG next_id;
 static LONG next_worker;
 
@@ -285,7 +285,9 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
         *hr = E_OUTOFMEMORY;
         return NULL;
     }
-    s->IFWXNetworkSocket_iface.lpVtbl = &netsock_vtbl.vtbl;
+    /* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt. */
+    s->IFWXNetworkSocket_iface.lpVtbl = owner && owner->profile == FX_PROFILE_TMG
+                                            ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
     s->ref = 1;
     s->holds = 1;
     InitializeCriticalSection(&s->lock);
@@ -1314,3 +1316,30 @@ void netsock_stop_all(unsigned timeout_ms)
         fx_log(FX_LOG_WARN, "%ld network socket(s) did not finish closing within %u ms",
                (long)stop_pending, timeout_ms);
 }
+
+/* The tmg profile's layout (reference 3.12, 4): SetSockOpt then GetSockOpt. Slot 16 is
+ * SetIpFilter in TMG; it keeps SetPacketFilterOptions here, which ignores its argument
+ * (ABI-303). */
+#define NS_SLOT(field) typeof(((IFWXNetworkSocketVtbl *)0)->field)
+FX_HOST_VTBL_NAMED(IFWXNetworkSocket, netsock_vtbl_tmg, "IFWXNetworkSocket(tmg)") = {
+    {
+        netsock_QueryInterface,
+        netsock_AddRef,
+        netsock_Release,
+        netsock_Send,
+        netsock_SendTo,
+        netsock_Recv,
+        netsock_Shutdown,
+        netsock_Close,
+        netsock_Connect,
+        netsock_Bind,
+        netsock_GetSockName,
+        netsock_GetPeerName,
+        netsock_Listen,
+        (NS_SLOT(GetSockOpt))netsock_SetSockOpt,
+        (NS_SLOT(SetSockOpt))netsock_GetSockOpt,
+        netsock_Accept,
+        netsock_SetPacketFilterOptions,
+    },
+    FX_TRAPS(IFWXNetworkSocket)
+};

@@ -318,8 +318,29 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
     if (entry)
         return entry;
 
-    GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
-                 IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    if (f->profile == FX_PROFILE_TMG) {
+        /* tmg (ABI-303): the host owns the hook events and the filter fills
+         * them; CoTaskMem, so the rest goes as for an ISA 2000 filter's. */
+        PFwxFilterHookEvents block = CoTaskMemAlloc(sizeof(*block));
+        if (!block) {
+            *result = E_OUTOFMEMORY;
+            return NULL;
+        }
+        memset(block, 0, sizeof(*block));
+        GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
+                     IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf,
+                                                (PFwxFilterHookEvents *)block));
+        if (hr != FX_E_FILTER_FAULT && !FAILED(hr) && block->dwGlobalEvents) {
+            block->dwNumPortRanges = 0;
+            block->PortRangeEvents = NULL;
+            hooks = block;
+        } else {
+            CoTaskMemFree(block);
+        }
+    } else {
+        GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
+                     IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    }
     if (hr == FX_E_FILTER_FAULT) {
         *result = hr;     /* the out-parameters are not trustworthy: leak them */
         return NULL;

@@ -86,7 +86,7 @@ int trace_open(const char *path, char *err, size_t errlen)
             if (!strcmp(w->iface, v[i].iface) && w->n == v[i].nknown)
                 break;
         if (!w->iface) {
-            fx_log(FX_LOG_WARN, "trace: no wrappers for %s; its calls are not traced", v[i].iface);
+            fx_log(FX_LOG_NOTICE, "trace: no wrappers for %s; its calls are not traced", v[i].iface);
             continue;
         }
         void **orig = HeapAlloc(GetProcessHeap(), 0, w->n * sizeof(void *));

@@ -70,11 +70,14 @@ void fx_vtbl_register(const char *iface, void *vtbl, unsigned nknown);
 /* The registered vtables; *n gets their count. */
 const struct fx_vtbl_entry *fx_vtbl_list(int *n);
 
-#define FX_HOST_VTBL(I, var)                                                     \
+#define FX_HOST_VTBL(I, var) FX_HOST_VTBL_NAMED(I, var, #I)
+/* A second layout of interface I (an ABI profile's, ABI-303): registered under
+ * its own name, so the trace, whose wrappers follow our IDL, leaves it alone. */
+#define FX_HOST_VTBL_NAMED(I, var, name)                                         \
     static struct fx_vtbl_##I var;                                               \
     static void __attribute__((constructor)) var##_register(void)                \
     {                                                                            \
-        fx_vtbl_register(#I, &var.vtbl, sizeof(I##Vtbl) / sizeof(void *));       \
+        fx_vtbl_register(name, &var.vtbl, sizeof(I##Vtbl) / sizeof(void *));     \
     }                                                                            \
     static struct fx_vtbl_##I var
 
