@@ -17,6 +17,8 @@
 #          with that output pumps traffic through it
 #   profiles   passthrough and netsock built for isa2000 and for tmg, run under each
 #          profile (auto by PE type, explicit), mismatches refused
+#   install    fwxhost --install on passreg (DllRegisterServer through IFWXFilterAdmin)
+#          prints a [filter] section that then runs
 #
 # Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
 # WINEPREFIX, WINEDEBUG; optional FWX_ABI_TESTS (groups, default all),
@@ -578,9 +580,52 @@ test_profiles() {
         "$why" "$report" "$hlog"
 }
 
+# ---------------------------------------------------------------- fwxhost --install
+test_install() {
+    local fl=$1 why sec conf lp tp hlog rc
+    if ! need_filters $fl passreg passthrough; then
+        not_ok "$fl fwxhost --install" "$MISSING"; return
+    fi
+    why="" sec=$T/install-$fl.conf conf=$T/install-$fl-full.conf hlog=$T/install-$fl-host.log
+    "$FWXHOST" --install "$DLL_passreg" > "$sec" 2> "$T/install-$fl.err"
+    rc=$?
+    [ $rc -eq 0 ] || add "exit $rc: $(tail -n 1 "$T/install-$fl.err")"
+    grep -qx '\[filter passreg\]' "$sec" || add "no [filter passreg] section"
+    grep -qx "path = $DLL_passreg" "$sec" || add "no 'path = $DLL_passreg'"
+    grep -qx 'clsid = {C5B86DA9-D567-4E36-8A60-144A781CB066}' "$sec" || add "not the CLSID passreg installed"
+    grep -qx '; protocol {7A3C1E55-0B2D-4C8E-9F16-2D4B6A8C0E13} "PassReg TCP": the passreg test protocol' "$sec" ||
+        add "the registered protocol is not listed"
+    grep -q 'NOTICE: install: InstallFilter {C5B86DA9-D567-4E36-8A60-144A781CB066} "PassReg"' "$T/install-$fl.err" ||
+        add "no log line of the InstallFilter call"
+    # The section, with a rule, runs.
+    free_port; lp=$PORT; free_port; tp=$PORT
+    { printf '[host]\nworkers = 2\nlog-level = info\n\n'; cat "$sec"; printf '\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' $lp $tp; } > "$conf"
+    start_server "$T/install-$fl-server.log" $tp 131072 97
+    if start_host "$hlog" "$FWXHOST" --config "$conf"; then
+        "$FXPEER" client --connect 127.0.0.1:$lp --conns 10 --send 131072 --recv 131072 --seed 97 \
+            --timeout 30 > "$T/install-$fl-client.log" 2>&1 || add "client: $(tail -n 1 "$T/install-$fl-client.log")"
+        stop_host $HOST_PID
+        grep -q "INFO: filter passreg: .*passreg.dll, class {C5B86DA9-D567-4E36-8A60-144A781CB066}" "$hlog" ||
+            add "the host did not load passreg from the section"
+    else
+        stop_host $HOST_PID
+        add "fwxhost --config (installed section) did not become ready: $(tail -n 1 "$hlog")"
+    fi
+    stop_peer $SRV_PID
+    result "$fl fwxhost --install passreg.dll: DllRegisterServer through IFWXFilterAdmin gives [filter passreg] with its CLSID and protocol; that section runs: $(tail -n 1 "$T/install-$fl-client.log" 2> /dev/null | sed 's/^fxpeer: //')" \
+        "$why" "$sec" "$T/install-$fl.err" "$hlog"
+
+    # A DLL whose DllRegisterServer does not use IFWXFilterAdmin: the class by probing.
+    why="" sec=$T/install-$fl-plain.conf
+    "$FWXHOST" --install "$DLL_passthrough" > "$sec" 2> "$T/install-$fl-plain.err" || add "exit $?: $(tail -n 1 "$T/install-$fl-plain.err")"
+    grep -qx '\[filter passthrough\]' "$sec" && grep -qx 'clsid = {C5B86DA9-D567-4E36-8A60-144A781CB066}' "$sec" &&
+        grep -q 'the class found by probing' "$sec" || add "unexpected section: $(tr '\n' '|' < "$sec")"
+    result "$fl fwxhost --install passthrough.dll (no InstallFilter): the section names the class found by probing" "$why" "$sec"
+}
+
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
-ALL_GROUPS="trap trace overrides discover profiles"
+ALL_GROUPS="trap trace overrides discover profiles install"
 GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
 want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do

@@ -156,7 +156,8 @@ static int launch(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "--version"))
             break;
-        if ((!strcmp(a, "--filter") || !strcmp(a, "--config")) && i + 1 < argc) {
+        if ((!strcmp(a, "--filter") || !strcmp(a, "--config") || !strcmp(a, "--install")) &&
+            i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(a, "--config"))
                 flavour_from_config(v, &have, &from);

@@ -66,6 +66,7 @@ FX_TRAP_DEFINE(IFWXSocket)
 FX_TRAP_DEFINE(IFWXNetworkSocket)
 FX_TRAP_DEFINE(IFWXIOBuffer)
 FX_TRAP_DEFINE(IFWXFirewallAction)
+FX_TRAP_DEFINE(IFWXFilterAdmin)
 
 /* ------------------------------------------------------------ registry */
 
