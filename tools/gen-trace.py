@@ -20,7 +20,7 @@ import re
 import sys
 
 HOST_IFACES = ["IFWXFirewall", "IFWXSession", "IFWXConnection", "IFWXSocket",
-               "IFWXNetworkSocket", "IFWXIOBuffer", "IFWXFirewallAction"]
+               "IFWXNetworkSocket", "IFWXIOBuffer", "IFWXFirewallAction", "IFWXUdpDestination"]
 FILTER_IFACES = ["IFWXFilter", "IFWXSessionFilter", "IFWXDataFilter", "IFWXIOCompletion",
                  "IFWXAcceptCompletion", "IFWXExternalIOCompletion", "IFWXImpersonator"]
 

@@ -68,7 +68,9 @@ static BOOL deliver(struct connection *c, struct completion *list)
         if (cp->sink) {
             GUARDED_CALL(hr, cp->owner, "IFWXIOCompletion", "CompleteAsyncIO",
                          IFWXIOCompletion_CompleteAsyncIO(cp->sink, cp->success, cp->error,
-                                                          cp->buffer, cp->user, NULL, 0));
+                                                          cp->buffer, cp->user,
+                                                          cp->ext_len ? (LPSOCKADDR)cp->ext : NULL,
+                                                          cp->ext_len));
             if (hr == FX_E_FILTER_FAULT)
                 healthy = FALSE;
             GUARDED_VOID(cp->owner, "IFWXIOCompletion", "Release",
@@ -83,7 +85,7 @@ static BOOL deliver(struct connection *c, struct completion *list)
 
 /* ------------------------------------------------------------ teardown */
 
-static void connection_teardown(struct connection *c)
+void connection_teardown(struct connection *c)
 {
     struct completion *list;
     struct sock *socks[2 * CHAIN_MAX];
@@ -96,6 +98,8 @@ static void connection_teardown(struct connection *c)
     }
     c->terminated = TRUE;
     c->state = CONN_DONE;
+    if (c->dgram)
+        udp_conn_ended(c);     /* out of the rule's table: no new datagram reaches it */
     DWORD err = c->aborted ? WSAECONNABORTED : ERROR_OPERATION_ABORTED;
     for (int i = 0; i < c->nsocks; i++)
         sock_abort_all(c->socks[i], err);
@@ -309,12 +313,13 @@ static void start_idle_timer(struct connection *c)
     c->idle_timer = fx_timer_start(c->worker->loop, 0, idle_check, c);
 }
 
-static void start_pump(struct connection *c)
+void connection_start_pump(struct connection *c)
 {
     int n = c->nchain;
 
     c->state = CONN_PUMPING;
-    start_idle_timer(c);
+    if (!c->dgram)
+        start_idle_timer(c);     /* UDP: udp-timeout instead (udp.c) */
     if (n == 0) {
         fx_relay_opts ro = { FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
                              0, c->rec ? record_relay_tap : NULL, c };
@@ -336,8 +341,14 @@ static void start_pump(struct connection *c)
 
     struct sock *internal[CHAIN_MAX], *external[CHAIN_MAX];
     EnterCriticalSection(&c->lock);
-    internal[0] = sock_create_net(c, c->client_fd, 0);
-    external[n - 1] = sock_create_net(c, c->server_fd, 1);
+    if (c->dgram) {
+        /* UDP: the client end shares the rule's socket (udp.c feeds it). */
+        internal[0] = sock_create_dgram(c, c->client_fd, udp_client_fd_owned(c), 0);
+        external[n - 1] = sock_create_dgram(c, c->server_fd, TRUE, 1);
+    } else {
+        internal[0] = sock_create_net(c, c->client_fd, 0);
+        external[n - 1] = sock_create_net(c, c->server_fd, 1);
+    }
     BOOL ok = internal[0] && external[n - 1];
     for (int k = 0; ok && k + 1 < n; k++) {
         external[k] = sock_create_pipe(c, 0);
@@ -425,7 +436,7 @@ static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
     if (the_host->nfilters == 0 || fx_getsockname(fd, sa, &salen) != 0 ||
         fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
-    start_pump(c);
+    connection_start_pump(c);
 }
 
 static void start_connect(struct connection *c)
@@ -450,7 +461,7 @@ static void start_connect(struct connection *c)
                                       connect_timeout, c);
 }
 
-static struct connection *connection_new(struct worker *w, struct rule *rule, struct session *s)
+struct connection *connection_create(struct worker *w, struct rule *rule, struct session *s)
 {
     struct connection *c = calloc(1, sizeof(*c));
     if (!c)
@@ -469,8 +480,8 @@ static struct connection *connection_new(struct worker *w, struct rule *rule, st
     return c;
 }
 
-static void set_addr(unsigned char *lin, int *lin_len, SOCKADDR_STORAGE *win, int *win_len,
-                     const void *sa, int len)
+void connection_set_addr(unsigned char *lin, int *lin_len, SOCKADDR_STORAGE *win, int *win_len,
+                         const void *sa, int len)
 {
     memcpy(lin, sa, len);
     *lin_len = len;
@@ -496,7 +507,7 @@ static int outbound_target(struct connection *c, const char *who)
                rc ? strerror(-rc) : "its original destination is this host's own port");
         return -1;
     }
-    set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len, sa, len);
+    connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len, sa, len);
     return 0;
 }
 
@@ -530,7 +541,7 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
         fx_close_abort(client_fd);
         return NULL;
     }
-    c = connection_new(w, rule, s);
+    c = connection_create(w, rule, s);
     if (outbound)
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
     if (!c) {
@@ -538,9 +549,9 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
         return NULL;
     }
     c->client_fd = client_fd;
-    set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, client_sa,
+    connection_set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, client_sa,
              client_len);
-    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
+    connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
     InterlockedIncrement(&w->connections);
     InterlockedIncrement(&the_host->live_connections);
     InterlockedIncrement(&the_host->total_connections);
@@ -552,7 +563,7 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     memset(&ev, 0, sizeof(ev));
     if (outbound) {
         if (target_sa)
-            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+            connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
                      target_sa, target_len);
         if (!target_sa && outbound_target(c, who) != 0) {
             InterlockedIncrement(&rule->refused);
@@ -570,10 +581,10 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
         session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target, c->win_target_len, c);
     } else {
         if (target_sa)
-            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+            connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
                      target_sa, target_len);
         else
-            set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+            connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
                      &rule->conf->target, rule->conf->target_len);
         ev.EventType = fwx_AcceptedConnection;
         ev.Parameters.Accept.RemoteAddress = (LPSOCKADDR)&c->win_remote;
@@ -645,7 +656,7 @@ void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, 
     if (fx_sa_to_win32(&rule->conf->listen, rule->conf->listen_len, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
     c->server_fd = server_fd;
-    start_pump(c);
+    connection_start_pump(c);
 }
 
 /* The listening side of a publishing rule, as ISA's listening remote
@@ -653,7 +664,7 @@ void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, 
  * that denies the bind stops the rule from starting. */
 int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err, size_t errlen)
 {
-    struct connection *c = connection_new(w, rule, rule->session);
+    struct connection *c = connection_create(w, rule, rule->session);
     FwxFirewallEvent ev;
     HRESULT hr;
 
@@ -661,14 +672,16 @@ int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err
         snprintf(err, errlen, "rule %s: out of memory", rule->conf->name);
         return -1;
     }
-    set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len,
+    connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len,
              &rule->conf->listen, rule->conf->listen_len);
-    set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
+    connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
              &rule->conf->target, rule->conf->target_len);
     unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
 
+    /* UDP rules: fwx_Bind_Udp once at rule start, no fwx_Listen (HOST-200). */
+    BOOL udp = rule->conf->protocol == FX_PROTO_UDP;
     memset(&ev, 0, sizeof(ev));
-    ev.EventType = fwx_Bind_Tcp;
+    ev.EventType = udp ? fwx_Bind_Udp : fwx_Bind_Tcp;
     ev.Parameters.Bind.Address = (LPSOCKADDR)&c->win_local;
     ev.Parameters.Bind.AddressLength = c->win_local_len;
     ev.Parameters.Bind.piConnection = connection_iface(c);
@@ -676,18 +689,22 @@ int connection_rule_listen_events(struct rule *rule, struct worker *w, char *err
     hr = session_raise(rule->session, &ev, port, c);
     if (c->denied || FAILED(hr)) {
         snprintf(err, errlen, "rule %s: %s%s", rule->conf->name,
-                 c->denied ? "the bind was denied by filter " : "a filter failed fwx_Bind_Tcp",
+                 c->denied ? "the bind was denied by filter "
+                           : udp ? "a filter failed fwx_Bind_Udp" : "a filter failed fwx_Bind_Tcp",
                  c->denied ? c->denied_by : "");
         session_raise_terminating(rule->session, c);
         IFWXConnection_Release(connection_iface(c));
         return -1;
     }
+    if (udp)
+        goto listening;
     memset(&ev, 0, sizeof(ev));
     ev.EventType = fwx_Listen;
     ev.Parameters.Listen.Address = (LPSOCKADDR)&c->win_local;
     ev.Parameters.Listen.AddressLength = c->win_local_len;
     ev.Parameters.Listen.piConnection = connection_iface(c);
     session_raise(rule->session, &ev, port, c);   /* informational: cannot fail the rule */
+listening:
     c->state = CONN_DONE;
     rule->listener = c;
     return 0;
@@ -748,17 +765,11 @@ static struct event_ctx *in_context(struct connection *c, DWORD allowed)
     return ctx && ctx->conn == c && (ctx->type & allowed) ? ctx : NULL;
 }
 
-static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDataFilter *df,
-                                                  FwxDataFilterPriorityClass priority,
-                                                  IUnknown *context)
+static HRESULT attach_link(struct connection *c, struct event_ctx *ctx, IFWXDataFilter *df,
+                           FwxDataFilterPriorityClass priority, IUnknown *context)
 {
-    struct connection *c = impl_from_IFWXConnection(iface);
-    struct event_ctx *ctx = in_context(c, fwx_Connect_Tcp | fwx_Bind_Udp | fwx_AcceptedConnection |
-                                              fwx_Udp_Destination);
     HRESULT hr = S_OK;
 
-    if (!ctx)
-        return FWX_E_BAD_CONTEXT;
     if (!df || (unsigned)priority > fwx_dfpc_Emulation)
         return E_INVALIDARG;
     /* Interface pointers from filters are checked before use (HOST-022). */
@@ -791,15 +802,42 @@ static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDat
     return hr;
 }
 
+static HRESULT WINAPI connection_AttachDataFilter(IFWXConnection *iface, IFWXDataFilter *df,
+                                                  FwxDataFilterPriorityClass priority,
+                                                  IUnknown *context)
+{
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_Connect_Tcp | fwx_Bind_Udp | fwx_AcceptedConnection |
+                                              fwx_Udp_Destination);
+
+    if (!ctx)
+        return FWX_E_BAD_CONTEXT;
+    /* A UDP rule's fwx_Bind_Udp comes once, at rule start, on the rule's
+     * listening connection, which never carries datagrams: each client
+     * address gets its own connection and fwx_Udp_Destination (HOST-200). */
+    if (ctx->type == fwx_Bind_Udp && !c->dgram)
+        return FX_NOTIMPL("IFWXConnection", "AttachDataFilter in a rule's fwx_Bind_Udp "
+                          "(attach in fwx_Udp_Destination)");
+    return attach_link(c, ctx, df, priority, context);
+}
+
+/* The data filter is bound to this destination and goes when it expires.
+ * A UDP connection has one destination, its target, so the data filter
+ * lives as long as the connection (HOST-201). */
 static HRESULT WINAPI connection_AttachDataFilterWithDestination(IFWXConnection *iface,
                                                                  IFWXDataFilter *df,
                                                                  FwxDataFilterPriorityClass prio,
                                                                  IUnknown *context,
                                                                  LPSOCKADDR addr, INT len)
 {
-    if (!in_context(impl_from_IFWXConnection(iface), fwx_Udp_Destination))
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_Udp_Destination);
+
+    if (!ctx)
         return FWX_E_BAD_CONTEXT;
-    return FX_NOTIMPL("IFWXConnection", "AttachDataFilterWithDestination");
+    if (!addr || len < (INT)sizeof(SOCKADDR_IN) || !udp_addr_allowed(c, addr, len))
+        return E_INVALIDARG;
+    return attach_link(c, ctx, df, prio, context);
 }
 
 static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDataFilter *df,

@@ -201,6 +201,12 @@ static int open_listeners(struct host *h, char *err, size_t errlen)
     for (int r = 0; r < h->nrules; r++) {
         struct rule *rule = &h->rules[r];
         char text[64], why[256];
+        if (rule->conf->protocol == FX_PROTO_UDP) {
+            /* One socket on worker 0 serves the rule's datagrams (udp.c). */
+            if (udp_rule_open(rule, &h->workers[0], why, sizeof(why)) != 0)
+                return listen_error(h, rule, why, err, errlen);
+            continue;
+        }
         fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
         /* The workers share the port through SO_REUSEPORT, which would also
          * let a second host share it silently: bind once without it first. */
@@ -273,14 +279,6 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
         int wlen = sizeof(win);
         char name[64];
 
-        if (rc->protocol != FX_PROTO_TCP) {
-            if (cfg->path)
-                snprintf(err, errlen, "%s:%d: rule %s: UDP rules are not implemented yet",
-                         cfg->path, rc->line, rc->name);
-            else
-                snprintf(err, errlen, "rule %s: UDP rules are not implemented yet", rc->name);
-            return -1;
-        }
         rule->conf = rc;
         for (int w = 0; w < 64; w++)
             rule->listen_fds[w] = -1;
@@ -316,6 +314,8 @@ static void close_listeners_task(void *arg)
     struct worker *w = arg;
     struct host *h = the_host;
     for (int r = 0; r < h->nrules; r++) {
+        if (h->rules[r].udp && w->index == 0)
+            udp_rule_stop(&h->rules[r]);
         int fd = h->rules[r].listen_fds[w->index];
         if (fd >= 0) {
             fx_loop_del_fd(w->loop, fd);

@@ -41,6 +41,7 @@ struct rule {
     struct session *session;       /* publishing: the published server's */
     struct connection *listener;   /* publishing: the listening side, for its events */
     int listen_fds[64];            /* one per worker (SO_REUSEPORT) */
+    struct udp_rule *udp;          /* UDP rules: udp.c's state */
     /* Counters for stats.c: Interlocked*, read by the control thread. */
     LONG connections;              /* accepted (denied and refused ones too) */
     LONG live;                     /* not yet torn down */
@@ -186,6 +187,8 @@ struct connection {
     struct completion *pending;    /* queued under the lock, delivered without it */
     struct completion **pending_tail;
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
+    BOOL dgram;                    /* a UDP connection (udp.c): datagram ends, ExternalAddress */
+    void *udp;                     /* udp.c's per-connection state; loop thread only */
     fx_rec *rec;                   /* [host] record: this connection's script (record.c) */
 };
 
@@ -205,6 +208,16 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
 void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, int server_fd,
                             const void *client_sa, int client_len,
                             const void *target_sa, int target_len);
+
+/* For udp.c: a new connection object (life reference; events state),
+ * its addresses (Linux layout in, both layouts stored), the chain start
+ * (ends of a dgram connection are sock_create_dgram; c->socks[0] is then
+ * the client end) and the teardown (loop thread). */
+struct connection *connection_create(struct worker *w, struct rule *rule, struct session *s);
+void connection_set_addr(unsigned char *lin, int *lin_len, SOCKADDR_STORAGE *win, int *win_len,
+                         const void *sa, int len);
+void connection_start_pump(struct connection *c);
+void connection_teardown(struct connection *c);
 
 /* Run a pump pass now (loop thread, no lock held). */
 void connection_run_now(struct connection *c);
@@ -231,12 +244,22 @@ void connection_kick(struct connection *c);
 void connection_abort(struct connection *c, const char *why);
 
 /* ---- socket.c ---- */
-enum sock_kind { SOCK_NET, SOCK_PIPE };
+enum sock_kind { SOCK_NET, SOCK_PIPE, SOCK_DATAGRAM };
 
 struct sock *sock_create_net(struct connection *c, int fd, int end);   /* end 0 client, 1 server */
 /* dir: where this socket's sends go: 0 towards the server, 1 towards the client. */
 struct sock *sock_create_pipe(struct connection *c, int dir);
 void sock_pair(struct sock *a, struct sock *b);
+/* A datagram end of a UDP chain (udp.c). end 0: the client side; sends go
+ * to c->client_addr through fd (the rule's shared socket, not owned; its
+ * datagrams arrive through sock_dgram_push). end 1: the target side; fd
+ * is the connection's own connected socket (owned, read by the pump);
+ * sends go to the op's address. */
+struct sock *sock_create_dgram(struct connection *c, int fd, BOOL owns_fd, int end);
+/* A datagram from the client for a client end (loop thread, no lock held):
+ * copied, queued for the filter's Recv with ExternalAddress win_ext.
+ * FALSE if it was dropped (queue full, out of memory). */
+BOOL sock_dgram_push(struct sock *s, const void *data, DWORD len, const void *win_ext, int ext_len);
 IFWXSocket *sock_iface(struct sock *s);
 /* Loop thread, connection lock held: progress every queue; completions are
  * appended to the connection's pending list for delivery without the lock. */
@@ -259,6 +282,8 @@ struct completion {
     UserContextType user;
     IFWXIOBuffer *hold;            /* referenced; released after delivery */
     long set_size;                 /* >= 0: SetDataSize(buffer) before delivery */
+    int ext_len;                   /* > 0: CompleteAsyncIO's ExternalAddress (UDP receives) */
+    unsigned char ext[28];         /* Win32 layout */
 };
 /* Appends cp (connection lock held). Delivery frees it with free(): a
  * record is the first member of the allocation it lives in, so the
@@ -275,6 +300,23 @@ HRESULT netsock_create(struct session *session, INT protocol, IFWXNetworkSocket 
  * ERROR_OPERATION_ABORTED (delivered on its loop), and no new socket can
  * be created. Waits up to timeout_ms for those deliveries. */
 void netsock_stop_all(unsigned timeout_ms);
+
+/* ---- udp.c: UDP rules (docs/configuration.md, HOST-200..) ---- */
+struct udp_rule;
+/* Rule start, after fwx_Bind_Udp: binds the rule's address, its datagrams
+ * served on worker w. 0, or -1 with one line in err. */
+int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen);
+/* Loop thread of the rule's worker: stop receiving, end every connection. */
+void udp_rule_stop(struct rule *rule);
+/* Does the client end of c own c->client_fd (outbound: the client's
+ * transparent socket), or share the rule's? */
+BOOL udp_client_fd_owned(struct connection *c);
+/* May a filter's SendTo on c name this address (Win32 layout)? */
+BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len);
+/* connection_teardown of a UDP connection (loop thread). */
+void udp_conn_ended(struct connection *c);
+/* ---- udpdest.c: IFWXUdpDestination for one fwx_Udp_Destination ---- */
+HRESULT udpdest_create(struct connection *c, IFWXUdpDestination **out);
 
 /* ---- host.c: the worker whose loop runs on the calling thread, or NULL ---- */
 struct worker *host_current_worker(void);

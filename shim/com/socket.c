@@ -9,6 +9,12 @@
  *              a Recv of the peer has taken the buffer ("the next link
  *              accepted it"); buffers pass by reference.
  *
+ *   SOCK_DATAGRAM an end of a UDP chain (udp.c): whole datagrams, each with
+ *              its external address, which Recv completions hand to the
+ *              filter as CompleteAsyncIO's ExternalAddress (the seed: the
+ *              source when receiving from the external side, the target
+ *              when receiving from the internal side; NULL for TCP).
+ *
  * Filter calls (Send/Recv/Shutdown/Close) only queue work under the
  * connection lock and kick the connection; the loop thread does the work
  * in sock_pump and the completions are delivered after the lock is
@@ -20,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fxudp.h"
 #include "guard.h"
 #include "hostobj.h"
 
@@ -40,6 +47,9 @@ struct op {
     UserContextType user;
     struct fx_filter *owner;
     DWORD done;                    /* net sends: bytes already written */
+    BOOL is_send_op;               /* Send/SendTo, or a datagram the host received */
+    int addr_len;                  /* UDP: the datagram's external address (Win32 layout) */
+    unsigned char addr[28];
 };
 
 struct opq {
@@ -68,7 +78,13 @@ struct sock {
     BOOL shut_pending, shut_done;  /* our sending side: requested, done */
     BOOL closed;                   /* Close called: no more Recv */
     BOOL dead;                     /* torn down: every call answers FWX_E_TERMINATING */
+    BOOL owns_fd;                  /* SOCK_DATAGRAM: fd is ours to read and close */
+    unsigned rx_count;             /* SOCK_DATAGRAM: datagrams queued in rx */
 };
+
+/* SOCK_DATAGRAM: datagrams queued per end before new ones are dropped. */
+#define DGRAM_RX_MAX 1024
+#define DGRAM_MAX 65536
 
 static struct fx_vtbl_IFWXSocket sock_vtbl;
 
@@ -120,6 +136,12 @@ static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err,
     cp->user = op->user;
     cp->hold = op->buf == result ? NULL : op->buf;
     cp->set_size = set_size;
+    /* Receives of a UDP connection carry the datagram's external address. */
+    cp->ext_len = 0;
+    if (ok && result && !op->is_send_op && op->addr_len > 0) {
+        memcpy(cp->ext, op->addr, op->addr_len);
+        cp->ext_len = op->addr_len;
+    }
     completion_push(c, cp);     /* freed after delivery, with the op around it */
 }
 
@@ -315,8 +337,12 @@ static void pipe_pump(struct sock *s)
             memcpy(recv->data, send->data + s->rx_offset, n);
             out = recv->buf;
             out_size = n;
-            s->rx_offset += n;
+            /* A datagram never continues in the next Recv: what did not
+             * fit is cut, as Winsock's recv cuts it. */
+            s->rx_offset = c->dgram ? size : s->rx_offset + n;
         }
+        recv->addr_len = send->addr_len;
+        memcpy(recv->addr, send->addr, sizeof(recv->addr));
         opq_pop(&s->recvs);
         op_complete(c, recv, TRUE, 0, out, out_size);
         if (s->rx_offset >= size) {
@@ -329,12 +355,174 @@ static void pipe_pump(struct sock *s)
     }
 }
 
+/* ------------------------------------------------------------ datagram ends */
+
+/* A host-made op holding one received datagram, from win_ext. */
+static struct op *dgram_op(const void *data, DWORD len, const void *win_ext, int ext_len)
+{
+    struct op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return NULL;
+    if (!(op->buf = host_copy(data, len))) {
+        free(op);
+        return NULL;
+    }
+    DWORD size, cap;
+    iobuffer_data(op->buf, &op->data, &size, &cap);
+    op->len = len;
+    op->is_send_op = TRUE;
+    if (win_ext && ext_len > 0 && ext_len <= (int)sizeof(op->addr)) {
+        memcpy(op->addr, win_ext, ext_len);
+        op->addr_len = ext_len;
+    }
+    return op;
+}
+
+static void dgram_pump_sends(struct sock *s)
+{
+    struct connection *c = s->conn;
+    struct op *op;
+    unsigned char sa[28];
+    int salen;
+
+    while ((op = s->sends.head)) {
+        long n;
+        if (s->end == 0) {
+            n = fx_udp_sendto(s->fd, op->data, op->len, c->client_addr, c->client_len);
+        } else {
+            salen = sizeof(sa);
+            /* The connected target needs no address; others were checked
+             * by SendTo (udp.c's rule: a publish rule reaches its target only). */
+            if (op->addr_len > 0 && fx_sa_from_win32(op->addr, op->addr_len, sa, &salen) == 0 &&
+                !fx_sa_equal(sa, salen, c->target_addr, c->target_len))
+                n = fx_udp_sendto(s->fd, op->data, op->len, sa, salen);
+            else
+                n = fx_udp_sendto(s->fd, op->data, op->len, NULL, 0);
+        }
+        if (n == -LINUX_EAGAIN && s->owns_fd)
+            return;                           /* FX_WRITE will bring us back */
+        opq_pop(&s->sends);
+        size_t *inflight = &c->inflight[s->dir];
+        *inflight = *inflight > op->len ? *inflight - op->len : 0;
+        if (n >= 0) {
+            if (s->end == 0)
+                c->bytes_out += (unsigned long long)n;
+        } else {
+            /* UDP promises nothing: a datagram the kernel refused is lost,
+             * as it would be on the wire. The sender hears success
+             * (HOST-203); the log says why. */
+            fx_log(FX_LOG_DEBUG, "conn %lu: a datagram of %lu bytes to the %s was lost: %s", c->id,
+                   (unsigned long)op->len, s->end ? "target" : "client", strerror((int)-n));
+        }
+        op_complete(c, op, TRUE, 0, NULL, -1);
+    }
+}
+
+static void dgram_pump_reads(struct sock *s)
+{
+    struct connection *c = s->conn;
+    unsigned char buf[DGRAM_MAX];
+
+    while (s->rx_count < DGRAM_RX_MAX) {
+        unsigned char from[28];
+        int fromlen = sizeof(from);
+        SOCKADDR_STORAGE win;
+        int winlen = sizeof(win);
+        long n = fx_udp_recvfrom(s->fd, buf, sizeof(buf), from, &fromlen);
+        if (n == -LINUX_EAGAIN)
+            return;
+        if (n < 0)
+            continue;       /* ICMP errors of earlier sends surface here: not ours to report */
+        /* The client end's datagrams carry their target (the seed), the
+         * target end's their source. */
+        if (s->end == 0) {
+            memcpy(&win, &c->win_target, winlen = c->win_target_len);
+        } else if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0) {
+            winlen = 0;
+        }
+        struct op *op = dgram_op(buf, (DWORD)n, &win, winlen);
+        if (!op)
+            return;
+        if (s->end == 0)
+            c->bytes_in += (unsigned long long)n;          /* from the client */
+        opq_push(&s->rx, op);
+        s->rx_count++;
+    }
+}
+
+static void dgram_pump(struct sock *s)
+{
+    struct connection *c = s->conn;
+    struct op *recv, *dg;
+    unsigned want = 0;
+
+    dgram_pump_sends(s);
+    if (s->owns_fd && s->fd >= 0 && !s->closed)
+        dgram_pump_reads(s);
+    while ((recv = s->recvs.head)) {
+        if (s->closed) {
+            opq_pop(&s->recvs);
+            op_complete(c, recv, FALSE, ERROR_OPERATION_ABORTED, NULL, -1);
+            continue;
+        }
+        if (!(dg = opq_pop(&s->rx)))
+            break;
+        s->rx_count--;
+        IFWXIOBuffer *out;
+        long out_size = -1;
+        if (!recv->buf) {
+            out = dg->buf;            /* the host buffer moves to the receiver */
+            dg->buf = NULL;
+        } else {
+            DWORD n = dg->len < recv->len ? dg->len : recv->len;   /* cut, as Winsock */
+            memcpy(recv->data, dg->data, n);
+            out = recv->buf;
+            out_size = n;
+        }
+        recv->addr_len = dg->addr_len;
+        memcpy(recv->addr, dg->addr, sizeof(recv->addr));
+        opq_pop(&s->recvs);
+        op_complete(c, recv, TRUE, 0, out, out_size);
+        iobuffer_ref(dg->buf, -1);    /* host buffer: no filter code */
+        free(dg);
+    }
+    if (s->owns_fd && s->fd >= 0) {
+        if (s->sends.head)
+            want |= FX_WRITE;
+        if (!s->closed && s->rx_count < DGRAM_RX_MAX)
+            want |= FX_READ;
+        net_set_interest(s, want);
+    }
+}
+
+BOOL sock_dgram_push(struct sock *s, const void *data, DWORD len, const void *win_ext, int ext_len)
+{
+    struct connection *c = s->conn;
+    struct op *op = NULL;
+    BOOL queued = FALSE;
+
+    EnterCriticalSection(&c->lock);
+    if (!s->dead && !s->closed && s->rx_count < DGRAM_RX_MAX &&
+        (op = dgram_op(data, len, win_ext, ext_len))) {
+        opq_push(&s->rx, op);
+        s->rx_count++;
+        c->bytes_in += len;
+        queued = TRUE;
+    }
+    LeaveCriticalSection(&c->lock);
+    if (queued)
+        connection_kick(c);
+    return queued;
+}
+
 void sock_pump(struct sock *s)
 {
     if (s->dead)
         return;
     if (s->kind == SOCK_NET)
         net_pump(s);
+    else if (s->kind == SOCK_DATAGRAM)
+        dgram_pump(s);
     else
         pipe_pump(s);
 }
@@ -345,6 +533,14 @@ void sock_abort_all(struct sock *s, DWORD error)
     fail_queue(c, &s->recvs, error);
     fail_queue(c, &s->rx, error);
     fail_queue(c, &s->sends, error);
+    s->rx_count = 0;
+    if (s->kind == SOCK_DATAGRAM && s->fd >= 0) {
+        if (s->owns_fd) {
+            fx_loop_del_fd(c->worker->loop, s->fd);
+            close(s->fd);
+        }
+        s->fd = -1;
+    }
     if (s->fd >= 0) {
         fx_loop_del_fd(c->worker->loop, s->fd);
         if (c->aborted || !s->shut_done || !s->read_eof)
@@ -358,6 +554,10 @@ void sock_abort_all(struct sock *s, DWORD error)
 
 int sock_is_finished(struct sock *s)
 {
+    /* A datagram end has no end of stream: it lasts until a filter closes
+     * it or the destination expires (udp.c). */
+    if (s->kind == SOCK_DATAGRAM)
+        return s->dead || s->closed;
     if (s->kind != SOCK_NET || s->dead)
         return 1;
     return s->read_eof && s->shut_done && !s->sends.head;
@@ -438,6 +638,13 @@ static HRESULT op_prepare(struct sock *s, IFWXIOBuffer *buf, IFWXIOCompletion *s
         return hr == E_UNEXPECTED ? E_INVALIDARG : hr;
     }
     op->len = is_send ? size : cap;
+    op->is_send_op = is_send;
+    /* A datagram sent without an address goes to the connection's external
+     * peer (the target): the address Send implies on a UDP connection. */
+    if (is_send && s->conn->dgram && s->conn->win_target_len > 0) {
+        memcpy(op->addr, &s->conn->win_target, s->conn->win_target_len);
+        op->addr_len = s->conn->win_target_len;
+    }
     op->buf = buf;
     op->sink = sink;
     op->user = user;
@@ -472,7 +679,7 @@ static HRESULT sock_submit(struct sock *s, struct op *op, BOOL is_send)
         hr = HRESULT_FROM_WIN32(WSAESHUTDOWN);
     else if (!is_send)
         q = &s->recvs;
-    else if (s->kind == SOCK_NET)
+    else if (s->kind != SOCK_PIPE)
         q = &s->sends;
     else if (!s->peer || s->peer->closed || s->peer->dead)
         hr = HRESULT_FROM_WIN32(WSAECONNRESET);
@@ -511,8 +718,29 @@ static HRESULT WINAPI sock_Send(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOComp
 static HRESULT WINAPI sock_SendTo(IFWXSocket *iface, IFWXIOBuffer *buf, SOCKADDR *addr, INT len,
                                   IFWXIOCompletion *sink, UserContextType user)
 {
+    struct sock *s = impl_from_IFWXSocket(iface);
+    struct op *op;
+    HRESULT hr;
+
     /* TCP sockets ignore the address, as Winsock's sendto does. */
-    return sock_Send(iface, buf, sink, user);
+    if (!s->conn->dgram || !addr)
+        return sock_Send(iface, buf, sink, user);
+    if (!buf)
+        return E_POINTER;
+    /* Reference 3.11: on the external side the target, on the internal
+     * side the source the datagram should appear to come from. Both are
+     * the connection's external peer; a UDP publish rule has exactly one,
+     * its target (HOST-202): another address is refused. */
+    if (len < (INT)sizeof(SOCKADDR_IN) || len > 28 ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return HRESULT_FROM_WIN32(WSAEFAULT);
+    if (!udp_addr_allowed(s->conn, addr, len))
+        return HRESULT_FROM_WIN32(WSAEACCES);
+    if (FAILED(hr = op_prepare(s, buf, sink, user, TRUE, &op)))
+        return hr;
+    memcpy(op->addr, addr, len);
+    op->addr_len = len;
+    return sock_submit(s, op, TRUE);
 }
 
 static HRESULT WINAPI sock_Recv(IFWXSocket *iface, IFWXIOBuffer *buf, IFWXIOCompletion *sink,
@@ -542,7 +770,7 @@ static HRESULT sock_end(struct sock *s, BOOLEAN abortive, BOOL close_too)
     if (abortive) {
         if (s->kind == SOCK_PIPE && s->peer)
             s->peer->rx_reset = TRUE;
-        abort_conn = s->kind == SOCK_NET;
+        abort_conn = s->kind != SOCK_PIPE;
         s->closed = TRUE;
     } else {
         if (s->kind == SOCK_PIPE && s->peer)
@@ -634,6 +862,24 @@ struct sock *sock_create_pipe(struct connection *c, int dir)
     struct sock *s = sock_new(c, SOCK_PIPE);
     if (s)
         s->dir = dir;
+    return s;
+}
+
+struct sock *sock_create_dgram(struct connection *c, int fd, BOOL owns_fd, int end)
+{
+    struct sock *s = sock_new(c, SOCK_DATAGRAM);
+    if (!s)
+        return NULL;
+    s->end = end;
+    s->dir = 1 - end;
+    s->fd = fd;
+    s->owns_fd = owns_fd;
+    if (owns_fd && fx_loop_add_fd(c->worker->loop, fd, FX_READ, sock_io, s) != 0) {
+        s->fd = -1;
+        sock_release(s);
+        return NULL;
+    }
+    s->armed = owns_fd ? FX_READ : 0;
     return s;
 }
 

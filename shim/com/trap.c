@@ -67,6 +67,7 @@ FX_TRAP_DEFINE(IFWXNetworkSocket)
 FX_TRAP_DEFINE(IFWXIOBuffer)
 FX_TRAP_DEFINE(IFWXFirewallAction)
 FX_TRAP_DEFINE(IFWXFilterAdmin)
+FX_TRAP_DEFINE(IFWXUdpDestination)
 
 /* ------------------------------------------------------------ registry */
 

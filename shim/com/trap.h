@@ -60,6 +60,7 @@ FX_TRAP_DECLARE(IFWXNetworkSocket);
 FX_TRAP_DECLARE(IFWXIOBuffer);
 FX_TRAP_DECLARE(IFWXFirewallAction);
 FX_TRAP_DECLARE(IFWXFilterAdmin);
+FX_TRAP_DECLARE(IFWXUdpDestination);
 
 /* Registry of host vtables (for the trace). */
 struct fx_vtbl_entry {

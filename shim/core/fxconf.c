@@ -38,7 +38,7 @@ static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
 };
 static const char *const fx_rule_keys[] = {
-    "type", "listen", "target", "protocol", NULL
+    "type", "listen", "target", "protocol", "udp-timeout", NULL
 };
 /* [abi]: include, and every overridable name. */
 static const char *const fx_abi_keys[] = {
@@ -430,6 +430,7 @@ static int fx_section_get(fx_config *cfg, int kind, const char *name, int line,
         r->line = line;
         r->type = FX_RULE_PUBLISH;
         r->protocol = FX_PROTO_TCP;
+        r->udp_timeout = FX_UDP_TIMEOUT_DEFAULT;
         *idx = cfg->nrules++;
         return 0;
     }
@@ -666,6 +667,13 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
             r->protocol = FX_PROTO_UDP;
         else
             return fx_bad_value(key, value, "tcp or udp", msg, msglen);
+        return 0;
+    }
+    if (strcasecmp(key, "udp-timeout") == 0) {
+        unsigned long long v;
+        if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
+        r->udp_timeout = (unsigned)v;
         return 0;
     }
     snprintf(secdesc, sizeof(secdesc), "[rule %s]", r->name);

@@ -66,7 +66,10 @@ typedef struct fx_rule_conf {
     fx_sockaddr target;
     int target_len;
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
+    unsigned udp_timeout;     /* UDP: seconds a silent client address keeps its connection */
 } fx_rule_conf;
+
+#define FX_UDP_TIMEOUT_DEFAULT 60
 
 typedef struct fx_host_conf {
     int workers;              /* 0 = one per CPU core */

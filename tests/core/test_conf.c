@@ -111,7 +111,8 @@ static const char good_conf[] =
     "[rule dns]\n"
     "listen = 127.0.0.1:5353\n"
     "target = 127.0.0.1:53\n"
-    "protocol = UDP\n";
+    "protocol = UDP\n"
+    "udp-timeout = 15\n";
 
 static void check_good(const fx_config *c)
 {
@@ -160,6 +161,7 @@ static void check_good(const fx_config *c)
     assert_int_equal(r->line, 24);
     assert_int_equal(r->type, FX_RULE_PUBLISH);
     assert_int_equal(r->protocol, FX_PROTO_TCP);
+    assert_int_equal(r->udp_timeout, FX_UDP_TIMEOUT_DEFAULT);
     assert_addr(&r->listen, r->listen_len, "127.0.0.1:8080");
     assert_true(r->has_target);
     assert_addr(&r->target, r->target_len, "[::1]:80");
@@ -169,6 +171,7 @@ static void check_good(const fx_config *c)
     assert_false(r->has_target);
     r = rule(c, "dns");
     assert_int_equal(r->protocol, FX_PROTO_UDP);
+    assert_int_equal(r->udp_timeout, 15);
     assert_addr(&r->target, r->target_len, "127.0.0.1:53");
 }
 
@@ -418,6 +421,10 @@ static void test_err_bad_values(void **state)
                  "%s:2: bad value 'reverse' for 'type' (expected publish or outbound)");
     expect_error("[rule r]\nprotocol = sctp\n",
                  "%s:2: bad value 'sctp' for 'protocol' (expected tcp or udp)");
+    expect_error("[rule r]\nudp-timeout = 0\n",
+                 "%s:2: bad value '0' for 'udp-timeout' (expected seconds from 1 to 86400)");
+    expect_error("[rule r]\nudp-timeout = 86401\n",
+                 "%s:2: bad value '86401' for 'udp-timeout' (expected seconds from 1 to 86400)");
     expect_error("[rule r]\nlisten = 127.0.0.1\n",
                  "%s:2: bad value for 'listen': missing port in '127.0.0.1' (expected ADDR:PORT, e.g. 127.0.0.1:8080, [::1]:80 or *:80)");
     expect_error("[rule r]\nlisten = 127.0.0.1:80\ntarget = web:80\n",

@@ -1,0 +1,223 @@
+/*
+ * fxudp.c - native UDP sockets for UDP rules (fxudp.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "fxudp.h"
+
+static int family_of(const void *sa, int salen)
+{
+    const struct sockaddr *s = sa;
+    if (!sa || salen < (int)sizeof(sa_family_t))
+        return -EINVAL;
+    if (s->sa_family == AF_INET && salen >= (int)sizeof(struct sockaddr_in))
+        return AF_INET;
+    if (s->sa_family == AF_INET6 && salen >= (int)sizeof(struct sockaddr_in6))
+        return AF_INET6;
+    return -EAFNOSUPPORT;
+}
+
+/* Big buffers: SO_*BUFFORCE works for root past net.core.[rw]mem_max;
+ * everyone else gets what the plain option allows. */
+static void size_buffers(int fd)
+{
+    int size = FX_UDP_SOCKBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
+static int udp_socket(int family)
+{
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    size_buffers(fd);
+    return fd;
+}
+
+int fx_udp_bind(const void *sa, int salen, char *err, unsigned long errlen)
+{
+    int family = family_of(sa, salen), fd;
+
+    if (family < 0) {
+        snprintf(err, errlen, "not an IPv4 or IPv6 address");
+        return -1;
+    }
+    if ((fd = udp_socket(family)) < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(-fd));
+        return -1;
+    }
+    if (bind(fd, (const struct sockaddr *)sa, (socklen_t)salen) != 0) {
+        snprintf(err, errlen, "bind: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int fx_udp_connect(const void *sa, int salen)
+{
+    int family = family_of(sa, salen), fd, rc;
+
+    if (family < 0)
+        return family;
+    if ((fd = udp_socket(family)) < 0)
+        return fd;
+    if (connect(fd, (const struct sockaddr *)sa, (socklen_t)salen) != 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+long fx_udp_recvfrom(int fd, void *buf, unsigned long len, void *from, int *fromlen)
+{
+    socklen_t sl = from && fromlen ? (socklen_t)*fromlen : 0;
+    ssize_t n;
+
+    do
+        n = recvfrom(fd, buf, len, MSG_DONTWAIT, from && fromlen ? (struct sockaddr *)from : NULL,
+                     from && fromlen ? &sl : NULL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (from && fromlen)
+        *fromlen = (int)sl;
+    return (long)n;
+}
+
+long fx_udp_sendto(int fd, const void *buf, unsigned long len, const void *sa, int salen)
+{
+    ssize_t n;
+
+    do
+        n = sendto(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)sa,
+                   sa ? (socklen_t)salen : 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return (long)n;
+}
+
+/* ------------------------------------------------------------ transparent */
+
+static int set_transparent(int fd, int family, int recv_orig)
+{
+    int one = 1;
+    if (family == AF_INET6) {
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) != 0)
+            return -errno;
+        if (recv_orig && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof(one)) != 0)
+            return -errno;
+        return 0;
+    }
+    if (setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0)
+        return -errno;
+    if (recv_orig && setsockopt(fd, IPPROTO_IP, IP_RECVORIGDSTADDR, &one, sizeof(one)) != 0)
+        return -errno;
+    return 0;
+}
+
+int fx_udp_bind_transparent(const void *sa, int salen, char *err, unsigned long errlen)
+{
+    int family = family_of(sa, salen), fd, rc;
+
+    if (family < 0) {
+        snprintf(err, errlen, "not an IPv4 or IPv6 address");
+        return -1;
+    }
+    if ((fd = udp_socket(family)) < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(-fd));
+        return -1;
+    }
+    if ((rc = set_transparent(fd, family, 1)) != 0) {
+        snprintf(err, errlen, "IP_TRANSPARENT: %s (outbound UDP rules need CAP_NET_ADMIN)",
+                 strerror(-rc));
+        close(fd);
+        return -1;
+    }
+    if (bind(fd, (const struct sockaddr *)sa, (socklen_t)salen) != 0) {
+        snprintf(err, errlen, "bind: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+long fx_udp_recvorig(int fd, void *buf, unsigned long len, void *from, int *fromlen, void *dst,
+                     int *dstlen)
+{
+    struct sockaddr_storage src;
+    char control[256];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = {
+        .msg_name = &src, .msg_namelen = sizeof(src),
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control, .msg_controllen = sizeof(control),
+    };
+    ssize_t n;
+
+    do
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (from && fromlen) {
+        int l = (int)msg.msg_namelen < *fromlen ? (int)msg.msg_namelen : *fromlen;
+        memcpy(from, &src, l);
+        *fromlen = l;
+    }
+    if (dst && dstlen) {
+        int cap = *dstlen;
+        *dstlen = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            int l = 0;
+            if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_ORIGDSTADDR)
+                l = sizeof(struct sockaddr_in);
+            else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_ORIGDSTADDR)
+                l = sizeof(struct sockaddr_in6);
+            if (l && l <= cap) {
+                memcpy(dst, CMSG_DATA(cm), l);
+                *dstlen = l;
+            }
+        }
+    }
+    return (long)n;
+}
+
+int fx_udp_transparent_peer(const void *local, int locallen, const void *peer, int peerlen)
+{
+    int family = family_of(local, locallen), fd, rc, one = 1;
+
+    if (family < 0)
+        return family;
+    if ((fd = udp_socket(family)) < 0)
+        return fd;
+    /* Several clients may talk to one destination: each has its own socket
+     * bound to it, told apart by the connected peer. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((rc = set_transparent(fd, family, 0)) != 0)
+        goto fail;
+    if (bind(fd, (const struct sockaddr *)local, (socklen_t)locallen) != 0 ||
+        connect(fd, (const struct sockaddr *)peer, (socklen_t)peerlen) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}
