@@ -13,6 +13,7 @@
 #include "fxpe.h"
 #include "guard.h"
 #include "loader.h"
+#include "hostobj.h"
 
 
 typedef HRESULT (WINAPI *get_class_object_fn)(REFCLSID, REFIID, void **);
@@ -250,13 +251,21 @@ int fx_filter_init(struct fx_filter *f, IFWXFirewall *firewall, HRESULT *init_hr
     memset(&tmg_hooks, 0, sizeof(tmg_hooks));
 
     if (f->profile == FX_PROFILE_TMG) {
+        f->profile_tentative = f->profile_auto;
         GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit",
                      IFWXFilter_FilterInit(f->filter, firewall, (PFwxFilterHookEvents *)&tmg_hooks));
+        f->profile_tentative = FALSE;
         if (hr != FX_E_FILTER_FAULT && !FAILED(hr)) {
             /* An ISA 2000-style filter stores a pointer where a TMG one writes
-             * event bits: the value then has bits no event mask has. */
+             * event bits: the value then has bits no event mask has, or (a low
+             * address) no source bit, which every TMG mask with events carries;
+             * on x64 the pointer's upper half lands in dwNumPortRanges. */
             const DWORD valid = 0x3ff | 0xC0000000 | 0x03000000;
-            if (!(tmg_hooks.dwGlobalEvents & ~valid)) {
+            DWORD ev = tmg_hooks.dwGlobalEvents;
+            BOOL tmg_like = !(ev & ~valid) && (!ev || (ev & 0xC3000000)) &&
+                            !tmg_hooks.dwNumPortRanges && !tmg_hooks.PortRangeEvents;
+            if (tmg_like) {
+                netsock_settle_profile(f);
                 memset(&f->hooks, 0, sizeof(f->hooks));
                 f->hooks.dwGlobalEvents = tmg_hooks.dwGlobalEvents;
                 f->ranges = NULL;
@@ -275,9 +284,11 @@ int fx_filter_init(struct fx_filter *f, IFWXFirewall *firewall, HRESULT *init_hr
                          "try profile = isa2000", f->path, (unsigned long)tmg_hooks.dwGlobalEvents);
                 return -1;
             }
-            fx_log(FX_LOG_NOTICE, "filter %s: FilterInit returned a hook-event pointer, the ISA "
+            /* Info, not notice: 64-bit builds of ISA 2000 sources are common. */
+            fx_log(FX_LOG_INFO, "filter %s: FilterInit returned a hook-event pointer, the ISA "
                    "2000 way: profile isa2000 instead of tmg (PE32+)", fx_filter_name(f));
             f->profile = FX_PROFILE_ISA2000;
+            netsock_settle_profile(f);
         }
     } else {
         GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(f->filter, firewall, &hooks));

@@ -28,6 +28,7 @@ struct fx_filter {
      * fx_filter_load resolves AUTO, fx_filter_init may settle it. */
     enum fx_profile profile;
     BOOL profile_auto;             /* chosen by PE type, not by the config */
+    BOOL profile_tentative;        /* auto tmg during FilterInit: not settled yet */
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */

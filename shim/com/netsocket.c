@@ -285,9 +285,11 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
         *hr = E_OUTOFMEMORY;
         return NULL;
     }
-    /* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt. */
-    s->IFWXNetworkSocket_iface.lpVtbl = owner && owner->profile == FX_PROFILE_TMG
-                                            ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
+    /* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt.
+     * While an auto profile is not settled (FilterInit), the ISA 2000 order. */
+    s->IFWXNetworkSocket_iface.lpVtbl =
+        owner && owner->profile == FX_PROFILE_TMG && !owner->profile_tentative
+            ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
     s->ref = 1;
     s->holds = 1;
     InitializeCriticalSection(&s->lock);
@@ -1270,6 +1272,16 @@ static void ns_stop_task(void *arg)
     ns_run(s);
     InterlockedDecrement(&stop_pending);
     ns_unhold(s);
+}
+
+void netsock_settle_profile(struct fx_filter *f)
+{
+    AcquireSRWLockExclusive(&live_lock);
+    for (struct netsock *s = live_head; s; s = s->live_next)
+        if (s->owner == f)
+            s->IFWXNetworkSocket_iface.lpVtbl = f->profile == FX_PROFILE_TMG
+                                                    ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
+    ReleaseSRWLockExclusive(&live_lock);
 }
 
 void netsock_stop_all(unsigned timeout_ms)
