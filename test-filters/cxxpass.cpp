@@ -10,8 +10,10 @@
  *   PassFilter         IFWXFilter
  *   PassSessionFilter  IFWXSessionFilter
  *   PassDataFilter     IFWXDataFilter + IFWXIOCompletion (multiple inheritance)
- * The behaviour, and the reasons behind it, are those of passthrough.c; the comments here
- * are about the C++. The COM DLL plumbing is fltbase.c, which g++ compiles as C++.
+ * The behaviour, and the reasons behind it, are those of passthrough.c, whose objects are
+ * the C filter kit's (fltkit.c has the commented original); this file does not use the
+ * kit, on purpose, and its comments are about the C++. The COM DLL plumbing is
+ * fltbase.c, which g++ compiles as C++.
  */
 #include "fltbase.h"
 

@@ -3,6 +3,8 @@
  * IFWXFirewall::CreateNetworkSocket instead of filtering other people's
  * connections, as an ISA 2000 filter with a protocol of its own (a proxy that
  * connects out, a service that listens) would. It hooks no events.
+ * Built twice: netsock.dll (ISA 2000) and netsocktmg.dll (-DFWX_PROFILE_TMG, against
+ * gen/tmg/wspfwext.h, where SetSockOpt comes before GetSockOpt as in TMG).
  *
  * Behaviour, set by the environment once, in FilterInit:
  *
@@ -27,16 +29,13 @@
  *       CreateNetworkSocket while handling the first fwx_AcceptedConnection (so
  *       on a host worker thread); only then does the filter hook that event.
  *
- * Objects: Filter (IFWXFilter), SessionFilter (IFWXSessionFilter), Listener
+ * Objects: the filter and session filter are the filter kit's (fltkit.h), with the
+ * settings, listener and client as the kit context; this file owns Listener
  * (IFWXAcceptCompletion), Echo and Client (IFWXIOCompletion). Completions run on
  * host worker threads; each Echo and the Client have their own lock, never held
  * while calling the host.
- * Built twice: netsock.dll (ISA 2000) and netsocktmg.dll (-DFWX_PROFILE_TMG, against
- * gen/tmg/wspfwext.h, where SetSockOpt comes before GetSockOpt as in TMG).
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
+#include "fltkit.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -59,9 +58,6 @@ static void listener_stop(IUnknown *listener);
 static HRESULT client_start(IFWXFirewall *firewall, IFWXSession *session, const char *target,
                             const char *path, IUnknown **out);
 static void client_stop(IUnknown *client);
-static HRESULT session_filter_create(IFWXFirewall *firewall, IFWXSession *session,
-                                     const char *target, const char *path, LONG *started,
-                                     IFWXSessionFilter **out);
 
 /* "a.b.c.d" or "a.b.c.d:port" (port required when want_port) into a SOCKADDR_IN. */
 static BOOL parse_ipv4(const char *text, BOOL want_port, SOCKADDR_IN *sin)
@@ -106,263 +102,111 @@ static const char *format_sin(const SOCKADDR *sa, int len, char *buf, size_t siz
     return buf;
 }
 
-/* ==================================================================== Filter */
+/* ==================================================================== the filter */
 
+/* The filter's kit context: the kit keeps it until the last session filter is gone. */
 typedef struct {
-    IFWXFilter          IFWXFilter_iface;
-    LONG                refs;
-    IFWXFirewall       *firewall;   /* from FilterInit until FilterShutdown */
-    FwxFilterHookEvents hooks;      /* no events: this filter only owns sockets */
-    IUnknown           *listener;   /* FWX_NETSOCK_LISTEN */
-    IUnknown           *client;     /* FWX_NETSOCK_CONNECT */
-    char               *session_target, *session_out;   /* FWX_NETSOCK_SESSION_* */
-    LONG                session_started;                /* the session client ran */
-} Filter;
+    IUnknown *listener;                       /* FWX_NETSOCK_LISTEN */
+    IUnknown *client;                         /* FWX_NETSOCK_CONNECT */
+    char     *session_target, *session_out;   /* FWX_NETSOCK_SESSION_* */
+    LONG      session_started;                /* the session client ran */
+} Netsock;
 
-static Filter *impl_from_IFWXFilter(IFWXFilter *iface)
+static void netsock_free(void *context)
 {
-    return CONTAINING_RECORD(iface, Filter, IFWXFilter_iface);
+    Netsock *ns = context;
+
+    listener_stop(ns->listener);
+    client_stop(ns->client);
+    fwx_free(ns->session_target);
+    fwx_free(ns->session_out);
+    fwx_free(ns);
 }
 
-static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
+static BOOL netsock_init(KitFilter *filter, IFWXFirewall *firewall)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
-        *ppv = iface;
-        IFWXFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXFilter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE Filter_Release(IFWXFilter *iface)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-    LONG refs = InterlockedDecrement(&filter->refs);
-
-    if (refs == 0) {
-        listener_stop(filter->listener);
-        client_stop(filter->client);
-        if (filter->firewall)
-            IFWXFirewall_Release(filter->firewall);
-        fwx_free(filter->session_target);
-        fwx_free(filter->session_out);
-        fwx_free(filter);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
-                                                   PFwxFilterHookEvents *ppHooks)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
+    Netsock *ns = filter->context ? filter->context : fwx_alloc(sizeof(*ns));
     char *listen = fwx_getenv("FWX_NETSOCK_LISTEN", "");
     char *connect = fwx_getenv("FWX_NETSOCK_CONNECT", "");
     char *out = fwx_getenv("FWX_NETSOCK_OUT", "netsock.txt");
     HRESULT hr;
 
-    IFWXFirewall_AddRef(firewall);
-    filter->firewall = firewall;
-    filter->session_target = fwx_getenv("FWX_NETSOCK_SESSION_CONNECT", "");
-    filter->session_out = fwx_getenv("FWX_NETSOCK_SESSION_OUT", "");
+    if (!ns) {
+        fwx_trace("out of memory: filter disabled");
+        fwx_free(listen);
+        fwx_free(connect);
+        fwx_free(out);
+        return FALSE;
+    }
+    filter->context = ns;
+    ns->session_target = fwx_getenv("FWX_NETSOCK_SESSION_CONNECT", "");
+    ns->session_out = fwx_getenv("FWX_NETSOCK_SESSION_OUT", "");
     /* Events only for the session client. */
     filter->hooks.dwGlobalEvents =
-        filter->session_target && *filter->session_target && filter->session_out && *filter->session_out
+        ns->session_target && *ns->session_target && ns->session_out && *ns->session_out
             ? fwx_AcceptedConnection | FWX_ALL_SOURCES : 0;
-    filter->hooks.dwNumPortRanges = 0;
-    filter->hooks.PortRangeEvents = NULL;
-#ifdef FWX_PROFILE_TMG
-    /* ISA 2004/2006/TMG: the host owns the structure ({dwGlobalEvents}); we fill it. */
-    ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = filter->hooks.dwGlobalEvents;
-#else
-    *ppHooks = &filter->hooks;
-#endif
 
-    if (listen && *listen && FAILED(hr = listener_start(firewall, listen, &filter->listener)))
+    if (listen && *listen && FAILED(hr = listener_start(firewall, listen, &ns->listener)))
         fwx_trace("echo service on port %s not started: 0x%08lx", listen, (unsigned long)hr);
     if (connect && *connect && out &&
-        FAILED(hr = client_start(firewall, NULL, connect, out, &filter->client)))
+        FAILED(hr = client_start(firewall, NULL, connect, out, &ns->client)))
         fwx_trace("client to %s not started: 0x%08lx", connect, (unsigned long)hr);
     fwx_free(listen);
     fwx_free(connect);
     fwx_free(out);
-    return S_OK;   /* failures are traced; the SDK asks for S_OK */
+    return TRUE;   /* failures are traced; the filter stays up */
 }
 
-static HRESULT STDMETHODCALLTYPE Filter_FilterShutdown(IFWXFilter *iface)
+static void netsock_shutdown(KitFilter *filter)
 {
-    Filter *filter = impl_from_IFWXFilter(iface);
-    IFWXFirewall *firewall = (IFWXFirewall *)InterlockedExchangePointer((void **)&filter->firewall, NULL);
+    Netsock *ns = filter->context;
 
-    listener_stop((IUnknown *)InterlockedExchangePointer((void **)&filter->listener, NULL));
-    client_stop((IUnknown *)InterlockedExchangePointer((void **)&filter->client, NULL));
-    if (firewall)
-        IFWXFirewall_Release(firewall);
-    return S_OK;
+    if (!ns)
+        return;
+    listener_stop((IUnknown *)InterlockedExchangePointer((void **)&ns->listener, NULL));
+    client_stop((IUnknown *)InterlockedExchangePointer((void **)&ns->client, NULL));
 }
 
-/* Only with FWX_NETSOCK_SESSION_*: NULL hooks mean the global ones. */
-static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
-                                                        IFWXSessionFilter **ppSessionFilter,
-                                                        PFwxFilterHookEvents *ppHooks)
+/* Only with FWX_NETSOCK_SESSION_*. The first accepted connection of any session starts
+ * the session client; the client keeps its own socket, so the session is not needed
+ * afterwards. */
+static HRESULT netsock_event(KitSession *sf, const FirewallEvent *event)
 {
-    Filter *filter = impl_from_IFWXFilter(iface);
-
-#ifndef FWX_PROFILE_TMG
-    *ppHooks = NULL;    /* tmg: the host's structure stays empty: no per-session events */
-#endif
-    if (!filter->firewall)
-        return FWX_E_TERMINATING;
-    return session_filter_create(filter->firewall, session, filter->session_target,
-                                 filter->session_out, &filter->session_started, ppSessionFilter);
-}
-
-static const IFWXFilterVtbl filter_vtbl = {
-    Filter_QueryInterface,
-    Filter_AddRef,
-    Filter_Release,
-    Filter_FilterInit,
-    Filter_FilterShutdown,
-    Filter_AttachToSession,
-};
-
-HRESULT fwx_filter_create(REFIID riid, void **ppv)
-{
-    Filter *filter = fwx_alloc(sizeof(*filter));
-    HRESULT hr;
-
-    if (!filter)
-        return E_OUTOFMEMORY;
-    filter->IFWXFilter_iface.lpVtbl = &filter_vtbl;
-    filter->refs = 1;
-    fwx_object_created();
-
-    hr = IFWXFilter_QueryInterface(&filter->IFWXFilter_iface, riid, ppv);
-    IFWXFilter_Release(&filter->IFWXFilter_iface);
-    return hr;
-}
-
-/* ==================================================================== SessionFilter */
-
-typedef struct {
-    IFWXSessionFilter IFWXSessionFilter_iface;
-    LONG              refs;
-    IFWXFirewall     *firewall;
-    IFWXSession      *session;   /* until Detach */
-    const char       *target, *path;   /* the Filter's strings; it outlives us */
-    LONG             *started;
-} SessionFilter;
-
-static SessionFilter *impl_from_session_filter(IFWXSessionFilter *iface)
-{
-    return CONTAINING_RECORD(iface, SessionFilter, IFWXSessionFilter_iface);
-}
-
-static HRESULT STDMETHODCALLTYPE SessionFilter_QueryInterface(IFWXSessionFilter *iface, REFIID riid,
-                                                              void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
-        *ppv = iface;
-        IFWXSessionFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE SessionFilter_AddRef(IFWXSessionFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_session_filter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE SessionFilter_Release(IFWXSessionFilter *iface)
-{
-    SessionFilter *sf = impl_from_session_filter(iface);
-    LONG refs = InterlockedDecrement(&sf->refs);
-
-    if (refs == 0) {
-        if (sf->session)
-            IFWXSession_Release(sf->session);
-        IFWXFirewall_Release(sf->firewall);
-        fwx_free(sf);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-/* The first accepted connection of any session starts the session client; the
- * client keeps its own socket, so the session is not needed afterwards. */
-static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionFilter *iface,
-                                                                    const FirewallEvent *event)
-{
-    SessionFilter *sf = impl_from_session_filter(iface);
+    Netsock *ns = sf->filter->context;
+    IFWXFirewall *firewall;
     IFWXSession *session;
     IUnknown *client;
     HRESULT hr;
 
-    if (event->EventType != fwx_AcceptedConnection || InterlockedExchange(sf->started, 1))
+    if (event->EventType != fwx_AcceptedConnection || InterlockedExchange(&ns->session_started, 1))
         return S_OK;
-    session = (IFWXSession *)InterlockedCompareExchangePointer((void **)&sf->session, NULL, NULL);
-    if (!session)
+    if (!kit_session_get(sf, &session, &firewall) || !session) {
+        if (firewall)
+            IFWXFirewall_Release(firewall);
         return S_OK;
-    hr = client_start(sf->firewall, session, sf->target, sf->path, &client);
+    }
+    hr = client_start(firewall, session, ns->session_target, ns->session_out, &client);
     if (FAILED(hr))
-        fwx_trace("session client to %s not started: 0x%08lx", sf->target, (unsigned long)hr);
+        fwx_trace("session client to %s not started: 0x%08lx", ns->session_target, (unsigned long)hr);
     else
         client_stop(client);   /* the host's pending operations keep it alive */
+    IFWXSession_Release(session);
+    IFWXFirewall_Release(firewall);
     return S_OK;
 }
 
-static HRESULT STDMETHODCALLTYPE SessionFilter_Detach(IFWXSessionFilter *iface)
-{
-    SessionFilter *sf = impl_from_session_filter(iface);
-    IFWXSession *session = (IFWXSession *)InterlockedExchangePointer((void **)&sf->session, NULL);
-
-    if (session)
-        IFWXSession_Release(session);
-    return S_OK;
-}
-
-static const IFWXSessionFilterVtbl session_filter_vtbl = {
-    SessionFilter_QueryInterface,
-    SessionFilter_AddRef,
-    SessionFilter_Release,
-    SessionFilter_FirewallEventHandler,
-    SessionFilter_Detach,
+/* No hooks per session (NULL: the global ones), no data filter. */
+static const KitClass netsock_class = {
+    .session_hooks = KIT_HOOKS_GLOBAL,
+    .init = netsock_init,
+    .shutdown = netsock_shutdown,
+    .free_context = netsock_free,
+    .event = netsock_event,
 };
 
-static HRESULT session_filter_create(IFWXFirewall *firewall, IFWXSession *session,
-                                     const char *target, const char *path, LONG *started,
-                                     IFWXSessionFilter **out)
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-    SessionFilter *sf = fwx_alloc(sizeof(*sf));
-
-    *out = NULL;
-    if (!sf)
-        return E_OUTOFMEMORY;
-    sf->IFWXSessionFilter_iface.lpVtbl = &session_filter_vtbl;
-    sf->refs = 1;
-    IFWXFirewall_AddRef(firewall);
-    sf->firewall = firewall;
-    if (session)
-        IFWXSession_AddRef(session);
-    sf->session = session;
-    sf->target = target;
-    sf->path = path;
-    sf->started = started;
-    fwx_object_created();
-    *out = &sf->IFWXSessionFilter_iface;
-    return S_OK;
+    return kit_filter_create(&netsock_class, riid, ppv);
 }
 
 /* ==================================================================== Echo */

@@ -19,6 +19,7 @@
 
 #include "fxconf.h"
 #include "fxctl.h"
+#include "fxsec.h"
 #include "host.h"
 #include "hostobj.h"
 #include "stats.h"
@@ -56,6 +57,8 @@ static void usage(FILE *to)
         "  --control PATH        the control socket (default: [host] control, else\n"
         "                        /run/fwxshim/fwxhost.sock as root, else\n"
         "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
+        "  --user NAME           once listening, drop root and run as NAME ([host] user;\n"
+        "                        see docs/security.md)\n"
         "  --stats               ask the host on the control socket for its counters,\n"
         "                        print them and exit (2 if no host answers)\n"
         "  -h, --help            this text\n"
@@ -140,7 +143,7 @@ int main(int argc, char **argv)
             return install_main(argc, argv);
 
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice", *control = NULL, *trace = NULL, *record = NULL;
+    const char *level_text = "notice", *control = NULL, *trace = NULL, *record = NULL, *user = NULL;
     const char *abi_file = NULL;
     int stats = 0;
     unsigned drain = 10;
@@ -177,6 +180,8 @@ int main(int argc, char **argv)
             abi_file = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--record")) {
             record = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--user")) {
+            user = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--stats")) {
             stats = 1;
         } else if (!strcmp(a, "--filter")) {
@@ -277,6 +282,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: --record: %s\n", err);
         return 2;
     }
+    if (user && fx_config_set(cfg, "host", "user", user, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --user: %s\n", err);
+        return 2;
+    }
     if (fx_config_check(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: %s\n", err);
         return 2;
@@ -285,6 +294,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: record directory %s: %s (it must exist and be writable)\n",
                 cfg->host.record, strerror(errno));
         return 2;
+    }
+    /* Code and settings anyone could have replaced are refused
+     * (docs/security.md). */
+    if (config_path && fx_path_check_safe(config_path, "configuration file", err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
+    }
+    for (size_t k = 0; k < cfg->nfilters; k++) {
+        if (cfg->filters[k].enabled &&
+            fx_path_check_safe(cfg->filters[k].path, "filter DLL", err, sizeof(err)) != 0) {
+            fprintf(stderr, "fwxhost: filter %s: %s\n", cfg->filters[k].name, err);
+            return 2;
+        }
     }
     if (config_path && cfg->host.log_level > 0 && !strcmp(level_text, "notice"))
         fx_log_set_level(cfg->host.log_level);
@@ -313,6 +335,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: %s\n", err);
         host_stop(&host, 0);
         return 2;
+    }
+    /* Listeners and the control socket are bound: give up root for good
+     * (every thread; fxsec.c checks it stuck). A failure here exits at
+     * once, never serving with half-changed ids. */
+    if (cfg->host.user) {
+        if (fx_drop_privileges(cfg->host.user, err, sizeof(err)) != 0) {
+            fprintf(stderr, "fwxhost: --user %s: %s\n", cfg->host.user, err);
+            fflush(stderr);
+            _exit(2);
+        }
+        fx_log(FX_LOG_NOTICE, "running as user %s (uid %u, gid %u) from now on", cfg->host.user,
+               (unsigned)getuid(), (unsigned)getgid());
     }
     for (int r = 0; r < host.nrules; r++) {
         char l[64], t[64];

@@ -1,7 +1,9 @@
 /*
  * action.c — IFWXFirewallAction: the handle a filter gets for something it
- * arranged in advance (here: data-filter factory registrations), whose
- * Cancel withdraws it. The owner supplies what Cancel does.
+ * arranged in advance (data-filter factory registrations, anticipated
+ * actions), whose Cancel withdraws it. The owner supplies what Cancel does,
+ * and optionally what the last Release does (the action then keeps its
+ * argument alive: no action_detach needed).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include "trap.h"
@@ -14,6 +16,7 @@ struct action {
     LONG ref;
     LONG cancelled;
     void (*cancel)(void *arg);
+    void (*release)(void *arg);    /* the last reference went: the owner lets go of arg */
     void *arg;
 };
 
@@ -45,8 +48,11 @@ static ULONG WINAPI action_Release(IFWXFirewallAction *iface)
 {
     struct action *a = impl_from_IFWXFirewallAction(iface);
     LONG ref = InterlockedDecrement(&a->ref);
-    if (ref == 0)
+    if (ref == 0) {
+        if (a->release)
+            a->release(a->arg);
         free(a);
+    }
     return ref < 0 ? 0 : (ULONG)ref;
 }
 
@@ -81,6 +87,12 @@ void action_detach(IFWXFirewallAction *iface)
 
 HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out)
 {
+    return action_create_owned(cancel, NULL, arg, out);
+}
+
+HRESULT action_create_owned(void (*cancel)(void *arg), void (*release)(void *arg), void *arg,
+                            IFWXFirewallAction **out)
+{
     struct action *a;
     if (!out)
         return E_POINTER;
@@ -89,6 +101,7 @@ HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction *
     a->IFWXFirewallAction_iface.lpVtbl = &action_vtbl.vtbl;
     a->ref = 1;
     a->cancel = cancel;
+    a->release = release;
     a->arg = arg;
     *out = &a->IFWXFirewallAction_iface;
     return S_OK;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "anticipate.h"
 #include "fxrelay.h"
 #include "guard.h"
 #include "hostobj.h"
@@ -34,7 +35,7 @@ struct connection *connection_from_iface(IFWXConnection *iface)
 
 static const char *rule_name(struct connection *c)
 {
-    return c->rule && c->rule->conf ? c->rule->conf->name : "?";
+    return c->rule && c->rule->conf ? c->rule->conf->name : c->secondary ? "(secondary)" : "?";
 }
 
 /* ------------------------------------------------------------ completions */
@@ -131,6 +132,10 @@ void connection_teardown(struct connection *c)
         c->idle_timer = NULL;
     }
     deliver(c, list);
+    if (c->established) {      /* never connected: nothing was established */
+        anticipate_release(c->established);
+        c->established = NULL;
+    }
 
     /* fwx_ConnectionTerminating first, then the data filters' Detach: the
      * order ISA documented and filters (sessionlog) record. */
@@ -347,9 +352,10 @@ void connection_start_pump(struct connection *c)
         external[n - 1] = sock_create_dgram(c, c->server_fd, TRUE, 1);
     } else {
         internal[0] = sock_create_net(c, c->client_fd, 0);
-        external[n - 1] = sock_create_net(c, c->server_fd, 1);
+        /* Emulated: the emulator, last in the chain, is the far end (HOST-105). */
+        external[n - 1] = c->emulated ? NULL : sock_create_net(c, c->server_fd, 1);
     }
-    BOOL ok = internal[0] && external[n - 1];
+    BOOL ok = internal[0] && (external[n - 1] || c->emulated);
     for (int k = 0; ok && k + 1 < n; k++) {
         external[k] = sock_create_pipe(c, 0);
         internal[k + 1] = sock_create_pipe(c, 1);
@@ -381,7 +387,8 @@ void connection_start_pump(struct connection *c)
         struct chain_link *l = &c->chain[k];
         HRESULT hr;
         GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "SetSockets",
-                     IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]), sock_iface(external[k]),
+                     IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]),
+                                               external[k] ? sock_iface(external[k]) : NULL,
                                                connection_iface(c), l->context));
         l->sockets_set = TRUE;
         if (hr == FX_E_FILTER_FAULT) {
@@ -436,6 +443,20 @@ static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
     if (the_host->nfilters == 0 || fx_getsockname(fd, sa, &salen) != 0 ||
         fx_sa_to_win32(sa, salen, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
+    if (c->win_ext_len && !c->secondary) {
+        EnterCriticalSection(&c->session->lock);
+        memcpy(&c->session->last_ext, &c->win_ext, c->win_ext_len);
+        c->session->last_ext_len = c->win_ext_len;
+        LeaveCriticalSection(&c->session->lock);
+    }
+    if (c->established) {
+        struct anticipation *a = c->established;
+        c->established = NULL;
+        anticipate_established(a, c);
+        anticipate_release(a);
+        if (c->terminated)
+            return;
+    }
     connection_start_pump(c);
 }
 
@@ -559,6 +580,12 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     InterlockedIncrement(&rule->live);
     /* TCP_NODELAY: inherited from the listener (fx_tcp_listen). */
     fx_log(FX_LOG_INFO, "conn %lu rule %s: accepted from %s", c->id, rule_name(c), who);
+    if (c->win_local_len) {
+        EnterCriticalSection(&s->lock);
+        memcpy(&s->last_local, &c->win_local, c->win_local_len);
+        s->last_local_len = c->win_local_len;
+        LeaveCriticalSection(&s->lock);
+    }
 
     memset(&ev, 0, sizeof(ev));
     if (outbound) {
@@ -571,14 +598,33 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
             connection_teardown(c);
             return NULL;
         }
-        ev.EventType = fwx_Connect_Tcp;
-        ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
-        ev.Parameters.Connect.AddressLength = c->win_target_len;
-        ev.Parameters.Connect.piConnection = connection_iface(c);
-        ev.Parameters.Connect.FilterAccess = FWX_PASS;
-        unsigned port = ntohs(((SOCKADDR_IN *)&c->win_target)->sin_port);
-        hr = session_raise(c->session, &ev, port, c);
-        session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target, c->win_target_len, c);
+        /* A connection a filter anticipated (AllowFutureConnect) is its
+         * secondary connection: no fwx_Connect_Tcp, and the registering
+         * filter hears fwx_EstablishedConnection once it exists (HOST-101). */
+        c->established = anticipate_take_connect(c->session, &c->win_target, c->win_target_len);
+        if (c->established) {
+            c->secondary = TRUE;
+            hr = S_OK;
+        } else if (rule->conf->secondary_only) {
+            char text[64];
+            fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
+            fx_log(FX_LOG_NOTICE, "conn %lu rule %s: connection from %s to %s refused: no filter "
+                   "anticipated it (secondary-only)", c->id, rule_name(c), who, text);
+            InterlockedIncrement(&rule->refused);
+            c->aborted = TRUE;
+            connection_teardown(c);
+            return NULL;
+        } else {
+            ev.EventType = fwx_Connect_Tcp;
+            ev.Parameters.Connect.Address = (LPSOCKADDR)&c->win_target;
+            ev.Parameters.Connect.AddressLength = c->win_target_len;
+            ev.Parameters.Connect.piConnection = connection_iface(c);
+            ev.Parameters.Connect.FilterAccess = FWX_PASS;
+            unsigned port = ntohs(((SOCKADDR_IN *)&c->win_target)->sin_port);
+            hr = session_raise(c->session, &ev, port, c);
+            session_apply_factories(c->session, fwx_Connect_Tcp, &c->win_target,
+                                    c->win_target_len, c);
+        }
     } else {
         if (target_sa)
             connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len,
@@ -599,6 +645,12 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
                                 c->win_local_len, c);
     }
 
+    if (!c->denied && SUCCEEDED(hr) && c->emulated && !c->has_emulator) {
+        fx_log(FX_LOG_WARN, "conn %lu rule %s: a filter emulates the connection from %s "
+               "(SetProtocol with FWX_FLAG_EMULATE_PROTOCOL) but attached no data filter of "
+               "class fwx_dfpc_Emulation; refused", c->id, rule_name(c), who);
+        hr = E_FAIL;
+    }
     record_start(c);
     if (c->denied || FAILED(hr)) {
         InterlockedIncrement(c->denied ? &rule->denials : &rule->refused);
@@ -634,7 +686,9 @@ void connection_accept(struct worker *w, struct rule *rule, int client_fd,
     }
     struct connection *c = accept_events(w, rule, client_fd, client_sa, client_len, lsa,
                                          local_len, NULL, 0);
-    if (c)
+    if (c && c->emulated)
+        connection_start_pump(c);     /* the emulator answers: no connect */
+    else if (c)
         start_connect(c);
 }
 
@@ -655,6 +709,10 @@ void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, 
     c->win_ext_len = sizeof(c->win_ext);
     if (fx_sa_to_win32(&rule->conf->listen, rule->conf->listen_len, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
+    if (c->emulated) {
+        close(server_fd);  /* the emulator answers in place of the target */
+        server_fd = -1;
+    }
     c->server_fd = server_fd;
     connection_start_pump(c);
 }
@@ -718,6 +776,87 @@ void connection_rule_listen_end(struct rule *rule)
     rule->listener = NULL;
     c->terminated = TRUE;
     session_raise_terminating(rule->session, c);
+    IFWXConnection_Release(connection_iface(c));
+}
+
+/* ------------------------------------------------------------ secondary connections */
+
+void connection_accept_secondary(struct worker *w, struct session *s, struct anticipation *a,
+                                 int fd, const void *peer_sa, int peer_len,
+                                 const void *local_sa, int local_len,
+                                 const void *target_sa, int target_len)
+{
+    struct connection *c = connection_create(w, NULL, s);
+    if (!c) {
+        fx_close_abort(fd);
+        return;
+    }
+    c->secondary = TRUE;
+    c->client_fd = fd;
+    connection_set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, peer_sa, peer_len);
+    connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
+    connection_set_addr(c->target_addr, &c->target_len, &c->win_target, &c->win_target_len, target_sa,
+             target_len);
+    InterlockedIncrement(&w->connections);
+    InterlockedIncrement(&the_host->live_connections);
+    InterlockedIncrement(&the_host->total_connections);
+    c->established = a;
+    anticipate_addref(a);
+    start_connect(c);
+}
+
+HRESULT connection_bind_object(struct worker *w, struct session *s, struct anticipation *a,
+                               const void *local_sa, int local_len, BOOL listen,
+                               struct connection **out)
+{
+    struct connection *c = connection_create(w, NULL, s);
+    FwxFirewallEvent ev;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!c)
+        return E_OUTOFMEMORY;
+    c->secondary = TRUE;
+    c->ant = a;
+    c->state = CONN_DONE;     /* no data: AttachDataFilter has no place here */
+    connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
+    unsigned port = ntohs(((SOCKADDR_IN *)&c->win_local)->sin_port);
+
+    memset(&ev, 0, sizeof(ev));
+    ev.EventType = fwx_Bind_Tcp;
+    ev.Parameters.Bind.Address = (LPSOCKADDR)&c->win_local;
+    ev.Parameters.Bind.AddressLength = c->win_local_len;
+    ev.Parameters.Bind.piConnection = connection_iface(c);
+    ev.Parameters.Bind.FilterAccess = FWX_PASS;
+    hr = session_raise(s, &ev, port, c);
+    if (c->denied || FAILED(hr)) {
+        fx_log(FX_LOG_NOTICE, "session %s: a bind for a client %s%s", s->name,
+               c->denied ? "was denied by filter " : "failed: a filter failed fwx_Bind_Tcp",
+               c->denied ? c->denied_by : "");
+        BOOL denied = c->denied;
+        c->ant = NULL;
+        connection_bind_object_end(c);
+        return denied ? FWX_E_POLICY_RULES_DENIED : hr;
+    }
+    if (listen) {
+        memset(&ev, 0, sizeof(ev));
+        ev.EventType = fwx_Listen;
+        ev.Parameters.Listen.Address = (LPSOCKADDR)&c->win_local;
+        ev.Parameters.Listen.AddressLength = c->win_local_len;
+        ev.Parameters.Listen.piConnection = connection_iface(c);
+        session_raise(s, &ev, port, c);
+    }
+    *out = c;
+    return S_OK;
+}
+
+void connection_bind_object_end(struct connection *c)
+{
+    EnterCriticalSection(&c->lock);
+    c->terminated = TRUE;
+    c->ant = NULL;
+    LeaveCriticalSection(&c->lock);
+    session_raise_terminating(c->session, c);
     IFWXConnection_Release(connection_iface(c));
 }
 
@@ -785,7 +924,11 @@ static HRESULT attach_link(struct connection *c, struct event_ctx *ctx, IFWXData
         hr = FWX_E_TERMINATING;
     } else if (c->nchain >= CHAIN_MAX) {
         hr = E_OUTOFMEMORY;
+    } else if (priority == fwx_dfpc_Emulation && c->emulated && c->has_emulator) {
+        hr = FWX_E_ALREADY_EMULATED;     /* one emulator per connection (reference 2.9) */
     } else {
+        if (priority == fwx_dfpc_Emulation && c->emulated)
+            c->has_emulator = TRUE;
         struct chain_link *l = &c->chain[c->nchain++];
         l->df = df;
         l->priority = priority;
@@ -850,9 +993,29 @@ static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDa
     return FX_NOTIMPL("IFWXConnection", "EmulateConnection");
 }
 
+/* Emulated connections: the local name the filter chose, which
+ * GetExternalSocketName then reports (reference 2.9, HOST-105). */
 static HRESULT WINAPI connection_SetSocketName(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
 {
-    return FX_NOTIMPL("IFWXConnection", "SetSocketName");
+    struct connection *c = impl_from_IFWXConnection(iface);
+    HRESULT hr = S_OK;
+    if (!addr || len < sizeof(SOCKADDR_IN) || len > sizeof(c->win_ext) ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return FWX_E_INVALID_ARG;
+    EnterCriticalSection(&c->lock);
+    if (c->terminated)
+        hr = FWX_E_TERMINATING;
+    else if (!c->emulated)
+        hr = FWX_E_INVALID_ARG;
+    else if (c->name_set)
+        hr = FWX_E_ALREADY_EXISTS;
+    else {
+        memcpy(&c->win_ext, addr, len);
+        c->win_ext_len = (int)len;
+        c->name_set = TRUE;
+    }
+    LeaveCriticalSection(&c->lock);
+    return hr;
 }
 
 static HRESULT WINAPI connection_GetExternalSocketName(IFWXConnection *iface, LPSOCKADDR addr,
@@ -876,7 +1039,20 @@ static HRESULT WINAPI connection_GetExternalSocketName(IFWXConnection *iface, LP
 
 static HRESULT WINAPI connection_SetClientAddress(IFWXConnection *iface, LPSOCKADDR addr, DWORD len)
 {
-    return FX_NOTIMPL("IFWXConnection", "SetClientAddress");
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct anticipation *a;
+    HRESULT hr;
+    /* Only the connection objects of BindForClient have a client address to set. */
+    EnterCriticalSection(&c->lock);
+    a = c->ant;
+    if (a)
+        anticipate_addref(a);
+    LeaveCriticalSection(&c->lock);
+    if (!a)
+        return c->terminated ? FWX_E_TERMINATING : E_INVALIDARG;
+    hr = anticipate_set_client_address(a, addr, len);
+    anticipate_release(a);
+    return hr;
 }
 
 static HRESULT WINAPI connection_Deny(IFWXConnection *iface, DWORD reserved)
@@ -906,8 +1082,24 @@ static HRESULT WINAPI connection_SetProtocol(IFWXConnection *iface, REFGUID guid
         return FWX_E_BAD_CONTEXT;
     if (!guid)
         return E_INVALIDARG;
-    if (flags & FWX_FLAG_EMULATE_PROTOCOL)
-        return FX_NOTIMPL("IFWXConnection", "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL)");
+    if (flags & FWX_FLAG_EMULATE_PROTOCOL) {
+        HRESULT hr = S_OK;
+        /* Outbound emulation (reference 2.9): the filter answers a client's connect
+         * itself; only fwx_Connect_Tcp has a connect to stand in for here. */
+        if (!in_context(c, fwx_Connect_Tcp))
+            return FX_NOTIMPL("IFWXConnection", "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL) on a bind");
+        EnterCriticalSection(&c->lock);
+        if (c->emulated)
+            hr = FWX_E_ALREADY_EMULATED;
+        else if (c->state != CONN_EVENTS || c->terminated)
+            hr = FWX_E_TERMINATING;
+        else {
+            c->emulated = TRUE;
+            c->protocol = *guid;
+        }
+        LeaveCriticalSection(&c->lock);
+        return hr;
+    }
     c->protocol = *guid;
     return S_OK;
 }

@@ -72,6 +72,10 @@ HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD lengt
  * ones go through their vtable). */
 HRESULT iobuffer_data(IFWXIOBuffer *buf, BYTE **data, DWORD *size, DWORD *capacity);
 LONG iobuffer_live_count(void);
+/* Counts a host buffer the host made on a filter's behalf (the result of
+ * its Recv(NULL)) against that filter, if not counted yet. */
+struct fx_filter;
+void iobuffer_set_owner(IFWXIOBuffer *buf, struct fx_filter *owner);
 /* Our own buffer class?  Then AddRef/Release/SetDataSize run no filter code. */
 BOOL iobuffer_is_host(IFWXIOBuffer *buf);
 /* AddRef (+1) or Release (-1) any buffer; a filter's own buffer class is

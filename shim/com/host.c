@@ -12,6 +12,7 @@
 
 #include "guard.h"
 #include "host.h"
+#include "anticipate.h"
 #include "hostobj.h"
 
 struct host *the_host;
@@ -340,6 +341,7 @@ void host_stop(struct host *h, unsigned drain_seconds)
         fx_log(FX_LOG_WARN, "stopping with %ld connections still open", (long)h->live_connections);
     /* Filters' network sockets end while the loops still run to deliver
      * their last completions (not waited for if the workers never ran). */
+    anticipate_stop_all(h->workers && h->workers[0].thread ? 2000 : 0);
     netsock_stop_all(h->workers && h->workers[0].thread ? 5000 : 0);
     for (int w = 0; w < h->nworkers; w++)
         if (h->workers[w].loop)

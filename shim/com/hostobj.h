@@ -105,6 +105,11 @@ struct session {
     BOOL is_private;               /* CreatePrivateSession */
     IFWXImpersonator *impersonator;   /* private sessions: the filter's, referenced */
     char name[64];                 /* for logs */
+    /* Our addresses on the latest connection of the session (Win32 layout,
+     * under lock): towards its client, and towards its target. The
+     * defaults of RedirectConnections and BindForClient (HOST-100). */
+    SOCKADDR_STORAGE last_local, last_ext;
+    int last_local_len, last_ext_len;
 };
 
 struct session *session_create(const void *win_client, int len, const char *name);
@@ -121,6 +126,13 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
                       struct connection *conn);
 /* fwx_ConnectionTerminating goes to every session filter of the session. */
 void session_raise_terminating(struct session *s, struct connection *conn);
+/* One event to one session filter (fwx_EstablishedConnection goes to the
+ * filter that registered the anticipated action, reference 2.8); owner is
+ * its filter, for fault accounting. No lock held. */
+HRESULT session_raise_one(struct session *s, IFWXSessionFilter *sf, struct fx_filter *owner,
+                          FwxFirewallEvent *ev, struct connection *conn);
+/* The filter a session filter of s belongs to, or NULL. */
+struct fx_filter *session_filter_owner(struct session *s, IFWXSessionFilter *sf);
 /* Data-filter factories registered for this event and address. */
 void session_apply_factories(struct session *s, DWORD event, const void *win_addr, int len,
                              struct connection *conn);
@@ -136,6 +148,10 @@ struct event_ctx *event_ctx_current(void);
 
 /* ---- action.c ---- */
 HRESULT action_create(void (*cancel)(void *arg), void *arg, IFWXFirewallAction **out);
+/* The same, and release(arg) when the action's last reference goes: the
+ * action then owns a reference on whatever arg is. */
+HRESULT action_create_owned(void (*cancel)(void *arg), void (*release)(void *arg), void *arg,
+                            IFWXFirewallAction **out);
 /* The action's owner is freed: later Cancel calls do nothing. Only our
  * own action objects may be passed. */
 void action_detach(IFWXFirewallAction *action);
@@ -187,6 +203,12 @@ struct connection {
     struct completion *pending;    /* queued under the lock, delivered without it */
     struct completion **pending_tail;
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
+    struct anticipation *ant;      /* BindForClient's connection object: its bind (anticipate.c) */
+    BOOL secondary;                /* made by an anticipated action */
+    BOOL emulated;                 /* SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): no connect */
+    BOOL has_emulator;             /* its data filter of class Emulation is attached */
+    BOOL name_set;                 /* SetSocketName done (emulated connections) */
+    struct anticipation *established;  /* referenced: raise fwx_EstablishedConnection once connected */
     BOOL dgram;                    /* a UDP connection (udp.c): datagram ends, ExternalAddress */
     void *udp;                     /* udp.c's per-connection state; loop thread only */
     fx_rec *rec;                   /* [host] record: this connection's script (record.c) */
@@ -209,6 +231,25 @@ void connection_accept_ends(struct worker *w, struct rule *rule, int client_fd, 
                             const void *client_sa, int client_len,
                             const void *target_sa, int target_len);
 
+/* anticipate.c: a secondary connection accepted on an anticipated
+ * action's listener (RedirectConnections, BindForClient). fd is the
+ * accepted end (the connection's client end); the host connects to target
+ * and pumps, after fwx_EstablishedConnection (anticipate_established).
+ * Loop thread of w; fd belongs to the host from the call on. */
+struct anticipation;
+void connection_accept_secondary(struct worker *w, struct session *s, struct anticipation *a,
+                                 int fd, const void *peer_sa, int peer_len,
+                                 const void *local_sa, int local_len,
+                                 const void *target_sa, int target_len);
+/* A connection object for a bind made for a client (BindForClient,
+ * EmulateClientBind): fwx_Bind_Tcp, then fwx_Listen if listen, in s.
+ * S_OK with *out (one reference, the caller's), FWX_E_POLICY_RULES_DENIED
+ * if a filter denied the bind, or the failure. Any thread, no lock held. */
+HRESULT connection_bind_object(struct worker *w, struct session *s, struct anticipation *a,
+                               const void *local_sa, int local_len, BOOL listen,
+                               struct connection **out);
+/* Its end: fwx_ConnectionTerminating, then our reference goes. */
+void connection_bind_object_end(struct connection *c);
 /* For udp.c: a new connection object (life reference; events state),
  * its addresses (Linux layout in, both layouts stored), the chain start
  * (ends of a dgram connection are sock_create_dgram; c->socks[0] is then

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "guard.h"
+#include "loader.h"
 
 
 enum iobuffer_kind { IOBUF_HEAP, IOBUF_CONST, IOBUF_WINDOW };
@@ -30,6 +31,7 @@ struct iobuffer {
     DWORD capacity;
     DWORD size;
     IFWXIOBuffer *original;       /* window buffers: the buffer viewed */
+    struct fx_filter *owner;      /* counted in owner->live_buffers, or NULL */
     BYTE inline_data[];           /* heap buffers */
 };
 
@@ -76,6 +78,8 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
         if (buf->original)
             GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
         InterlockedDecrement(&iobuffer_live);
+        if (buf->owner)
+            InterlockedDecrement(&buf->owner->live_buffers);
         if (!cache_put(buf))
             free(buf);
     } else if (ref < 0) {
@@ -157,6 +161,7 @@ static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *d
 {
     struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
     ULONG n, done = 0;
+    const BYTE *src;
     HRESULT hr;
 
     if (copied)
@@ -166,12 +171,15 @@ static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *d
     if (offset > buf->size || count > buf->size - offset)
         return E_INVALIDARG;
     n = count;
+    /* An empty const buffer may have no memory at all: NULL + 0 is
+     * undefined behaviour in C (found by tests/fuzz/fuzz_iobuf.c). */
+    src = buf->data ? buf->data + offset : NULL;
     /* A filter's own buffer class gets the bytes through its Append. */
     if (unsafe_impl(dest))
-        hr = iobuffer_Append(dest, buf->data + offset, n, &done);
+        hr = iobuffer_Append(dest, src, n, &done);
     else
         GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "Append",
-                     IFWXIOBuffer_Append(dest, buf->data + offset, n, &done));
+                     IFWXIOBuffer_Append(dest, src, n, &done));
     if (copied)
         *copied = done;
     return hr;
@@ -277,6 +285,9 @@ static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_si
     buf->capacity = (DWORD)inline_size;
     buf->size = 0;
     buf->original = NULL;
+    /* Made inside a filter's call (CreateBuffer, ...): that filter's. */
+    if ((buf->owner = guard_current_filter()))
+        InterlockedIncrement(&buf->owner->live_buffers);
     InterlockedIncrement(&iobuffer_live);
     return buf;
 }
@@ -333,7 +344,8 @@ HRESULT iobuffer_create_window(IFWXIOBuffer *original, DWORD offset, DWORD lengt
         return E_INVALIDARG;
     if (!(buf = iobuffer_alloc(IOBUF_WINDOW, 0)))
         return E_OUTOFMEMORY;
-    buf->data = data + offset;
+    /* An empty original may have no memory (then offset is 0). */
+    buf->data = data ? data + offset : NULL;
     buf->capacity = buf->size = length;
     buf->original = original;
     GUARDED_VOID(NULL, "IFWXIOBuffer", "AddRef", IFWXIOBuffer_AddRef(original));
@@ -366,6 +378,16 @@ HRESULT iobuffer_data(IFWXIOBuffer *iface, BYTE **data, DWORD *size, DWORD *capa
     if (*size > *capacity || (!*data && *capacity))
         return E_UNEXPECTED;
     return S_OK;
+}
+
+void iobuffer_set_owner(IFWXIOBuffer *iface, struct fx_filter *owner)
+{
+    struct iobuffer *buf = unsafe_impl(iface);
+
+    if (!buf || !owner || buf->owner)
+        return;
+    buf->owner = owner;
+    InterlockedIncrement(&owner->live_buffers);
 }
 
 LONG iobuffer_live_count(void)

@@ -24,6 +24,13 @@ struct fx_filter {
     LONG sessions;                 /* AttachToSession that gave a session filter (stats.c) */
     LONG denials;                  /* connections or binds it denied first (stats.c) */
     BOOL disabled;                 /* gets no more events */
+    /* Host objects this filter holds right now (stats.c): host buffers
+     * created by its calls or for its Recv(NULL), network sockets it
+     * created, sessions it is attached to. A count that only grows names
+     * a filter that leaks. */
+    LONG live_buffers;
+    LONG live_sockets;
+    LONG live_sessions;
     /* ABI profile (docs ABI-303): set before fx_filter_load (AUTO: by PE type);
      * fx_filter_load resolves AUTO, fx_filter_init may settle it. */
     enum fx_profile profile;

@@ -263,6 +263,8 @@ static void ns_free(struct netsock *s)
     ReleaseSRWLockExclusive(&live_lock);
     if (s->fd >= 0)                /* never registered, so no loop knows it */
         fx_close_abort(s->fd);
+    if (s->owner)
+        InterlockedDecrement(&s->owner->live_sockets);
     DeleteCriticalSection(&s->lock);
     free(s);
 }
@@ -318,6 +320,8 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
     s->live_prev = &live_head;
     live_head = s;
     ReleaseSRWLockExclusive(&live_lock);
+    if (owner)
+        InterlockedIncrement(&owner->live_sockets);
     *hr = S_OK;
     return s;
 }
@@ -555,6 +559,7 @@ static void pump_recvs(struct netsock *s)
             /* The host supplies the buffer, sized for what may arrive. */
             if (FAILED(iobuffer_create(s->read_eof ? 0 : NS_READ_SIZE, &op->result)))
                 return;            /* out of memory: retry on the next pass */
+            iobuffer_set_owner(op->result, op->owner);
         }
         if (!op->buf && FAILED(iobuffer_data(op->result, &data, &size, &cap)))
             return;

@@ -11,6 +11,9 @@
  *     context-restricted calls check (FWX_E_BAD_CONTEXT outside it);
  *   - data-filter factories (SetDataFilterFactory).
  *
+ * The anticipated actions (AllowFutureConnect, BindForClient, ...) live in
+ * anticipate.c; the methods here forward to it.
+ *
  * Two threads may attach the same filter to one session at once (a busy
  * publishing rule). Rather than hold a lock across filter code, both
  * attach; the loser's session filter is detached and released at once.
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "anticipate.h"
 #include "guard.h"
 #include "hostobj.h"
 
@@ -177,9 +181,8 @@ static HRESULT WINAPI session_AllowFutureConnect(IFWXSession *iface, LPSOCKADDR 
                                                  IFWXSessionFilter *sf, IUnknown *ctx,
                                                  IFWXFirewallAction **action)
 {
-    if (action)
-        *action = NULL;
-    return FX_NOTIMPL("IFWXSession", "AllowFutureConnect");
+    return anticipate_allow_connect(impl_from_IFWXSession(iface), addr, len, protocol, flags, guid,
+                                    sf, ctx, action);
 }
 
 static HRESULT WINAPI session_BindForClient(IFWXSession *iface, LPSOCKADDR *clients, DWORD len,
@@ -188,16 +191,16 @@ static HRESULT WINAPI session_BindForClient(IFWXSession *iface, LPSOCKADDR *clie
                                             IFWXSessionFilter *sf, IUnknown *ctx,
                                             IFWXIpFilter *ipf, IFWXConnection **conns)
 {
-    return FX_NOTIMPL("IFWXSession", "BindForClient");
+    return anticipate_bind_for_client(impl_from_IFWXSession(iface), clients, len, proxy, proxy_len,
+                                      protocol, count, flags, backlog, guid, sf, ctx, ipf, conns);
 }
 
 static HRESULT WINAPI session_EmulateClientBind(IFWXSession *iface, LPSOCKADDR client, DWORD len,
                                                 LPSOCKADDR proxy, DWORD proxy_len, INT protocol,
                                                 REFGUID guid, IFWXConnection **conn)
 {
-    if (conn)
-        *conn = NULL;
-    return FX_NOTIMPL("IFWXSession", "EmulateClientBind");
+    return anticipate_emulate_client_bind(impl_from_IFWXSession(iface), client, len, proxy,
+                                          proxy_len, protocol, guid, conn);
 }
 
 static HRESULT WINAPI session_GetSessionFlags(IFWXSession *iface, LPDWORD flags)
@@ -218,7 +221,8 @@ static HRESULT WINAPI session_RedirectConnections(IFWXSession *iface, LPSOCKADDR
                                                   REFGUID guid, IFWXSessionFilter *sf,
                                                   IUnknown *ctx, IFWXFirewallAction **actions)
 {
-    return FX_NOTIMPL("IFWXSession", "RedirectConnections");
+    return anticipate_redirect(impl_from_IFWXSession(iface), addrs, len, count, internal,
+                               internal_len, protocol, flags, guid, sf, ctx, actions);
 }
 
 static struct session_filter *find_session_filter(struct session *s, struct fx_filter *f)
@@ -266,8 +270,10 @@ static void entry_release(struct session *s, struct session_filter *e)
         detach = TRUE;
     }
     LeaveCriticalSection(&s->lock);
-    if (detach)
+    if (detach) {
+        InterlockedDecrement(&e->filter->live_sessions);
         detach_session_filter(e->filter, e->sf, e->hooks);
+    }
 }
 
 /* Our own copy of per-session hook events a filter returned, read without
@@ -391,6 +397,7 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
         entry->detached = FALSE;
         sf = NULL;
         InterlockedIncrement(&f->sessions);
+        InterlockedIncrement(&f->live_sessions);
     }
     LeaveCriticalSection(&s->lock);
     if (sf)    /* lost the race, or the session ended: undo ours */
@@ -540,6 +547,37 @@ void session_raise_terminating(struct session *s, struct connection *conn)
     }
 }
 
+HRESULT session_raise_one(struct session *s, IFWXSessionFilter *sf, struct fx_filter *owner,
+                          FwxFirewallEvent *ev, struct connection *conn)
+{
+    HRESULT hr;
+    if (s->ended || (owner && owner->disabled))
+        return FWX_E_TERMINATING;
+    ev->EventSource = s->source;
+    struct event_ctx ctx = { ev->EventType, conn, owner, NULL };
+    event_ctx_enter(&ctx);
+    GUARDED_CALL(hr, owner, "IFWXSessionFilter", "FirewallEventHandler",
+                 IFWXSessionFilter_FirewallEventHandler(sf, ev));
+    event_ctx_leave(&ctx);
+    if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
+        fx_log(FX_LOG_INFO, "filter %s: FirewallEventHandler (event 0x%lx) returned 0x%08lx",
+               fx_filter_name(owner), (unsigned long)ev->EventType, (unsigned long)hr);
+    return hr;
+}
+
+struct fx_filter *session_filter_owner(struct session *s, IFWXSessionFilter *sf)
+{
+    struct fx_filter *f = NULL;
+    EnterCriticalSection(&s->lock);
+    for (int i = 0; i < s->nsfs; i++)
+        if (s->sfs[i].sf == sf) {
+            f = s->sfs[i].filter;
+            break;
+        }
+    LeaveCriticalSection(&s->lock);
+    return f;
+}
+
 static HRESULT WINAPI session_AttachFilter(IFWXSession *iface, REFCLSID clsid)
 {
     struct session *s = impl_from_IFWXSession(iface);
@@ -671,7 +709,8 @@ static HRESULT WINAPI session_RetroactiveAllowBind(IFWXSession *iface, INT proto
                                                    LPSOCKADDR addr, DWORD len, REFGUID guid,
                                                    DWORD flags, IFWXIpFilter *ipf)
 {
-    return FX_NOTIMPL("IFWXSession", "RetroactiveAllowBind");
+    return anticipate_retroactive_allow_bind(impl_from_IFWXSession(iface), protocol, addr, len,
+                                             guid, flags, ipf);
 }
 
 static HRESULT WINAPI session_EnableInternalAddressTranslation(IFWXSession *iface, BOOL enable)
@@ -762,6 +801,10 @@ void session_end(struct session *s)
             sfs[n++] = *e;
     }
     LeaveCriticalSection(&s->lock);
-    for (int i = 0; i < n; i++)
+    /* Its anticipated actions go first: they hold the session filters. */
+    anticipate_session_end(s);
+    for (int i = 0; i < n; i++) {
+        InterlockedDecrement(&sfs[i].filter->live_sessions);
         detach_session_filter(sfs[i].filter, sfs[i].sf, sfs[i].hooks);
+    }
 }

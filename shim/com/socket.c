@@ -231,6 +231,7 @@ static void net_pump_recvs(struct sock *s)
         if (!buf) {
             if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf)))
                 return;    /* out of memory: retry on the next pass */
+            iobuffer_set_owner(buf, op->owner);
             iobuffer_data(buf, &data, &size, &cap);
         }
         if (!s->read_eof) {

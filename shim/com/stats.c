@@ -50,7 +50,8 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
 }
 
 enum rule_field { R_CONNS, R_LIVE, R_DENIALS, R_REFUSED, R_BYTES_IN, R_BYTES_OUT };
-enum filter_field { F_SESSIONS, F_DENIALS, F_FAULTS, F_DISABLED };
+enum filter_field { F_SESSIONS, F_DENIALS, F_FAULTS, F_DISABLED, F_LIVE_BUFFERS, F_LIVE_SOCKETS,
+                    F_LIVE_SESSIONS };
 
 static long long rule_value(struct rule *r, enum rule_field k)
 {
@@ -72,6 +73,9 @@ static long long filter_value(struct fx_filter *f, enum filter_field k)
     case F_DENIALS: return read32(&f->denials);
     case F_FAULTS: return read32(&f->faults);
     case F_DISABLED: return read32((LONG *)&f->disabled) ? 1 : 0;
+    case F_LIVE_BUFFERS: return read32(&f->live_buffers);
+    case F_LIVE_SOCKETS: return read32(&f->live_sockets);
+    case F_LIVE_SESSIONS: return read32(&f->live_sessions);
     }
     return 0;
 }
@@ -91,6 +95,9 @@ static void prometheus(FILE *f, struct host *h)
         { "filter_denials_total", "counter", "Connections and binds the filter denied.", F_DENIALS },
         { "filter_faults_total", "counter", "Exceptions caught in the filter's code.", F_FAULTS },
         { "filter_disabled", "gauge", "1 once the filter is disabled after too many faults.", F_DISABLED },
+        { "filter_buffers_live", "gauge", "Host I/O buffers the filter holds (made by its calls or for its Recv); only growing means a leak.", F_LIVE_BUFFERS },
+        { "filter_network_sockets_live", "gauge", "Network sockets (IFWXNetworkSocket) the filter created and still holds.", F_LIVE_SOCKETS },
+        { "filter_sessions_live", "gauge", "Sessions the filter is attached to now.", F_LIVE_SESSIONS },
     };
 
     for (size_t m = 0; m < ARRAYSIZE(rm); m++) {
@@ -145,12 +152,17 @@ static void table(FILE *f, struct host *h)
                 rule_value(ru, R_CONNS), rule_value(ru, R_LIVE), rule_value(ru, R_DENIALS),
                 rule_value(ru, R_REFUSED), rule_value(ru, R_BYTES_IN), rule_value(ru, R_BYTES_OUT));
     }
-    fprintf(f, "\n%-20s %8s %8s %7s  %s\n", "filter", "sessions", "denials", "faults", "state");
+    /* Columns after "state": what the filter holds now (live host
+     * objects); appended so the older columns keep their places. */
+    fprintf(f, "\n%-20s %8s %8s %7s  %-8s %12s %12s %13s\n", "filter", "sessions", "denials",
+            "faults", "state", "live-buffers", "live-sockets", "live-sessions");
     for (int i = 0; i < h->nfilters; i++) {
         struct fx_filter *fl = &h->filters[i];
-        fprintf(f, "%-20s %8lld %8lld %7lld  %s\n", fx_filter_name(fl),
+        fprintf(f, "%-20s %8lld %8lld %7lld  %-8s %12lld %12lld %13lld\n", fx_filter_name(fl),
                 filter_value(fl, F_SESSIONS), filter_value(fl, F_DENIALS),
-                filter_value(fl, F_FAULTS), filter_value(fl, F_DISABLED) ? "disabled" : "enabled");
+                filter_value(fl, F_FAULTS), filter_value(fl, F_DISABLED) ? "disabled" : "enabled",
+                filter_value(fl, F_LIVE_BUFFERS), filter_value(fl, F_LIVE_SOCKETS),
+                filter_value(fl, F_LIVE_SESSIONS));
     }
     if (!h->nfilters)
         fprintf(f, "(no filters)\n");

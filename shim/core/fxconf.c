@@ -32,13 +32,14 @@ enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE, FX_
 static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
-    "hang-timeout", "control", "metrics", "record", "record-max-bytes", NULL
+    "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
+    NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
 };
 static const char *const fx_rule_keys[] = {
-    "type", "listen", "target", "protocol", "udp-timeout", NULL
+    "type", "listen", "target", "protocol", "udp-timeout", "secondary-only", NULL
 };
 /* [abi]: include, and every overridable name. */
 static const char *const fx_abi_keys[] = {
@@ -268,6 +269,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
+    cfg->host.secondary_timeout = 60;
     cfg->host.record_max = 4u << 20;
     return cfg;
 }
@@ -301,6 +303,7 @@ void fx_config_free(fx_config *cfg)
     free(cfg->host.trace);
     free(cfg->host.control);
     free(cfg->host.record);
+    free(cfg->host.user);
     free(cfg->path);
     free(cfg);
 }
@@ -479,6 +482,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (fx_parse_uint(value, 604800, &v) < 0)
             return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
         h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "secondary-timeout") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
+            return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
+        h->secondary_timeout = (unsigned)v;
     } else if (strcasecmp(key, "max-buffer") == 0) {
         if (fx_parse_size(value, 64ull << 20, &v) < 0 || v < 4096)
             return fx_bad_value(key, value, "bytes from 4096 to 64m, optionally with suffix k or m",
@@ -515,6 +522,12 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "bytes from 4096 to 16m, optionally with suffix k or m",
                                 msg, msglen);
         h->record_max = (size_t)v;
+    } else if (strcasecmp(key, "user") == 0) {
+        /* A login name (checked against the user database at start). */
+        if (*value == '\0' || strlen(value) > 64 || strpbrk(value, " \t:/") != NULL)
+            return fx_bad_value(key, value, "a user name to run as after binding (e.g. fwxshim)",
+                                msg, msglen);
+        return fx_replace_str(&h->user, value, msg, msglen);
     } else if (strcasecmp(key, "control") == 0) {
         /* sockaddr_un's sun_path holds 107 bytes and the NUL. */
         if (*value != '/' || strlen(value) > 107)
@@ -667,6 +680,14 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
             r->protocol = FX_PROTO_UDP;
         else
             return fx_bad_value(key, value, "tcp or udp", msg, msglen);
+        return 0;
+    }
+    if (strcasecmp(key, "secondary-only") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes or no", msg, msglen);
+        r->secondary_only = b;
+        r->secondary_only_line = line;
         return 0;
     }
     if (strcasecmp(key, "udp-timeout") == 0) {
@@ -859,6 +880,11 @@ int fx_config_check(const fx_config *cfg, char *err, size_t errlen)
         if (r->type == FX_RULE_OUTBOUND && r->has_target)
             return fx_check_fail(cfg, r->target_line ? r->target_line : r->line, err, errlen,
                                  "[rule %s]: 'target' is not allowed in an outbound rule (it goes to the original destination)",
+                                 r->name);
+        if (r->type != FX_RULE_OUTBOUND && r->secondary_only)
+            return fx_check_fail(cfg, r->secondary_only_line ? r->secondary_only_line : r->line,
+                                 err, errlen,
+                                 "[rule %s]: 'secondary-only' applies to outbound rules only",
                                  r->name);
         for (size_t j = 0; j < i; j++) {
             const fx_rule_conf *o = &cfg->rules[j];
@@ -1065,8 +1091,10 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
-/* Parses one file into cfg: 0, or -1 with "FILE:LINE: message" in err. */
-static int fx_load_file(fx_config *cfg, const char *path, int depth, char *err, size_t errlen)
+/* Parses an opened stream into cfg; path names it in messages.  Takes f.  0, or -1
+ * with "FILE:LINE: message" in err. */
+static int fx_load_stream(fx_config *cfg, FILE *f, const char *path, int depth, char *err,
+                          size_t errlen)
 {
     struct fx_load ld;
     int rc, ret = -1;
@@ -1075,11 +1103,7 @@ static int fx_load_file(fx_config *cfg, const char *path, int depth, char *err, 
     ld.cfg = cfg;
     ld.path = path;
     ld.depth = depth;
-    ld.f = fopen(path, "r");
-    if (ld.f == NULL) {
-        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        goto out;
-    }
+    ld.f = f;
     rc = ini_parse_stream(fx_load_reader, &ld, fx_load_handler, &ld);
     if (rc > 0 && (ld.err_line == 0 || rc < ld.err_line)) {
         fx_msg(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
@@ -1099,13 +1123,24 @@ static int fx_load_file(fx_config *cfg, const char *path, int depth, char *err, 
     }
     ret = 0;
 out:
-    if (ld.f != NULL)
-        fclose(ld.f);
+    fclose(ld.f);
     free(ld.line);
     free(ld.err_full);
     fx_load_forget_keys(&ld);
     free(ld.seen);
     return ret;
+}
+
+/* Parses one file into cfg: 0, or -1 with "FILE:LINE: message" in err. */
+static int fx_load_file(fx_config *cfg, const char *path, int depth, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return fx_load_stream(cfg, f, path, depth, err, errlen);
 }
 
 /* [abi] include = FILE: relative to the including file's directory. */
@@ -1144,15 +1179,17 @@ int fx_config_include(fx_config *cfg, const char *path, char *err, size_t errlen
     return fx_load_file(cfg, path, 0, err, errlen);
 }
 
-fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+/* A new config from an opened stream (taken), checked as a whole. */
+static fx_config *fx_config_from_stream(FILE *f, const char *path, char *err, size_t errlen)
 {
     fx_config *cfg = fx_config_new_empty();
 
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
         fx_msg(err, errlen, "%s: out of memory", path);
+        fclose(f);
         goto fail;
     }
-    if (fx_load_file(cfg, path, 0, err, errlen) < 0)
+    if (fx_load_stream(cfg, f, path, 0, err, errlen) < 0)
         goto fail;
     if (fx_config_check(cfg, err, errlen) < 0)
         goto fail;
@@ -1161,4 +1198,31 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 fail:
     fx_config_free(cfg);
     return NULL;
+}
+
+fx_config *fx_config_load(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_from_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen)
+{
+    static const char empty[1];
+    /* fmemopen refuses a zero-sized buffer on older C libraries. */
+    FILE *f = len ? fmemopen((void *)text, len, "r") : fmemopen((void *)empty, 1, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "%s: %s", name, strerror(errno));
+        return NULL;
+    }
+    if (!len)
+        fgetc(f);
+    return fx_config_from_stream(f, name, err, errlen);
 }

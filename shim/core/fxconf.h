@@ -66,6 +66,8 @@ typedef struct fx_rule_conf {
     fx_sockaddr target;
     int target_len;
     int type_line, listen_line, target_line;   /* 0 = not set from a file */
+    int secondary_only;       /* outbound: only connections a filter anticipated pass */
+    int secondary_only_line;
     unsigned udp_timeout;     /* UDP: seconds a silent client address keeps its connection */
 } fx_rule_conf;
 
@@ -82,9 +84,11 @@ typedef struct fx_host_conf {
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
+    unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
     size_t record_max;        /* bytes per recorded script (fxrecord.h) */
+    char *user;               /* run as this user once listening (fxsec.h); NULL = stay */
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
@@ -113,6 +117,10 @@ typedef struct fx_config {
 
 /* Parse and validate.  NULL with one message in err on any problem. */
 fx_config *fx_config_load(const char *path, char *err, size_t errlen);
+/* The same from memory (len bytes, need not be NUL-terminated); name is
+ * used in messages in place of the file name. */
+fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
+                           size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);

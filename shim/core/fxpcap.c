@@ -709,7 +709,7 @@ fx_script *fx_pcap_to_script(const fx_pcap *p, size_t n, const char *name, char 
         if (e->type == FX_PCAP_DATA) {
             /* Lines as fwxhost --record writes them: after '\n' from 1024
              * bytes on, at 4096 bytes at the latest. */
-            const unsigned char *d = f->data + e->off;
+            const unsigned char *d = f->data ? f->data + e->off : NULL;
             size_t pos = 0;
             while (pos < e->len && !rc) {
                 size_t end = e->len - pos > 4096 ? pos + 4096 : e->len, cut = end;
@@ -723,8 +723,10 @@ fx_script *fx_pcap_to_script(const fx_pcap *p, size_t n, const char *name, char 
                 pos = cut;
             }
         } else if (e->type == FX_PCAP_DGRAM) {
+            /* An empty datagram of a flow without data has no buffer:
+             * NULL + 0 is undefined (found by tests/fuzz/fuzz_pcap.c). */
             rc = push_step(s, e->dir ? FX_STEP_SERVER_DGRAM : FX_STEP_CLIENT_DGRAM,
-                           f->data + e->off, e->len);
+                           f->data ? f->data + e->off : NULL, e->len);
         } else {
             enum fx_step_op op = e->type == FX_PCAP_FIN
                 ? (e->dir ? FX_STEP_SERVER_SHUTDOWN : FX_STEP_CLIENT_SHUTDOWN)

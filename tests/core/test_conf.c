@@ -107,6 +107,7 @@ static const char good_conf[] =
     "[rule out]\n"
     "type = outbound\n"
     "listen = *:3128\n"
+    "secondary-only = yes\n"
     "\n"
     "[rule dns]\n"
     "listen = 127.0.0.1:5353\n"
@@ -169,6 +170,8 @@ static void check_good(const fx_config *c)
     assert_int_equal(r->type, FX_RULE_OUTBOUND);
     assert_addr(&r->listen, r->listen_len, "0.0.0.0:3128");
     assert_false(r->has_target);
+    assert_true(r->secondary_only);
+    assert_false(rule(c, "web")->secondary_only);
     r = rule(c, "dns");
     assert_int_equal(r->protocol, FX_PROTO_UDP);
     assert_int_equal(r->udp_timeout, 15);
@@ -228,6 +231,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.max_sessions, 10000);
     assert_int_equal(c->host.connect_timeout, 10);
     assert_int_equal(c->host.idle_timeout, 300);
+    assert_int_equal(c->host.secondary_timeout, 60);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
     assert_int_equal(c->host.max_faults, 5);
@@ -366,7 +370,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics, record, record-max-bytes)");
+                 "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -375,6 +379,40 @@ static void test_err_unknown_key(void **state)
                  "%s:3: empty setting name in 'setting.' (expected setting.NAME = VALUE)");
     expect_error("workers = 1\n[host]\n",
                  "%s:1: key 'workers' is outside any section (put it under [host], [filter NAME], [rule NAME] or [abi])");
+}
+
+/* [host] user, and the same text parsed from memory (fx_config_parse, what
+ * the fuzz harness drives) giving the same model and the same messages. */
+static void test_user_and_parse(void **state)
+{
+    static const char ok[] = "[host]\nuser = fwxshim\n" RULE_OK;
+    static const char bad[] = "[host]\nuser = x:y\n" RULE_OK;
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    write_file(ok);
+    c = fx_config_load(g_path, err, sizeof(err));
+    assert_non_null(c);
+    assert_string_equal(c->host.user, "fwxshim");
+    fx_config_free(c);
+    c = fx_config_parse("mem.conf", ok, sizeof(ok) - 1, err, sizeof(err));
+    assert_non_null(c);
+    assert_string_equal(c->host.user, "fwxshim");
+    assert_int_equal(c->nrules, 1);
+    fx_config_free(c);
+    c = fx_config_parse("mem.conf", bad, sizeof(bad) - 1, err, sizeof(err));
+    assert_null(c);
+    assert_string_equal(err, "mem.conf:2: bad value 'x:y' for 'user' (expected a user name to run as "
+                        "after binding (e.g. fwxshim))");
+    /* Empty input: no rules, said like a file's. */
+    c = fx_config_parse("empty.conf", "", 0, err, sizeof(err));
+    assert_null(c);
+    assert_non_null(strstr(err, "no rules"));
+    /* Not NUL-terminated: only len bytes are read. */
+    c = fx_config_parse("cut.conf", ok, sizeof(ok) - 1 - strlen(RULE_OK), err, sizeof(err));
+    assert_null(c);
+    assert_non_null(strstr(err, "no rules"));
 }
 
 static void test_err_bad_values(void **state)
@@ -403,6 +441,10 @@ static void test_err_bad_values(void **state)
                  "%s:2: bad value 'few' for 'max-faults' (expected a number from 1 to 1000000, or 0 for never disabling)");
     expect_error("[host]\non-disabled-filter = ignore\n",
                  "%s:2: bad value 'ignore' for 'on-disabled-filter' (expected refuse or bypass)");
+    expect_error("[host]\nuser = a b\n",
+                 "%s:2: bad value 'a b' for 'user' (expected a user name to run as after binding (e.g. fwxshim))");
+    expect_error("[host]\nuser =\n",
+                 "%s:2: bad value '' for 'user' (expected a user name to run as after binding (e.g. fwxshim))");
     expect_error("[host]\nhang-timeout = 86401\n",
                  "%s:2: bad value '86401' for 'hang-timeout' (expected seconds from 1 to 86400, or 0 for no watchdog)");
     expect_error("[host]\nhang-timeout = 3\nhang-timeout = 4\n",
@@ -445,6 +487,12 @@ static void test_err_missing_required(void **state)
     /* An empty section is still seen, with its line. */
     expect_error(RULE_OK "[rule empty]\n",
                  "%s:4: [rule empty]: missing required key 'listen'");
+    expect_error("[rule p]\nlisten = *:21\ntarget = 127.0.0.1:21\nsecondary-only = yes\n",
+                 "%s:4: [rule p]: 'secondary-only' applies to outbound rules only");
+    expect_error("[rule o]\ntype = outbound\nlisten = *:3128\nsecondary-only = maybe\n",
+                 "%s:4: bad value 'maybe' for 'secondary-only' (expected yes or no)");
+    expect_error("[host]\nsecondary-timeout = 0\n",
+                 "%s:2: bad value '0' for 'secondary-timeout' (expected seconds from 1 to 86400)");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\ntarget = 127.0.0.1:80\n",
                  "%s:4: [rule o]: 'target' is not allowed in an outbound rule (it goes to the original destination)");
     /* The type may come after the target. */
@@ -644,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_err_duplicates),
         cmocka_unit_test(test_err_syntax_and_order),
         cmocka_unit_test(test_programmatic),
+        cmocka_unit_test(test_user_and_parse),
         cmocka_unit_test(test_control_keys),
         cmocka_unit_test(test_guid),
     };

@@ -278,30 +278,32 @@ static void timer_stop(void *arg)
 static void test_timers_order_and_cancel(void **state)
 {
     struct tstate ts = { 0 };
-    struct tnamed a = { &ts, "A10", 0 }, b = { &ts, "B10", 1 }, c = { &ts, "C20", 2 },
-                  d = { &ts, "D30", 3 }, e = { &ts, "E40", 4 }, f = { &ts, "F25", 5 },
-                  s = { &ts, "STOP", 6 }, g = { &ts, "G5", 7 };
+    struct tnamed a = { &ts, "A40", 0 }, b = { &ts, "B40", 1 }, c = { &ts, "C80", 2 },
+                  d = { &ts, "D120", 3 }, e = { &ts, "E160", 4 }, f = { &ts, "F100", 5 },
+                  s = { &ts, "STOP", 6 }, g = { &ts, "G20", 7 };
     (void)state;
 
     ts.loop = fx_loop_new();
     ts.start = fx_now_ms();
-    /* Started out of order; same deadline (A, B) must keep start order. */
-    assert_non_null(fx_timer_start(ts.loop, 30, timer_cb, &d));
-    assert_non_null(fx_timer_start(ts.loop, 10, timer_cb, &a));
-    assert_non_null(fx_timer_start(ts.loop, 20, timer_cancel_victim, &c));
-    assert_non_null(fx_timer_start(ts.loop, 10, timer_cb, &b));
-    ts.victim = fx_timer_start(ts.loop, 40, timer_cb, &e);    /* cancelled by C20 */
-    fx_timer *gone = fx_timer_start(ts.loop, 5, timer_cb, &g);
-    ts.self = fx_timer_start(ts.loop, 25, timer_self_cancel, &f);
-    assert_non_null(fx_timer_start(ts.loop, 80, timer_stop, &s));
+    /* Started out of order; same deadline (A, B) must keep start order.
+     * Deadlines are 20 ms apart so the order holds even when starting
+     * the timers takes a while (valgrind: make memcheck). */
+    assert_non_null(fx_timer_start(ts.loop, 120, timer_cb, &d));
+    assert_non_null(fx_timer_start(ts.loop, 40, timer_cb, &a));
+    assert_non_null(fx_timer_start(ts.loop, 80, timer_cancel_victim, &c));
+    assert_non_null(fx_timer_start(ts.loop, 40, timer_cb, &b));
+    ts.victim = fx_timer_start(ts.loop, 160, timer_cb, &e);   /* cancelled by C80 */
+    fx_timer *gone = fx_timer_start(ts.loop, 20, timer_cb, &g);
+    ts.self = fx_timer_start(ts.loop, 100, timer_self_cancel, &f);
+    assert_non_null(fx_timer_start(ts.loop, 320, timer_stop, &s));
     fx_timer_cancel(ts.loop, gone);                           /* never fires */
 
     assert_int_equal(fx_loop_run(ts.loop), 0);
-    assert_string_equal(ts.tr.buf, "A10 B10 C20 F25 D30 STOP");
-    assert_true(ts.fired_at[0] - ts.start >= 10);
-    assert_true(ts.fired_at[2] - ts.start >= 20);
-    assert_true(ts.fired_at[3] - ts.start >= 30);
-    assert_true(ts.fired_at[5] - ts.start >= 25);
+    assert_string_equal(ts.tr.buf, "A40 B40 C80 F100 D120 STOP");
+    assert_true(ts.fired_at[0] - ts.start >= 40);
+    assert_true(ts.fired_at[2] - ts.start >= 80);
+    assert_true(ts.fired_at[3] - ts.start >= 120);
+    assert_true(ts.fired_at[5] - ts.start >= 100);
     fx_loop_free(ts.loop);
 }
 

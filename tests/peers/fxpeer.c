@@ -10,6 +10,9 @@
  *                 [--delay-ms D] [--out FILE] [--timeout SECONDS]
  *   fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]
  *   fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]
+ *   fxpeer hold   --connect ADDR:PORT --conns N [--trickle-ms M] | --listen ADDR:PORT
+ *   fxpeer iserver / iclient: the integrity mode (many sessions, random
+ *                 chunking and half-close order; see "integrity mode")
  *
  * The deterministic streams. Every byte is a function of (seed, index,
  * direction, offset): byte p of a stream is byte p%8 of
@@ -320,8 +323,9 @@ static int wait_readable_or_stop(int fd)
 struct opts {
     const char *listen, *connect, *data, *file, *out, *reply;
     uint64_t send, recv, seed, chunk, conns, index_base, count;
+    uint64_t sessions, parallel, max_bytes;   /* iclient / iserver */
     unsigned delay_ms, timeout;
-    int have_send, have_recv, have_seed;
+    int have_send, have_recv, have_seed, have_conns;
 };
 
 static void usage(void)
@@ -333,6 +337,11 @@ static void usage(void)
           "                     [--delay-ms D] [--out FILE] [--timeout SECONDS]\n"
           "       fxpeer sink   --listen ADDR:PORT --out FILE [--count N] [--reply STRING]\n"
           "       fxpeer probe  --connect ADDR:PORT [--data STRING] [--timeout SECONDS]\n"
+          "       fxpeer hold   --connect ADDR:PORT --conns N [--trickle-ms M] [--parallel P]\n"
+          "       fxpeer hold   --listen ADDR:PORT\n"
+          "       fxpeer iserver --listen ADDR:PORT --seed S [--max-bytes M]\n"
+          "       fxpeer iclient --connect ADDR:PORT --seed S --sessions N [--parallel P]\n"
+          "                     [--max-bytes M] [--timeout SECONDS]\n"
           "BYTES and C accept suffixes k, m, g (binary).\n",
           stderr);
     exit(2);
@@ -344,6 +353,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     o->chunk = 65536;
     o->conns = 1;
     o->timeout = 120;
+    o->parallel = 16;
+    o->max_bytes = 65536;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc)
@@ -370,13 +381,21 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         else if (!strcmp(a, "--chunk"))
             o->chunk = parse_size(a, v);
         else if (!strcmp(a, "--conns"))
-            o->conns = parse_size(a, v);
+            o->conns = parse_size(a, v), o->have_conns = 1;
+        else if (!strcmp(a, "--trickle-ms"))
+            o->delay_ms = (unsigned)parse_size(a, v);
         else if (!strcmp(a, "--index-base"))
             o->index_base = parse_size(a, v);
         else if (!strcmp(a, "--count"))
             o->count = parse_size(a, v);
         else if (!strcmp(a, "--delay-ms"))
             o->delay_ms = (unsigned)parse_size(a, v);
+        else if (!strcmp(a, "--sessions"))
+            o->sessions = parse_size(a, v);
+        else if (!strcmp(a, "--parallel"))
+            o->parallel = parse_size(a, v);
+        else if (!strcmp(a, "--max-bytes"))
+            o->max_bytes = parse_size(a, v);
         else if (!strcmp(a, "--timeout"))
             o->timeout = (unsigned)parse_size(a, v);
         else
@@ -384,10 +403,16 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     }
     if (o->chunk == 0 || o->chunk > (64u << 20))
         die("--chunk must be 1 .. 64m");
-    if (o->conns == 0 || o->conns > 10000)
-        die("--conns must be 1 .. 10000");
+    if (o->conns == 0 || o->conns > 100000)
+        die("--conns must be 1 .. 100000");
+    if (o->conns > 10000 && strcmp(argv[1], "hold"))
+        die("--conns must be 1 .. 10000 (up to 100000 with hold)");
     if (o->timeout == 0)
         die("--timeout must be at least 1");
+    if (o->parallel == 0 || o->parallel > 1024)
+        die("--parallel must be 1 .. 1024");
+    if (o->max_bytes > (1u << 30))
+        die("--max-bytes must be at most 1g");
 }
 
 /* ------------------------------------------------------------ server */
@@ -1027,6 +1052,525 @@ static int run_probe(const struct opts *o)
 
 /* ------------------------------------------------------------ main */
 
+/* ------------------------------------------------------------ integrity mode
+ *
+ *   fxpeer iserver --listen ADDR:PORT --seed S [--max-bytes M]
+ *   fxpeer iclient --connect ADDR:PORT --seed S --sessions N [--parallel P]
+ *                  [--max-bytes M] [--timeout SECONDS]
+ *
+ * Many short sessions, each with its own plan derived from (seed, index):
+ * the upload and download lengths (0 .. M, mostly below M/16), the size of
+ * every write (1 byte to 16 KiB, drawn per write) and the order of the
+ * half-closes:
+ *   client-first: the client sends and half-closes; the server reads to
+ *                 EOF, only then sends and half-closes;
+ *   server-first: the server sends and half-closes as soon as it has the
+ *                 index; the client reads to EOF, only then sends;
+ *   both:         both send at once and half-close when done.
+ * The client always opens with the 8-byte index. Each side checks every
+ * byte it receives against the seeded stream and the length at EOF, and
+ * classifies a session: ok, short (bytes lost), long (bytes duplicated),
+ * corrupt (a byte differs: reordered or changed), error (reset, timeout).
+ * iclient prints its counts and exits 0 iff every session was ok both
+ * ways as far as it can see; iserver prints its counts on SIGTERM
+ * ("iserver: sessions N ok ...") and exits 0 iff all its sessions were ok.
+ */
+enum { PLAN_CLIENT_FIRST = 0, PLAN_SERVER_FIRST, PLAN_BOTH };
+static const char *const plan_names[] = { "client-first", "server-first", "both" };
+
+struct plan {
+    uint64_t up, down;
+    int mode;
+};
+
+static void make_plan(uint64_t seed, uint64_t index, uint64_t maxb, struct plan *p)
+{
+    uint64_t r = mix64(mix64(seed ^ 0x494e54454752ULL) ^ index);
+    uint64_t small = maxb / 16 + 1;
+    p->up = mix64(r + 1) % 8 == 0 ? mix64(r + 2) % (maxb + 1) : mix64(r + 2) % small;
+    p->down = mix64(r + 3) % 8 == 0 ? mix64(r + 4) % (maxb + 1) : mix64(r + 4) % small;
+    p->mode = (int)(mix64(r + 5) % 3);
+}
+
+/* Per-write sizes: a private generator per session and side. */
+static size_t next_chunk(uint64_t *rng)
+{
+    static const size_t caps[] = { 1, 3, 64, 1460, 4096, 16384 };
+    *rng = mix64(*rng);
+    return 1 + (size_t)((*rng >> 8) % caps[*rng % 6]);
+}
+
+enum ivs { IV_OK = 0, IV_SHORT, IV_LONG, IV_CORRUPT, IV_ERROR, IV_N };
+static const char *const iv_names[] = { "ok", "short", "long", "corrupt", "errors" };
+
+struct iside {
+    int fd;
+    const uint8_t *prefix;      /* client: the index, sent before the stream */
+    size_t prefix_len, prefix_sent;
+    uint64_t key_out, len_out, sent;
+    int may_send, shut;
+    struct verifier *v;         /* incoming stream (NULL until known) */
+    uint64_t len_in;
+    int eof;
+    uint64_t rng;
+    char err[128];
+};
+
+/* One step of a session: waits (up to wait_ms) and moves what it can.
+ * 0 = progress or nothing yet, -1 = error (in s->err). */
+static int iside_step(struct iside *s, int wait_ms, uint8_t *buf, size_t buflen)
+{
+    struct pollfd pfd = { .fd = s->fd, .events = 0 };
+    int want_out = (s->prefix_sent < s->prefix_len) ||
+                   (s->may_send && s->sent < s->len_out);
+
+    if (s->may_send && !want_out && !s->shut && s->prefix_sent == s->prefix_len) {
+        if (shutdown(s->fd, SHUT_WR) != 0) {
+            snprintf(s->err, sizeof(s->err), "shutdown: %s", strerror(errno));
+            return -1;
+        }
+        s->shut = 1;
+    }
+    if (want_out)
+        pfd.events |= POLLOUT;
+    if (!s->eof)
+        pfd.events |= POLLIN;
+    if (!pfd.events)
+        return 0;
+    int n = poll(&pfd, 1, wait_ms);
+    if (n < 0 && errno != EINTR) {
+        snprintf(s->err, sizeof(s->err), "poll: %s", strerror(errno));
+        return -1;
+    }
+    if (n <= 0)
+        return 0;
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+        size_t k = 1 + (size_t)(mix64(s->rng ^ 0x52) % buflen);
+        ssize_t r = read(s->fd, buf, k);
+        if (r < 0 && errno != EAGAIN && errno != EINTR) {
+            snprintf(s->err, sizeof(s->err), "read: %s", strerror(errno));
+            return -1;
+        }
+        if (r == 0)
+            s->eof = 1;
+        else if (r > 0 && s->v)
+            verifier_feed(s->v, buf, (size_t)r);
+        s->rng = mix64(s->rng);
+        if (r >= 0 || errno == EAGAIN || errno == EINTR)
+            return 0;
+    }
+    if (pfd.revents & POLLOUT) {
+        uint8_t out[16384];
+        size_t k = next_chunk(&s->rng);
+        ssize_t w;
+        if (s->prefix_sent < s->prefix_len) {
+            if (k > s->prefix_len - s->prefix_sent)
+                k = s->prefix_len - s->prefix_sent;
+            w = write(s->fd, s->prefix + s->prefix_sent, k);
+            if (w > 0)
+                s->prefix_sent += (size_t)w;
+        } else {
+            if (k > s->len_out - s->sent)
+                k = (size_t)(s->len_out - s->sent);
+            stream_fill(s->key_out, s->sent, out, k);
+            w = write(s->fd, out, k);
+            if (w > 0)
+                s->sent += (uint64_t)w;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            snprintf(s->err, sizeof(s->err), "write: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static enum ivs iverdict(const struct iside *s)
+{
+    if (*s->err)
+        return IV_ERROR;
+    if (s->v->mismatch >= 0)
+        return IV_CORRUPT;
+    if (s->v->count < s->len_in)
+        return IV_SHORT;
+    if (s->v->count > s->len_in)
+        return IV_LONG;
+    return IV_OK;
+}
+
+static uint64_t iv_count[IV_N], iv_modes[3], iv_bytes_in, iv_bytes_out, iv_sessions;
+static pthread_mutex_t iv_lock = PTHREAD_MUTEX_INITIALIZER;
+static int iv_verbose_left = 10;
+
+static void iv_record(const char *who, uint64_t index, const struct plan *p, const struct iside *s)
+{
+    enum ivs v = iverdict(s);
+    pthread_mutex_lock(&iv_lock);
+    iv_count[v]++;
+    iv_modes[p->mode]++;
+    iv_sessions++;
+    iv_bytes_in += s->v->count;
+    iv_bytes_out += s->sent;
+    if (v != IV_OK && iv_verbose_left > 0) {
+        iv_verbose_left--;
+        fprintf(stderr, "fxpeer %s: session %" PRIu64 " (%s, up %" PRIu64 ", down %" PRIu64
+                "): %s: received %" PRIu64 "/%" PRIu64 ", sent %" PRIu64 "/%" PRIu64 "%s%s",
+                who, index, plan_names[p->mode], p->up, p->down, iv_names[v], s->v->count,
+                s->len_in, s->sent, s->len_out, *s->err ? ", " : "", s->err);
+        if (v == IV_CORRUPT)
+            fprintf(stderr, " (first difference at offset %" PRId64 ")", s->v->mismatch);
+        fputc('\n', stderr);
+    }
+    pthread_mutex_unlock(&iv_lock);
+}
+
+static void iv_print(const char *who, uint64_t ms)
+{
+    pthread_mutex_lock(&iv_lock);
+    printf("%s: sessions %" PRIu64 " ok %" PRIu64 " short %" PRIu64 " long %" PRIu64
+           " corrupt %" PRIu64 " errors %" PRIu64 "; bytes in %" PRIu64 " out %" PRIu64
+           "; client-first %" PRIu64 " server-first %" PRIu64 " both %" PRIu64 "; %" PRIu64 " ms\n",
+           who, iv_sessions, iv_count[IV_OK], iv_count[IV_SHORT], iv_count[IV_LONG],
+           iv_count[IV_CORRUPT], iv_count[IV_ERROR], iv_bytes_in, iv_bytes_out,
+           iv_modes[0], iv_modes[1], iv_modes[2], ms);
+    fflush(stdout);
+    pthread_mutex_unlock(&iv_lock);
+}
+
+struct iconn {
+    const struct opts *o;
+    int fd;
+};
+
+#define IV_STEP_MS 200
+
+static void *iserver_conn(void *arg)
+{
+    struct iconn *c = arg;
+    const struct opts *o = c->o;
+    struct verifier *v = malloc(sizeof(*v));
+    uint8_t hdr[HEADER_LEN], buf[16384];
+    size_t got = 0;
+    struct plan p = { 0, 0, 0 };
+    struct iside s;
+    uint64_t index = 0, deadline = now_ms() + (uint64_t)o->timeout * 1000;
+
+    memset(&s, 0, sizeof(s));
+    s.fd = c->fd;
+    set_nonblock(s.fd);
+    if (!v)
+        die("out of memory");
+    /* The index first: it names the plan. */
+    while (got < HEADER_LEN) {
+        struct pollfd pfd = { .fd = s.fd, .events = POLLIN };
+        if (poll(&pfd, 1, IV_STEP_MS) < 0 && errno != EINTR)
+            break;
+        ssize_t r = read(s.fd, hdr + got, HEADER_LEN - got);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR) || now_ms() > deadline)
+            break;
+        if (r > 0)
+            got += (size_t)r;
+    }
+    if (got == HEADER_LEN) {
+        index = get_le(hdr, 8);
+        make_plan(o->seed, index, o->max_bytes, &p);
+        verifier_init(v, stream_key(o->seed, index, DIR_UP));
+        s.v = v;
+        s.len_in = p.up;
+        s.key_out = stream_key(o->seed, index, DIR_DOWN);
+        s.len_out = p.down;
+        s.rng = mix64(o->seed ^ mix64(index) ^ 0x53525652ULL);
+        s.may_send = p.mode != PLAN_CLIENT_FIRST;
+        while (!(s.shut && s.eof)) {
+            if (now_ms() > deadline) {
+                snprintf(s.err, sizeof(s.err), "timed out");
+                break;
+            }
+            if (iside_step(&s, IV_STEP_MS, buf, sizeof(buf)) != 0)
+                break;
+            if (s.eof && p.mode == PLAN_CLIENT_FIRST)
+                s.may_send = 1;
+        }
+    } else {
+        verifier_init(v, 0);
+        s.v = v;
+        snprintf(s.err, sizeof(s.err), "no index (%zu of %d bytes)", got, HEADER_LEN);
+    }
+    iv_record("iserver", index, &p, &s);
+    close(s.fd);
+    free(v);
+    free(c);
+    __atomic_sub_fetch(&srv_active, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+static int run_iserver(const struct opts *o)
+{
+    if (!o->listen || !o->have_seed)
+        die("iserver needs --listen and --seed");
+    int lfd = listen_on(o->listen);
+    uint64_t t0 = now_ms();
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    install_stop_signals();
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) {
+        if (!wait_readable_or_stop(lfd))
+            break;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct iconn *c = malloc(sizeof(*c));
+        pthread_t t;
+        if (!c)
+            die("out of memory");
+        c->o = o;
+        c->fd = fd;
+        __atomic_add_fetch(&srv_active, 1, __ATOMIC_ACQ_REL);
+        if (pthread_create(&t, &attr, iserver_conn, c) != 0)
+            die("pthread_create failed");
+    }
+    /* Let running sessions finish (they end on EOF or their time-out). */
+    for (int i = 0; i < 100 && __atomic_load_n(&srv_active, __ATOMIC_ACQUIRE) > 0; i++)
+        usleep(50000);
+    iv_print("iserver", now_ms() - t0);
+    return iv_count[IV_OK] == iv_sessions ? 0 : 1;
+}
+
+static uint64_t ic_next;
+
+struct iclient_arg {
+    const struct opts *o;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+static void *iclient_thread(void *arg)
+{
+    struct iclient_arg *a = arg;
+    const struct opts *o = a->o;
+    struct verifier *v = malloc(sizeof(*v));
+    uint8_t buf[16384], hdr[HEADER_LEN];
+
+    if (!v)
+        die("out of memory");
+    for (;;) {
+        uint64_t i = __atomic_fetch_add(&ic_next, 1, __ATOMIC_ACQ_REL);
+        if (i >= o->sessions)
+            break;
+        uint64_t index = o->index_base + i;
+        uint64_t deadline = now_ms() + (uint64_t)o->timeout * 1000;
+        struct plan p;
+        struct iside s;
+
+        make_plan(o->seed, index, o->max_bytes, &p);
+        memset(&s, 0, sizeof(s));
+        put_le(hdr, index, 8);
+        verifier_init(v, stream_key(o->seed, index, DIR_DOWN));
+        s.v = v;
+        s.len_in = p.down;
+        s.key_out = stream_key(o->seed, index, DIR_UP);
+        s.len_out = p.up;
+        s.prefix = hdr;
+        s.prefix_len = HEADER_LEN;
+        s.rng = mix64(o->seed ^ mix64(index) ^ 0x434c4e54ULL);
+        s.may_send = p.mode != PLAN_SERVER_FIRST;
+        s.fd = connect_to(&a->addr, a->addrlen);
+        if (s.fd < 0) {
+            snprintf(s.err, sizeof(s.err), "connect: %s", strerror(errno));
+        } else {
+            set_nonblock(s.fd);
+            while (!(s.shut && s.eof)) {
+                if (now_ms() > deadline) {
+                    snprintf(s.err, sizeof(s.err), "timed out");
+                    break;
+                }
+                if (iside_step(&s, IV_STEP_MS, buf, sizeof(buf)) != 0)
+                    break;
+                if (s.eof && p.mode == PLAN_SERVER_FIRST)
+                    s.may_send = 1;
+            }
+            close(s.fd);
+        }
+        iv_record("iclient", index, &p, &s);
+    }
+    free(v);
+    return NULL;
+}
+
+static int run_iclient(const struct opts *o)
+{
+    if (!o->connect || !o->have_seed || !o->sessions)
+        die("iclient needs --connect, --seed and --sessions");
+    struct iclient_arg a = { .o = o };
+    a.addrlen = parse_addr(o->connect, &a.addr);
+    pthread_t *ts = calloc(o->parallel, sizeof(*ts));
+    uint64_t t0 = now_ms();
+    if (!ts)
+        die("out of memory");
+    for (uint64_t k = 0; k < o->parallel; k++)
+        if (pthread_create(&ts[k], NULL, iclient_thread, &a) != 0)
+            die("pthread_create failed");
+    for (uint64_t k = 0; k < o->parallel; k++)
+        pthread_join(ts[k], NULL);
+    iv_print("iclient", now_ms() - t0);
+    free(ts);
+    return iv_count[IV_OK] == o->sessions ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ hold mode
+ *
+ *   fxpeer hold --connect ADDR:PORT --conns N [--trickle-ms M] [--parallel P]
+ *   fxpeer hold --listen ADDR:PORT
+ *
+ * Many idle or trickling connections from one thread (epoll), for the
+ * limits tests. As a client it opens N connections (at most P connecting
+ * at once), prints "held K of N" once every attempt settled, then, with
+ * --trickle-ms, sends one byte on each connection every M ms (a
+ * slowloris); without it the connections stay silent. It prints
+ * "hold: open K, closed by peer C, failed F, sent B bytes" and exits on
+ * SIGTERM/SIGINT. As a server it accepts everything, reads and discards,
+ * and prints "hold: accepted A, open K, bytes B" on SIGTERM. The
+ * raised fd limit is the caller's business (ulimit -n).
+ */
+#include <sys/epoll.h>
+
+static int run_hold(const struct opts *o)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event evs[256];
+    uint64_t open_n = 0, closed = 0, failed = 0, accepted = 0, bytes = 0, started = 0, settled = 0;
+    int lfd = -1, reported = 0;
+    uint8_t *state = NULL;   /* per fd: 0 unused, 1 connecting, 2 open */
+    size_t nstate = 0;
+    struct sockaddr_storage addr;
+    socklen_t addrlen = 0;
+    uint64_t next_trickle = 0;
+
+    if (ep < 0)
+        die("epoll_create1: %s", strerror(errno));
+    if (!o->listen && !(o->connect && o->have_conns))
+        die("hold needs --listen, or --connect and --conns");
+    install_stop_signals();
+    struct epoll_event sev = { .events = EPOLLIN, .data.fd = sig_pipe[0] };
+    epoll_ctl(ep, EPOLL_CTL_ADD, sig_pipe[0], &sev);
+    if (o->listen) {
+        lfd = listen_on(o->listen);
+        set_nonblock(lfd);
+        struct epoll_event lev = { .events = EPOLLIN, .data.fd = lfd };
+        epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
+        printf("ready\n");
+        fflush(stdout);
+    } else {
+        addrlen = parse_addr(o->connect, &addr);
+    }
+    for (;;) {
+        /* Client: keep up to --parallel connects in flight. */
+        while (!o->listen && started < o->conns && started - settled < o->parallel) {
+            int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+            started++;
+            if (fd < 0) {
+                failed++, settled++;
+                continue;
+            }
+            if ((size_t)fd >= nstate) {
+                size_t nn = (size_t)fd * 2 + 64;
+                uint8_t *ns = realloc(state, nn);
+                if (!ns)
+                    die("out of memory");
+                memset(ns + nstate, 0, nn - nstate);
+                state = ns, nstate = nn;
+            }
+            if (connect(fd, (struct sockaddr *)&addr, addrlen) < 0 && errno != EINPROGRESS) {
+                close(fd);
+                failed++, settled++;
+                continue;
+            }
+            state[fd] = 1;
+            struct epoll_event cev = { .events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.fd = fd };
+            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
+        }
+        if (!o->listen && !reported && settled == o->conns) {
+            printf("held %" PRIu64 " of %" PRIu64 "\n", open_n, o->conns);
+            fflush(stdout);
+            reported = 1;
+            next_trickle = now_ms() + o->delay_ms;
+        }
+        int timeout = -1;
+        if (reported && o->delay_ms) {
+            uint64_t now = now_ms();
+            if (now >= next_trickle) {
+                for (size_t fd = 0; fd < nstate; fd++)
+                    if (state[fd] == 2 && write((int)fd, "x", 1) == 1)
+                        bytes++;
+                next_trickle = now + o->delay_ms;
+            }
+            timeout = (int)(next_trickle - now_ms());
+            if (timeout < 0)
+                timeout = 0;
+        }
+        int n = epoll_wait(ep, evs, 256, timeout);
+        if (n < 0 && errno != EINTR)
+            die("epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == sig_pipe[0])
+                goto done;
+            if (fd == lfd) {
+                int c;
+                while ((c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+                    struct epoll_event aev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = c };
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &aev);
+                    accepted++, open_n++;
+                }
+                continue;
+            }
+            if (!o->listen && state[fd] == 1) {
+                int err = 0;
+                socklen_t el = sizeof(err);
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+                settled++;
+                if (err) {
+                    failed++;
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                    state[fd] = 0;
+                    continue;
+                }
+                state[fd] = 2;
+                open_n++;
+                struct epoll_event mev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = fd };
+                epoll_ctl(ep, EPOLL_CTL_MOD, fd, &mev);
+                continue;
+            }
+            if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                char buf[4096];
+                ssize_t r = read(fd, buf, sizeof(buf));
+                if (r > 0) {
+                    bytes += (uint64_t)r;
+                } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                    close(fd);
+                    if (!o->listen)
+                        state[fd] = 0;
+                    open_n--, closed++;
+                }
+            }
+        }
+    }
+done:
+    if (o->listen)
+        printf("hold: accepted %" PRIu64 ", open %" PRIu64 ", bytes %" PRIu64 "\n", accepted, open_n, bytes);
+    else
+        printf("hold: open %" PRIu64 ", closed by peer %" PRIu64 ", failed %" PRIu64 ", sent %" PRIu64 " bytes\n",
+               open_n, closed, failed, bytes);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o;
@@ -1046,6 +1590,12 @@ int main(int argc, char **argv)
         return run_sink(&o);
     if (!strcmp(argv[1], "probe"))
         return run_probe(&o);
+    if (!strcmp(argv[1], "hold"))
+        return run_hold(&o);
+    if (!strcmp(argv[1], "iserver"))
+        return run_iserver(&o);
+    if (!strcmp(argv[1], "iclient"))
+        return run_iclient(&o);
     fprintf(stderr, "fxpeer: unknown mode '%s'\n", argv[1]);
     usage();
 }

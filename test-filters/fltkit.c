@@ -1,0 +1,782 @@
+/*
+ * fltkit.c - the generic FWX objects of the test-filter kit (fltkit.h): KitFilter
+ * (IFWXFilter), KitSession (IFWXSessionFilter) and KitPump (IFWXDataFilter and
+ * IFWXIOCompletion, the bidirectional data pump), each calling its KitClass where a
+ * filter differs. Read fltkit.h for the callbacks; passthrough.c is a filter with none.
+ *
+ * The pump, per direction: Recv(NULL) on the source socket (the host supplies the
+ * buffer); on completion ask the class what to do with it, Send that buffer (or the
+ * class's new one) out of the other socket, and on the Send's completion post the next
+ * Recv. So each direction has one operation in flight, and a slow receiver slows the
+ * sender: that is the flow control. A Recv that completes with 0 bytes is the peer's
+ * half-close and becomes Shutdown(FALSE) on the other socket; a failed operation becomes
+ * Close(TRUE) (abort) on the other socket.
+ */
+#include "fltkit.h"
+
+static HRESULT pump_create(KitFilter *filter, IFWXFirewall *firewall, IFWXDataFilter **out);
+
+static void observe(KitFilter *filter, const KitCall *call)
+{
+    if (filter->cls->observe)
+        filter->cls->observe(filter, call);
+}
+
+static void observe_simple(KitFilter *filter, KitCallType type)
+{
+    KitCall call = { .type = type };
+
+    observe(filter, &call);
+}
+
+/* ==================================================================== KitFilter */
+
+static KitFilter *filter_hold(KitFilter *filter)
+{
+    InterlockedIncrement(&filter->holds);
+    return filter;
+}
+
+/* The struct outlives the filter's COM identity while sessions or pumps use it. */
+static void filter_drop(KitFilter *filter)
+{
+    if (InterlockedDecrement(&filter->holds) == 0) {
+        if (filter->cls->free_context && filter->context)
+            filter->cls->free_context(filter->context);
+        fwx_free(filter);
+    }
+}
+
+static KitFilter *impl_from_IFWXFilter(IFWXFilter *iface)
+{
+    return CONTAINING_RECORD(iface, KitFilter, IFWXFilter_iface);
+}
+
+static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
+        *ppv = iface;
+        IFWXFilter_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXFilter(iface)->refs);
+}
+
+static ULONG STDMETHODCALLTYPE Filter_Release(IFWXFilter *iface)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+    LONG refs = InterlockedDecrement(&filter->refs);
+
+    if (refs == 0) {
+        IFWXFirewall *firewall = (IFWXFirewall *)InterlockedExchangePointer((void **)&filter->firewall, NULL);
+
+        if (firewall)   /* the host released us without FilterShutdown */
+            IFWXFirewall_Release(firewall);
+        fwx_object_destroyed();
+        filter_drop(filter);
+    }
+    return refs;
+}
+
+/* The host treats the filter as ready as soon as this returns, so everything is set up
+ * first. The hook events are a member: the host copies them and never frees them. */
+static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
+                                                   PFwxFilterHookEvents *ppHooks)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+
+#ifdef FWX_PROFILE_TMG
+    /* ISA 2004/2006/TMG (-DFWX_PROFILE_TMG, tests/abi.sh profiles): ppHooks points to the
+     * host's structure ({dwGlobalEvents}), which we fill; untouched it means none. */
+    FwxFilterHookEvents *host_hooks = (FwxFilterHookEvents *)ppHooks;
+#else
+    *ppHooks = NULL;
+#endif
+    filter->hooks.dwGlobalEvents = filter->cls->events;
+    filter->hooks.dwNumPortRanges = 0;
+    filter->hooks.PortRangeEvents = NULL;
+    if (filter->cls->init && !filter->cls->init(filter, firewall))
+        return S_OK;   /* disabled: no events, and the service goes on */
+    observe_simple(filter, KIT_CALL_FILTER_INIT);
+
+    IFWXFirewall_AddRef(firewall);
+    filter->firewall = firewall;
+#ifdef FWX_PROFILE_TMG
+    host_hooks->dwGlobalEvents = filter->hooks.dwGlobalEvents;
+#else
+    *ppHooks = &filter->hooks;
+#endif
+    return S_OK;
+}
+
+/* Session and data filters may still be detached after this (the order is undefined):
+ * they hold their own references. */
+static HRESULT STDMETHODCALLTYPE Filter_FilterShutdown(IFWXFilter *iface)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+    IFWXFirewall *firewall;
+
+    observe_simple(filter, KIT_CALL_FILTER_SHUTDOWN);
+    if (filter->cls->shutdown)
+        filter->cls->shutdown(filter);
+    firewall = (IFWXFirewall *)InterlockedExchangePointer((void **)&filter->firewall, NULL);
+    if (firewall)
+        IFWXFirewall_Release(firewall);
+    return S_OK;
+}
+
+static HRESULT session_create(KitFilter *filter, IFWXSession *session, IFWXFirewall *firewall,
+                              IFWXSessionFilter **out);
+
+/* The per-session hook events, as the class asks: copied into CoTaskMem memory (the host
+ * frees it), duplicated by the firewall (which is the other way ISA 2000 allows; a
+ * failure there fails the triggering request, loudly), or NULL for the global ones. */
+static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
+                                                        IFWXSessionFilter **ppSessionFilter,
+                                                        PFwxFilterHookEvents *ppHooks)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+    IFWXFirewall *firewall = filter->firewall;
+    FwxFilterHookEvents *hooks = NULL;
+    HRESULT hr;
+
+    *ppSessionFilter = NULL;
+#ifndef FWX_PROFILE_TMG
+    *ppHooks = NULL;   /* tmg: the host's structure, filled below */
+#endif
+    if (!firewall)   /* shut down, disabled, or never initialised */
+        return FWX_E_TERMINATING;
+    observe_simple(filter, KIT_CALL_ATTACH_TO_SESSION);
+
+    switch (filter->cls->session_hooks) {
+    case KIT_HOOKS_COPY:
+        hooks = CoTaskMemAlloc(sizeof(*hooks));
+        if (!hooks)
+            return E_OUTOFMEMORY;
+        *hooks = filter->hooks;
+        hooks->dwGlobalEvents |= filter->cls->session_events;
+        break;
+    case KIT_HOOKS_DUPLICATE:
+        hr = IFWXFirewall_DuplicateFilterHookEvents(firewall, &filter->hooks, &hooks);
+        if (FAILED(hr)) {
+            fwx_trace("DuplicateFilterHookEvents failed: 0x%08lx", (unsigned long)hr);
+            return hr;
+        }
+        break;
+    case KIT_HOOKS_GLOBAL:
+        break;
+    }
+
+    hr = session_create(filter, session, firewall, ppSessionFilter);
+    if (FAILED(hr)) {
+        CoTaskMemFree(hooks);
+        return hr;
+    }
+#ifdef FWX_PROFILE_TMG
+    if (hooks) {
+        ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = hooks->dwGlobalEvents;
+        CoTaskMemFree(hooks);
+    }
+#else
+    *ppHooks = hooks;
+#endif
+    return S_OK;
+}
+
+static const IFWXFilterVtbl filter_vtbl = {
+    Filter_QueryInterface,
+    Filter_AddRef,
+    Filter_Release,
+    Filter_FilterInit,
+    Filter_FilterShutdown,
+    Filter_AttachToSession,
+};
+
+HRESULT kit_filter_create(const KitClass *cls, REFIID riid, void **ppv)
+{
+    KitFilter *filter = fwx_alloc(sizeof(*filter));
+    HRESULT hr;
+
+    if (!filter)
+        return E_OUTOFMEMORY;
+    filter->IFWXFilter_iface.lpVtbl = &filter_vtbl;
+    filter->refs = 1;
+    filter->holds = 1;
+    filter->cls = cls;
+    fwx_object_created();
+
+    hr = IFWXFilter_QueryInterface(&filter->IFWXFilter_iface, riid, ppv);
+    IFWXFilter_Release(&filter->IFWXFilter_iface);
+    return hr;
+}
+
+/* ==================================================================== KitSession */
+
+static KitSession *impl_from_IFWXSessionFilter(IFWXSessionFilter *iface)
+{
+    return CONTAINING_RECORD(iface, KitSession, IFWXSessionFilter_iface);
+}
+
+static HRESULT STDMETHODCALLTYPE Session_QueryInterface(IFWXSessionFilter *iface, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
+        *ppv = iface;
+        IFWXSessionFilter_AddRef(iface);
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE Session_AddRef(IFWXSessionFilter *iface)
+{
+    return InterlockedIncrement(&impl_from_IFWXSessionFilter(iface)->refs);
+}
+
+/* Detach can race an event on another thread, hence the lock. */
+static void session_drop(KitSession *sf)
+{
+    IFWXSession *session;
+    IFWXFirewall *firewall;
+
+    EnterCriticalSection(&sf->lock);
+    session = sf->session;
+    firewall = sf->firewall;
+    sf->session = NULL;
+    sf->firewall = NULL;
+    LeaveCriticalSection(&sf->lock);
+
+    if (session)
+        IFWXSession_Release(session);
+    if (firewall)
+        IFWXFirewall_Release(firewall);
+}
+
+static ULONG STDMETHODCALLTYPE Session_Release(IFWXSessionFilter *iface)
+{
+    KitSession *sf = impl_from_IFWXSessionFilter(iface);
+    LONG refs = InterlockedDecrement(&sf->refs);
+
+    if (refs == 0) {
+        session_drop(sf);   /* released without Detach */
+        DeleteCriticalSection(&sf->lock);
+        filter_drop(sf->filter);
+        fwx_free(sf);
+        fwx_object_destroyed();
+    }
+    return refs;
+}
+
+static HRESULT STDMETHODCALLTYPE Session_FirewallEventHandler(IFWXSessionFilter *iface,
+                                                              const FirewallEvent *event)
+{
+    KitSession *sf = impl_from_IFWXSessionFilter(iface);
+    KitCall call = { .type = KIT_CALL_EVENT };
+
+    call.event = event;
+    observe(sf->filter, &call);
+    if (sf->filter->cls->event)
+        return sf->filter->cls->event(sf, event);
+    return kit_session_default_event(sf, event);
+}
+
+static HRESULT STDMETHODCALLTYPE Session_Detach(IFWXSessionFilter *iface)
+{
+    KitSession *sf = impl_from_IFWXSessionFilter(iface);
+
+    observe_simple(sf->filter, KIT_CALL_SESSION_DETACH);
+    session_drop(sf);
+    return S_OK;
+}
+
+static const IFWXSessionFilterVtbl session_vtbl = {
+    Session_QueryInterface,
+    Session_AddRef,
+    Session_Release,
+    Session_FirewallEventHandler,
+    Session_Detach,
+};
+
+static HRESULT session_create(KitFilter *filter, IFWXSession *session, IFWXFirewall *firewall,
+                              IFWXSessionFilter **out)
+{
+    KitSession *sf = fwx_alloc(sizeof(*sf));
+
+    if (!sf)
+        return E_OUTOFMEMORY;
+    sf->IFWXSessionFilter_iface.lpVtbl = &session_vtbl;
+    sf->refs = 1;
+    sf->filter = filter_hold(filter);
+    InitializeCriticalSection(&sf->lock);
+    if (session)
+        IFWXSession_AddRef(session);
+    sf->session = session;
+    IFWXFirewall_AddRef(firewall);
+    sf->firewall = firewall;
+    fwx_object_created();
+    *out = &sf->IFWXSessionFilter_iface;
+    return S_OK;
+}
+
+BOOL kit_session_get(KitSession *sf, IFWXSession **session, IFWXFirewall **firewall)
+{
+    BOOL attached;
+
+    EnterCriticalSection(&sf->lock);
+    attached = sf->firewall != NULL;
+    if (session) {
+        *session = attached ? sf->session : NULL;
+        if (*session)
+            IFWXSession_AddRef(*session);
+    }
+    if (firewall) {
+        *firewall = attached ? sf->firewall : NULL;
+        if (*firewall)
+            IFWXFirewall_AddRef(*firewall);
+    }
+    LeaveCriticalSection(&sf->lock);
+    return attached;
+}
+
+/* The connection keeps the pump alive; our creation reference is not needed past the
+ * attach. A pump we cannot create fails the request: better than an unfiltered one. */
+HRESULT kit_session_attach_pump(KitSession *sf, IFWXConnection *connection)
+{
+    IFWXFirewall *firewall;
+    IFWXDataFilter *df;
+    HRESULT hr;
+
+    if (!connection)
+        return S_OK;
+    /* Our own reference, in case Detach runs meanwhile on another thread. */
+    if (!kit_session_get(sf, NULL, &firewall))
+        return FWX_E_TERMINATING;
+
+    hr = pump_create(sf->filter, firewall, &df);
+    IFWXFirewall_Release(firewall);
+    if (FAILED(hr))
+        return hr;
+    hr = IFWXConnection_AttachDataFilter(connection, df, fwx_dfpc_Middle, NULL);
+    if (FAILED(hr))
+        fwx_trace("AttachDataFilter failed: 0x%08lx", (unsigned long)hr);
+    IFWXDataFilter_Release(df);
+    return S_OK;
+}
+
+HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
+{
+    switch (event->EventType) {
+    case fwx_Connect_Tcp:
+        return kit_session_attach_pump(sf, event->Parameters.Connect.piConnection);
+    case fwx_AcceptedConnection:
+        return kit_session_attach_pump(sf, event->Parameters.Accept.piConnectionAccepted);
+    default:
+        return S_OK;   /* fwx_ConnectionTerminating included: we keep no connection */
+    }
+}
+
+/* ==================================================================== KitPump */
+
+/* UserData of our I/O: the side the bytes were read from, plus IO_SEND when the
+ * operation is the Send of those bytes out of the other side. */
+#define IO_SEND          2
+#define IO_TAG(from, op) ((UserContextType)((from) | (op)))
+#define IO_FROM(tag)     ((enum kit_side)((tag) & 1))
+
+static KitPump *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
+{
+    return CONTAINING_RECORD(iface, KitPump, IFWXDataFilter_iface);
+}
+
+static KitPump *impl_from_IFWXIOCompletion(IFWXIOCompletion *iface)
+{
+    return CONTAINING_RECORD(iface, KitPump, IFWXIOCompletion_iface);
+}
+
+/* ---------------------------------------------------------------- IUnknown, shared by both interfaces */
+
+static HRESULT pump_query(KitPump *pump, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXDataFilter))
+        *ppv = &pump->IFWXDataFilter_iface;
+    else if (IsEqualIID(riid, &IID_IFWXIOCompletion))
+        *ppv = &pump->IFWXIOCompletion_iface;
+    else {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    InterlockedIncrement(&pump->refs);
+    return S_OK;
+}
+
+static ULONG pump_addref(KitPump *pump)
+{
+    return InterlockedIncrement(&pump->refs);
+}
+
+/* Releases whatever Detach did not (a host that never called it). */
+static ULONG pump_release(KitPump *pump)
+{
+    LONG refs = InterlockedDecrement(&pump->refs);
+
+    if (refs == 0) {
+        if (pump->sockets[KIT_INTERNAL])
+            IFWXSocket_Release(pump->sockets[KIT_INTERNAL]);
+        if (pump->sockets[KIT_EXTERNAL])
+            IFWXSocket_Release(pump->sockets[KIT_EXTERNAL]);
+        if (pump->firewall)
+            IFWXFirewall_Release(pump->firewall);
+        if (pump->connection)
+            IFWXConnection_Release(pump->connection);
+        DeleteCriticalSection(&pump->lock);
+        if (pump->filter->cls->pump_destroy)
+            pump->filter->cls->pump_destroy(pump);
+        filter_drop(pump->filter);
+        fwx_free(pump);
+        fwx_object_destroyed();
+    }
+    return refs;
+}
+
+/* ---------------------------------------------------------------- the pump */
+
+/* The socket on SIDE with a reference of the caller's own, or NULL once detached. The
+ * lock is not held while we call the socket (the host may call us back), so the extra
+ * reference is what keeps the socket alive if Detach runs meanwhile. AddRef is the one
+ * host call made under the lock: it cannot call back into us. */
+static IFWXSocket *pump_socket(KitPump *pump, enum kit_side side)
+{
+    IFWXSocket *socket;
+
+    EnterCriticalSection(&pump->lock);
+    socket = pump->sockets[side];
+    if (socket)
+        IFWXSocket_AddRef(socket);
+    LeaveCriticalSection(&pump->lock);
+    return socket;
+}
+
+/* Aborts the connection from SIDE: a reset towards that peer, which makes the host fail
+ * whatever is pending there and so stops the other direction too. */
+static void pump_abort(KitPump *pump, enum kit_side side)
+{
+    IFWXSocket *socket = pump_socket(pump, side);
+
+    if (socket) {
+        IFWXSocket_Close(socket, TRUE);
+        IFWXSocket_Release(socket);
+    }
+}
+
+/* Forwards a half-close: no more data will come from the other side. */
+static void pump_shutdown(KitPump *pump, enum kit_side side)
+{
+    IFWXSocket *socket = pump_socket(pump, side);
+
+    if (socket) {
+        IFWXSocket_Shutdown(socket, FALSE);
+        IFWXSocket_Release(socket);
+    }
+}
+
+/* Asks for the next bytes from FROM. A NULL buffer lets the host supply one, usually the
+ * very buffer the previous link sent, so no data is copied. */
+static void pump_recv(KitPump *pump, enum kit_side from)
+{
+    IFWXSocket *socket = pump_socket(pump, from);
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    hr = IFWXSocket_Recv(socket, NULL, &pump->IFWXIOCompletion_iface, IO_TAG(from, 0));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr)) {   /* no completion will come: this direction is dead */
+        fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
+        pump_abort(pump, KIT_OTHER(from));
+    }
+}
+
+/* Passes a buffer read from FROM on to the other side. Send takes its own reference on
+ * the buffer, so we need none beyond this call. */
+static void pump_send(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer)
+{
+    IFWXSocket *socket = pump_socket(pump, KIT_OTHER(from));
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    hr = IFWXSocket_Send(socket, buffer, &pump->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr)) {
+        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
+        pump_abort(pump, from);
+    }
+}
+
+/* Carries out the class's verdict on what came from FROM (BUFFER, or the end of the
+ * stream when EOF). */
+static void pump_apply(KitPump *pump, enum kit_side from, BOOL eof, KitVerdict verdict,
+                       IFWXIOBuffer *buffer, IFWXIOBuffer *out)
+{
+    if (verdict == KIT_SEND && !out) {
+        fwx_trace("KIT_SEND without a buffer: aborting the connection");
+        verdict = KIT_ABORT;
+    }
+    switch (verdict) {
+    case KIT_PASS:
+        if (eof)
+            pump_shutdown(pump, KIT_OTHER(from));
+        else
+            pump_send(pump, from, buffer);
+        break;
+    case KIT_SEND:
+        if (eof)
+            pump->flushing[from] = TRUE;
+        pump_send(pump, from, out);
+        break;
+    case KIT_HOLD:
+        if (!eof)
+            pump_recv(pump, from);
+        break;
+    case KIT_ABORT:
+        pump_abort(pump, KIT_INTERNAL);
+        pump_abort(pump, KIT_EXTERNAL);
+        break;
+    }
+    if (out)
+        IFWXIOBuffer_Release(out);
+}
+
+static void on_received(KitPump *pump, enum kit_side from, const KitCall *call, IFWXIOBuffer *buffer)
+{
+    const KitClass *cls = pump->filter->cls;
+    IFWXIOBuffer *out = NULL;
+    KitVerdict verdict;
+
+    if (!call->ok || !call->buffer) {
+        if (!call->ok && call->error != ERROR_OPERATION_ABORTED && !cls->observe)
+            fwx_trace("receive failed: error %lu", (unsigned long)call->error);
+        pump_abort(pump, KIT_OTHER(from));
+    }
+    else if (call->size == 0) {
+        verdict = cls->eof ? cls->eof(pump, from, &out) : KIT_PASS;
+        pump_apply(pump, from, TRUE, verdict, NULL, out);
+    }
+    else {
+        verdict = cls->data ? cls->data(pump, from, buffer, call->size, &out) : KIT_PASS;
+        pump_apply(pump, from, FALSE, verdict, buffer, out);
+    }
+}
+
+/* The other side accepted the bytes from FROM: now, and only now, read more from FROM;
+ * or, when they were the last ones (an eof's KIT_SEND), pass the half-close on. A failed
+ * completion is traced here and in on_received unless the class observes: it saw it. */
+static void on_sent(KitPump *pump, enum kit_side from, BOOL ok, DWORD error)
+{
+    if (!ok) {
+        if (error != ERROR_OPERATION_ABORTED && !pump->filter->cls->observe)
+            fwx_trace("send failed: error %lu", (unsigned long)error);
+        pump_abort(pump, from);
+    }
+    else if (pump->flushing[from])
+        pump_shutdown(pump, KIT_OTHER(from));
+    else
+        pump_recv(pump, from);
+}
+
+/* ---------------------------------------------------------------- IFWXDataFilter */
+
+static HRESULT STDMETHODCALLTYPE DataFilter_QueryInterface(IFWXDataFilter *iface, REFIID riid, void **ppv)
+{
+    return pump_query(impl_from_IFWXDataFilter(iface), riid, ppv);
+}
+
+static ULONG STDMETHODCALLTYPE DataFilter_AddRef(IFWXDataFilter *iface)
+{
+    return pump_addref(impl_from_IFWXDataFilter(iface));
+}
+
+static ULONG STDMETHODCALLTYPE DataFilter_Release(IFWXDataFilter *iface)
+{
+    return pump_release(impl_from_IFWXDataFilter(iface));
+}
+
+/* The signal to start pumping: both directions begin with a Recv. */
+static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IFWXSocket *internal,
+                                                       IFWXSocket *external, IFWXConnection *connection,
+                                                       IUnknown *context)
+{
+    KitPump *pump = impl_from_IFWXDataFilter(iface);
+    BOOL usable;
+
+    observe_simple(pump->filter, KIT_CALL_SET_SOCKETS);
+    if (!internal || !external)
+        return E_INVALIDARG;
+
+    EnterCriticalSection(&pump->lock);
+    usable = !pump->detached && !pump->sockets[KIT_INTERNAL];
+    if (usable) {
+        IFWXSocket_AddRef(internal);
+        IFWXSocket_AddRef(external);
+        if (connection)
+            IFWXConnection_AddRef(connection);
+        pump->sockets[KIT_INTERNAL] = internal;
+        pump->sockets[KIT_EXTERNAL] = external;
+        pump->connection = connection;
+    }
+    LeaveCriticalSection(&pump->lock);
+    if (!usable)
+        return FWX_E_TERMINATING;
+
+    pump_recv(pump, KIT_INTERNAL);
+    pump_recv(pump, KIT_EXTERNAL);
+    return S_OK;
+}
+
+/* The connection is over (or was never set up): drop every reference we hold. Pending
+ * operations complete with an error and find no sockets left. */
+static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
+{
+    KitPump *pump = impl_from_IFWXDataFilter(iface);
+    IFWXSocket *internal, *external;
+    IFWXFirewall *firewall;
+    IFWXConnection *connection;
+
+    observe_simple(pump->filter, KIT_CALL_PUMP_DETACH);
+    EnterCriticalSection(&pump->lock);
+    pump->detached = TRUE;
+    internal = pump->sockets[KIT_INTERNAL];
+    external = pump->sockets[KIT_EXTERNAL];
+    firewall = pump->firewall;
+    connection = pump->connection;
+    pump->sockets[KIT_INTERNAL] = pump->sockets[KIT_EXTERNAL] = NULL;
+    pump->firewall = NULL;
+    pump->connection = NULL;
+    LeaveCriticalSection(&pump->lock);
+
+    if (internal)
+        IFWXSocket_Release(internal);
+    if (external)
+        IFWXSocket_Release(external);
+    if (firewall)
+        IFWXFirewall_Release(firewall);
+    if (connection)
+        IFWXConnection_Release(connection);
+    return S_OK;
+}
+
+static const IFWXDataFilterVtbl data_filter_vtbl = {
+    DataFilter_QueryInterface,
+    DataFilter_AddRef,
+    DataFilter_Release,
+    DataFilter_SetSockets,
+    DataFilter_Detach,
+};
+
+/* ---------------------------------------------------------------- IFWXIOCompletion */
+
+static HRESULT STDMETHODCALLTYPE Completion_QueryInterface(IFWXIOCompletion *iface, REFIID riid, void **ppv)
+{
+    return pump_query(impl_from_IFWXIOCompletion(iface), riid, ppv);
+}
+
+static ULONG STDMETHODCALLTYPE Completion_AddRef(IFWXIOCompletion *iface)
+{
+    return pump_addref(impl_from_IFWXIOCompletion(iface));
+}
+
+static ULONG STDMETHODCALLTYPE Completion_Release(IFWXIOCompletion *iface)
+{
+    return pump_release(impl_from_IFWXIOCompletion(iface));
+}
+
+/* Runs on a host thread; the two directions may complete at the same time on two threads,
+ * but each direction has only one operation in flight, so its steps never overlap. */
+static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *iface, BOOL fSuccess,
+                                                            DWORD Win32ErrorCode, IFWXIOBuffer *pIOBuffer,
+                                                            UserContextType UserData,
+                                                            LPSOCKADDR ExternalAddress,
+                                                            INT ExternalAddressLength)
+{
+    KitPump *pump = impl_from_IFWXIOCompletion(iface);
+    enum kit_side from = IO_FROM(UserData);
+    KitCall call = { .type = KIT_CALL_COMPLETION };
+    DWORD allocated;
+
+    call.send = (UserData & IO_SEND) != 0;
+    call.side = call.send ? KIT_OTHER(from) : from;
+    call.ok = fSuccess;
+    call.error = Win32ErrorCode;
+    if (!call.send && fSuccess && pIOBuffer)
+        call.buffer = SUCCEEDED(IFWXIOBuffer_GetBufferSizes(pIOBuffer, &allocated, &call.size));
+    observe(pump->filter, &call);
+
+    if (call.send)
+        on_sent(pump, from, fSuccess, Win32ErrorCode);
+    else
+        on_received(pump, from, &call, pIOBuffer);
+    return S_OK;
+}
+
+static const IFWXIOCompletionVtbl completion_vtbl = {
+    Completion_QueryInterface,
+    Completion_AddRef,
+    Completion_Release,
+    Completion_CompleteAsyncIO,
+};
+
+static HRESULT pump_create(KitFilter *filter, IFWXFirewall *firewall, IFWXDataFilter **out)
+{
+    KitPump *pump = fwx_alloc(sizeof(*pump));
+    HRESULT hr;
+
+    if (!pump)
+        return E_OUTOFMEMORY;
+    pump->filter = filter;
+    if (filter->cls->pump_create && FAILED(hr = filter->cls->pump_create(pump))) {
+        fwx_free(pump);
+        return hr;
+    }
+    pump->IFWXDataFilter_iface.lpVtbl = &data_filter_vtbl;
+    pump->IFWXIOCompletion_iface.lpVtbl = &completion_vtbl;
+    pump->refs = 1;
+    filter_hold(filter);
+    InitializeCriticalSection(&pump->lock);
+    IFWXFirewall_AddRef(firewall);
+    pump->firewall = firewall;
+    fwx_object_created();
+    *out = &pump->IFWXDataFilter_iface;
+    return S_OK;
+}
+
+HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
+{
+    IFWXFirewall *firewall;
+    HRESULT hr;
+
+    *buffer = NULL;
+    EnterCriticalSection(&pump->lock);
+    firewall = pump->firewall;
+    if (firewall)
+        IFWXFirewall_AddRef(firewall);
+    LeaveCriticalSection(&pump->lock);
+    if (!firewall)
+        return FWX_E_TERMINATING;
+    hr = IFWXFirewall_CreateBuffer(firewall, size, buffer);
+    IFWXFirewall_Release(firewall);
+    if (FAILED(hr))
+        *buffer = NULL;
+    return hr;
+}

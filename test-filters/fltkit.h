@@ -1,0 +1,175 @@
+/*
+ * fltkit.h - the filter kit our C test filters are built on: one generic implementation
+ * of each FWX object a filter writes, driven by a table of callbacks (KitClass) that
+ * says only what is particular to the filter. fltkit.c owns the objects:
+ *   KitFilter   IFWXFilter         FilterInit, FilterShutdown, AttachToSession
+ *   KitSession  IFWXSessionFilter  FirewallEventHandler, Detach
+ *   KitPump     IFWXDataFilter +   the bidirectional data pump (passthrough.c's):
+ *               IFWXIOCompletion   Recv(NULL) on one side, Send on the other, the next
+ *                                  Recv on the Send's completion; a 0-byte Recv is
+ *                                  passed on as Shutdown(FALSE), a failure as Close(TRUE)
+ * fltbase.c still owns the DLL plumbing; a filter source defines fwx_filter_clsid,
+ * fwx_filter_name, a static const KitClass and
+ *     HRESULT fwx_filter_create(REFIID riid, void **ppv)
+ *     { return kit_filter_create(&my_class, riid, ppv); }
+ * A filter with no callbacks at all is passthrough.c.
+ *
+ * Lifetimes: the host may detach session and data filters after FilterShutdown and
+ * after its last Release of the filter, so KitSession and KitPump keep the KitFilter
+ * struct (its class and context, not its COM identity) alive with an internal hold.
+ * Each object holds the host objects it was given until its Detach (the filter: until
+ * FilterShutdown), and then releases them; every host call is made with no kit lock held.
+ *
+ * C only: the C++ filter (cxxpass.cpp) keeps its own classes, on purpose. The example
+ * kit for outside authors (examples/filter-kit/) stays standalone.
+ */
+#ifndef FWX_FLTKIT_H
+#define FWX_FLTKIT_H
+
+/* A filter source includes only this header: C macros for the interfaces' methods
+ * (IFWXSocket_Recv(s, ...)), const vtables. */
+#ifndef COBJMACROS
+#define COBJMACROS
+#endif
+#ifndef CONST_VTABLE
+#define CONST_VTABLE
+#endif
+#include "fltbase.h"
+
+typedef struct KitFilter KitFilter;
+typedef struct KitSession KitSession;
+typedef struct KitPump KitPump;
+typedef struct KitClass KitClass;
+
+/* The internal socket faces the client (or the previous filter of the chain), the
+ * external one the server (or the next filter). */
+enum kit_side { KIT_INTERNAL = 0, KIT_EXTERNAL = 1 };
+#define KIT_OTHER(s) ((enum kit_side)(1 - (s)))
+
+/* What the pump does with a buffer received from one side (KitClass.data), or with the
+ * end of that side's stream (KitClass.eof). */
+typedef enum {
+    KIT_PASS,    /* data: send the received buffer on; eof: Shutdown(FALSE) the other side */
+    KIT_SEND,    /* send *out instead (the kit releases it); after eof the half-close
+                    follows once *out has gone */
+    KIT_HOLD,    /* data: send nothing and read on from the same side; eof: do not pass
+                    the half-close on */
+    KIT_ABORT,   /* Close(TRUE) both sides: the connection cannot go on correctly */
+} KitVerdict;
+
+/* The FWX calls the kit receives, as told to KitClass.observe. */
+typedef enum {
+    KIT_CALL_FILTER_INIT,         /* reported once KitClass.init has succeeded */
+    KIT_CALL_ATTACH_TO_SESSION,
+    KIT_CALL_EVENT,               /* FirewallEventHandler: event */
+    KIT_CALL_SET_SOCKETS,
+    KIT_CALL_COMPLETION,          /* CompleteAsyncIO: send, side, ok, error, buffer, size */
+    KIT_CALL_PUMP_DETACH,         /* IFWXDataFilter::Detach */
+    KIT_CALL_SESSION_DETACH,      /* IFWXSessionFilter::Detach */
+    KIT_CALL_FILTER_SHUTDOWN,
+} KitCallType;
+
+typedef struct {
+    KitCallType          type;
+    const FirewallEvent *event;    /* KIT_CALL_EVENT */
+    /* KIT_CALL_COMPLETION: */
+    BOOL                 send;     /* a Send completed, else a Recv */
+    enum kit_side        side;     /* the socket the operation was posted on */
+    BOOL                 ok;       /* fSuccess */
+    DWORD                error;    /* Win32ErrorCode, when !ok */
+    BOOL                 buffer;   /* recv, ok: a buffer came whose size could be read */
+    DWORD                size;     /* recv, ok, buffer: its size (0: the peer half-closed) */
+} KitCall;
+
+/* How AttachToSession answers the per-session hook events. */
+typedef enum {
+    KIT_HOOKS_COPY,        /* a CoTaskMemAlloc copy of the global ones | session_events */
+    KIT_HOOKS_DUPLICATE,   /* IFWXFirewall::DuplicateFilterHookEvents of the global ones */
+    KIT_HOOKS_GLOBAL,      /* NULL: the host uses the global ones */
+} KitSessionHooks;
+
+/* Everything optional is NULL (or 0) when the filter needs nothing there. */
+struct KitClass {
+    /* ---- IFWXFilter */
+    DWORD events;                  /* the global hook events (dwGlobalEvents) */
+    KitSessionHooks session_hooks;
+    DWORD session_events;          /* KIT_HOOKS_COPY: events added for each session */
+    /* FilterInit, first: read the settings, set filter->context, may change
+     * filter->hooks. FALSE disables the filter: FilterInit answers S_OK with no hook
+     * events (the SDK asks for S_OK) and keeps no firewall; init traces why. */
+    BOOL (*init)(KitFilter *filter, IFWXFirewall *firewall);
+    void (*shutdown)(KitFilter *filter);   /* FilterShutdown, before the firewall goes */
+    void (*free_context)(void *context);  /* when the last kit object is gone */
+    /* Every call the kit receives, on arrival (IUnknown calls excepted). With an observer
+     * the kit does not trace failed completions itself. */
+    void (*observe)(KitFilter *filter, const KitCall *call);
+
+    /* ---- IFWXSessionFilter */
+    /* fwx_Connect_Tcp, fwx_AcceptedConnection and any other event hooked. NULL:
+     * kit_session_default_event (a pump on every TCP connection). */
+    HRESULT (*event)(KitSession *session, const FirewallEvent *event);
+
+    /* ---- IFWXDataFilter: the pump */
+    HRESULT (*pump_create)(KitPump *pump);   /* set pump->state; a failure refuses the pump */
+    void (*pump_destroy)(KitPump *pump);     /* free pump->state */
+    /* A buffer of SIZE > 0 bytes from FROM. NULL: KIT_PASS. Runs on a host thread with
+     * no lock held; one call per direction at a time, the two directions concurrently. */
+    KitVerdict (*data)(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, DWORD size,
+                       IFWXIOBuffer **out);
+    /* FROM half-closed. NULL: KIT_PASS. */
+    KitVerdict (*eof)(KitPump *pump, enum kit_side from, IFWXIOBuffer **out);
+};
+
+struct KitFilter {
+    IFWXFilter          IFWXFilter_iface;
+    LONG                refs;       /* COM references */
+    LONG                holds;      /* this struct: 1 while COM refs remain, + 1 per kit object */
+    const KitClass     *cls;
+    IFWXFirewall       *firewall;   /* from FilterInit until FilterShutdown */
+    FwxFilterHookEvents hooks;      /* FilterInit hands the host this member's address */
+    void               *context;    /* the filter's own, for all its objects */
+};
+
+struct KitSession {
+    IFWXSessionFilter IFWXSessionFilter_iface;
+    LONG              refs;
+    KitFilter        *filter;     /* held */
+    CRITICAL_SECTION  lock;       /* events race Detach */
+    IFWXSession      *session;    /* until Detach */
+    IFWXFirewall     *firewall;   /* until Detach */
+};
+
+struct KitPump {
+    IFWXDataFilter   IFWXDataFilter_iface;
+    IFWXIOCompletion IFWXIOCompletion_iface;
+    LONG             refs;
+    KitFilter       *filter;       /* held */
+    CRITICAL_SECTION lock;         /* guards the fields up to connection: Detach races completions */
+    BOOL             detached;
+    IFWXSocket      *sockets[2];   /* by enum kit_side; from SetSockets until Detach */
+    IFWXFirewall    *firewall;     /* for kit_pump_create_buffer; until Detach */
+    IFWXConnection  *connection;
+    BOOL             flushing[2];  /* by the side read from: its eof's KIT_SEND is in flight */
+    void            *state;        /* the filter's own, per connection */
+};
+
+/* The filter object, for fwx_filter_create. */
+HRESULT kit_filter_create(const KitClass *cls, REFIID riid, void **ppv);
+
+/* The default event handler: a pump on every fwx_Connect_Tcp and fwx_AcceptedConnection
+ * connection, S_OK for anything else. */
+HRESULT kit_session_default_event(KitSession *session, const FirewallEvent *event);
+
+/* Attaches a new pump (fwx_dfpc_Middle) to CONNECTION (NULL: nothing to do, S_OK). A
+ * failed AttachDataFilter is traced and S_OK; a failure to create the pump is returned. */
+HRESULT kit_session_attach_pump(KitSession *session, IFWXConnection *connection);
+
+/* The session's IFWXSession and IFWXFirewall (either out-pointer may be NULL), each with
+ * a reference of the caller's; FALSE, and NULLs, once the session filter is detached. */
+BOOL kit_session_get(KitSession *session, IFWXSession **fwx_session, IFWXFirewall **firewall);
+
+/* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. *buffer
+ * is NULL whenever the result is a failure. */
+HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer);
+
+#endif /* FWX_FLTKIT_H */

@@ -1,0 +1,217 @@
+#!/bin/bash
+# connector.sh - a protocol with secondary connections on random ports in both directions
+# (tests/peers/connpeer.c, like the ISA 2000 SDK's Connector application) through fwxhost
+# and the connector test filter, between network namespaces:
+#
+#   client ns (10.202.1.2) --- gateway ns, fwxhost (10.202.1.1 | 10.202.2.1) --- server ns,
+#   connpeer server (10.202.2.2:7000)
+#
+# The gateway does not forward (net.ipv4.ip_forward = 0). Published (client to
+# 10.202.1.1:7070) and as SecureNAT (client to 10.202.2.2:7000, iptables REDIRECT to an
+# outbound rule; every other port to a secondary-only rule), the client asks for 12
+# inbound secondary connections (BIND: BindForClient, RetroactiveAllowBind) and 12
+# outbound ones (OPEN: RedirectConnections or AllowFutureConnect), all at once, 256 KiB
+# each way on each. Then: cancelled OPEN actions refuse their connections, and a
+# BindForClient bind that nobody used within [host] secondary-timeout refuses the late
+# connection.
+#
+# Needs root, ip and iptables; otherwise prints a visible SKIP.
+# Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
+set -u
+
+B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
+FLAVOURS=${FWX_FLAVOURS:-x64}
+: "${WINEPREFIX:?WINEPREFIX not set}"
+export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+PEER=$B/tests/peers/connpeer
+K=12 BYTES=262144
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 25 "$x" | sed 's/^/#   | /'; done; }
+skip_all() { echo "ok 1 # SKIP connector protocol through fwxhost in network namespaces: $1"; echo "1..1"; exit 0; }
+
+missing=""
+[ "$(id -u)" = 0 ] || missing="root"
+for tool in ip iptables timeout; do
+    command -v $tool > /dev/null || missing="$missing $tool"
+done
+[ -n "$missing" ] && skip_all "needs$missing"
+[ -x "$PEER" ] || { echo "not ok 1 - tests/peers/connpeer is not built"; echo "1..1"; exit 1; }
+
+T=$(mktemp -d /tmp/fwx-connector.XXXXXX) || exit 99
+chmod 755 "$T"
+nc=fwxconc$$ ng=fwxcong$$ nsv=fwxcons$$
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
+    for x in "$nc" "$ng" "$nsv"; do ip netns del "$x" 2> /dev/null; done
+    ip link del fxkc$$ 2> /dev/null
+    ip link del fxks$$ 2> /dev/null
+    [ -n "${CONNECTOR_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 99' INT TERM HUP
+
+CLIENT=10.202.1.2 GW_IN=10.202.1.1 GW_OUT=10.202.2.1 SERVER=10.202.2.2
+topology() {
+    ip netns add "$nc" && ip netns add "$ng" && ip netns add "$nsv" || return 1
+    ip link add fxkc$$ type veth peer name fxkg$$ || return 1
+    ip link add fxks$$ type veth peer name fxkt$$ || return 1
+    ip link set fxkc$$ netns "$nc" && ip link set fxkg$$ netns "$ng" &&
+    ip link set fxkt$$ netns "$ng" && ip link set fxks$$ netns "$nsv" || return 1
+    ip -n "$nc" addr add $CLIENT/24 dev fxkc$$ && ip -n "$nc" link set fxkc$$ up &&
+    ip -n "$nc" link set lo up && ip -n "$nc" route add default via $GW_IN || return 1
+    ip -n "$ng" addr add $GW_IN/24 dev fxkg$$ && ip -n "$ng" link set fxkg$$ up &&
+    ip -n "$ng" addr add $GW_OUT/24 dev fxkt$$ && ip -n "$ng" link set fxkt$$ up &&
+    ip -n "$ng" link set lo up || return 1
+    ip -n "$nsv" addr add $SERVER/24 dev fxks$$ && ip -n "$nsv" link set fxks$$ up &&
+    ip -n "$nsv" link set lo up && ip -n "$nsv" route add default via $GW_OUT || return 1
+    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
+}
+topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+if ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER --dport 7000 \
+        -j REDIRECT --to-ports 2221 2> "$T/ipt.err" ||
+   ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER \
+        -j REDIRECT --to-ports 2222 2>> "$T/ipt.err"; then
+    skip_all "iptables NAT unavailable in the gateway namespace ($(tr '\n' ' ' < "$T/ipt.err"))"
+fi
+
+# Two servers: 7000 answers at once, 7001 waits 2.5 s before it connects for a BIND.
+ip netns exec "$nsv" "$PEER" server --listen $SERVER:7000 > "$T/server.log" 2>&1 &
+pids+=($!)
+ip netns exec "$nsv" "$PEER" server --listen $SERVER:7001 --delay-ms 2500 > "$T/server-slow.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do
+    [ "$(cat "$T/server.log" "$T/server-slow.log" | grep -c ready)" = 2 ] && break
+    sleep 0.1
+done
+
+HOST_PID=
+start_host() {  # FLAVOUR LOG [ENV=VALUE...] (extra [host] lines in $HOST_EXTRA)
+    local f=$1 log=$2
+    shift 2
+    cat > "$T/conn-$f.ini" << EOF
+[host]
+workers = 2
+log-level = info
+control = $T/ctl-$f.sock
+${HOST_EXTRA:-}
+
+[filter connector]
+path = $B/filters/$f/connector.dll
+
+[rule connector]
+listen = $GW_IN:7070
+target = $SERVER:7000
+
+[rule connector-slow]
+listen = $GW_IN:7071
+target = $SERVER:7001
+
+[rule ctl-out]
+type = outbound
+listen = *:2221
+
+[rule data-out]
+type = outbound
+listen = *:2222
+secondary-only = yes
+EOF
+: > "$log"
+    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/conn-$f.ini" 2> "$log" &
+    HOST_PID=$!
+    pids+=($HOST_PID)
+    for _ in $(seq 1 150); do
+        [ "$(grep -c 'fwxhost: ready' "$log")" = 4 ] && return 0
+        kill -0 $HOST_PID 2> /dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+stop_host() {
+    kill -TERM $HOST_PID 2> /dev/null
+    wait $HOST_PID 2> /dev/null
+    HOST_RC=$?
+}
+client() {  # OUT ADDR:PORT [connpeer options]
+    local out=$1 addr=$2
+    shift 2
+    ip netns exec "$nc" "$PEER" client --connect "$addr" "$@" > "$out" 2>&1
+}
+
+for f in $FLAVOURS; do
+    log=$T/host-$f.log
+    if ! start_host $f "$log"; then
+        not_ok "$f: fwxhost with the connector filter starts in the gateway namespace" "$log"
+        continue
+    fi
+    for setup in publish securenat; do
+        [ $setup = publish ] && addr=$GW_IN:7070 || addr=$SERVER:7000
+        out=$T/client-$f-$setup.out
+        if client "$out" $addr --inbound $K --outbound $K --bytes $BYTES --seed 11 --timeout 20; then
+            ok "$f $setup: $K inbound + $K outbound secondary connections at once, $BYTES bytes each way, intact"
+        else
+            not_ok "$f $setup: $K inbound + $K outbound secondary connections intact" "$out" "$log"
+        fi
+    done
+    stop_host
+    est=$(grep -c 'connector: established data connection .*: context [0-9]* ok' "$log")
+    bad=$(grep -c 'is NOT ours' "$log")
+    retro_none=$(grep -c 'RetroactiveAllowBind 0\.0\.0\.0:[0-9]*: 0x80072741' "$log")
+    retro_ours=$(grep -c 'RetroactiveAllowBind 10\.202\.2\.1:[0-9]*: 0x800700b7' "$log")
+    binds=$(grep -c 'BindForClient #[0-9]*: .* -> ' "$log")
+    if [ "$est" -ge $((4 * K)) ] && [ "$bad" = 0 ] && [ "$binds" -ge $((2 * K)) ] &&
+       [ "$retro_none" -ge $((2 * K)) ] && [ "$retro_ours" -ge $((2 * K)) ] && [ "$HOST_RC" = 0 ]; then
+        ok "$f: $est fwx_EstablishedConnection with the filter's context, $binds binds; RetroactiveAllowBind fails without a bind and finds BindForClient's; clean exit"
+    else
+        not_ok "$f: events and binds (established $est, foreign $bad, binds $binds, retroactive without bind $retro_none, on ours $retro_ours, exit $HOST_RC)" "$log"
+    fi
+
+    # Cancelled OPEN actions: the client's connections are refused, in both set-ups.
+    log=$T/host-$f-cancel.log
+    if start_host $f "$log" CONNECTOR_CANCEL=1; then
+        for setup in publish securenat; do
+            [ $setup = publish ] && addr=$GW_IN:7070 || addr=$SERVER:7000
+            out=$T/cancel-$f-$setup.out
+            client "$out" $addr --inbound 0 --outbound 2 --bytes 1000 --seed 3 --timeout 5
+            rc=$?
+            if [ $rc = 2 ] && grep -q 'OPEN seed' "$out" &&
+               [ "$(grep -c 'cancelled by the filter' "$log")" -ge 2 ]; then
+                ok "$f $setup: cancelled OPEN actions refuse the connections ($(grep -m1 'OPEN seed' "$out" | cut -c1-90))"
+            else
+                not_ok "$f $setup: cancelled OPEN actions refuse the connections (client exit $rc)" "$out" "$log"
+            fi
+        done
+        stop_host
+        if ! grep -q 'established data connection' "$log"; then
+            ok "$f: no fwx_EstablishedConnection for cancelled actions"
+        else
+            not_ok "$f: no fwx_EstablishedConnection for cancelled actions" "$log"
+        fi
+    else
+        not_ok "$f: fwxhost starts (cancel run)" "$log"
+    fi
+
+    # A bind unused for secondary-timeout (1 s) refuses the server's late connection.
+    log=$T/host-$f-expire.log
+    HOST_EXTRA="secondary-timeout = 1"
+    if start_host $f "$log"; then
+        out=$T/expire-$f.out
+        client "$out" $GW_IN:7071 --inbound 1 --outbound 0 --bytes 1000 --seed 5 --timeout 6
+        rc=$?
+        stop_host
+        if [ $rc = 2 ] && grep -q 'BindForClient #[0-9]* .*expired (secondary-timeout)' "$log" &&
+           ! grep -q 'established data connection' "$log"; then
+            ok "$f: a BindForClient bind unused for secondary-timeout refuses the late connection"
+        else
+            not_ok "$f: a BindForClient bind unused for secondary-timeout refuses the late connection (client exit $rc)" "$out" "$log"
+        fi
+    else
+        not_ok "$f: fwxhost starts (expiry run)" "$log"
+    fi
+    HOST_EXTRA=
+done
+echo "1..$n"
+[ $failed = 0 ]

@@ -1,0 +1,125 @@
+#!/bin/bash
+# emulation.sh - outbound emulation (reference 2.9) end to end: the emulator test filter
+# answers an outbound connect itself (SetProtocol with FWX_FLAG_EMULATE_PROTOCOL and a
+# data filter of class fwx_dfpc_Emulation), so the client gets an answer although
+# nothing listens at its destination. A second emulation attempt on one connection gets
+# FWX_E_ALREADY_EMULATED, SetSocketName works once (FWX_E_ALREADY_EXISTS after) and
+# GetExternalSocketName reports it.
+#
+# As tests/outbound.sh: a network namespace, iptables REDIRECT of uid 65534's connections
+# to 127.0.0.3:8080 (where nothing listens) to the host's outbound rule. Needs root, ip,
+# iptables and setpriv; otherwise prints a visible SKIP.
+# Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
+set -u
+
+B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
+FLAVOURS=${FWX_FLAVOURS:-x64}
+: "${WINEPREFIX:?WINEPREFIX not set}"
+export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 20 "$x" | sed 's/^/#   | /'; done; }
+
+missing=""
+[ "$(id -u)" = 0 ] || missing="root"
+for tool in ip iptables setpriv; do
+    command -v $tool > /dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    echo "ok 1 # SKIP outbound emulation in a network namespace: needs$missing"
+    echo "1..1"
+    exit 0
+fi
+
+T=$(mktemp -d /tmp/fwx-emulation.XXXXXX) || exit 99
+chmod 755 "$T"
+ns=fwxemu$$
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
+    ip netns del "$ns" 2> /dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 99' INT TERM HUP
+
+inns() { ip netns exec "$ns" "$@"; }
+
+if ! ip netns add "$ns" 2> "$T/netns.err" || ! inns ip link set lo up; then
+    echo "ok 1 # SKIP outbound emulation: cannot create a network namespace ($(cat "$T/netns.err"))"
+    echo "1..1"
+    exit 0
+fi
+if ! inns iptables -t nat -A OUTPUT -p tcp -d 127.0.0.3 --dport 8080 \
+        -m owner --uid-owner 65534 -j REDIRECT --to-ports 3128 2> "$T/ipt.err"; then
+    echo "ok 1 # SKIP outbound emulation: iptables NAT unavailable here ($(cat "$T/ipt.err"))"
+    echo "1..1"
+    exit 0
+fi
+
+peer=$B/tests/peers/fxpeer
+[ -x "$peer" ] || { echo "not ok 1 - tests/peers/fxpeer is not built"; exit 1; }
+
+for f in $FLAVOURS; do
+    log=$T/host-$f.log
+    cat > "$T/emu-$f.ini" << EOF
+[host]
+workers = 2
+log-level = info
+control = $T/ctl-$f.sock
+
+[filter emulator]
+path = $B/filters/$f/emulator.dll
+
+[rule out]
+type = outbound
+listen = 127.0.0.1:3128
+EOF
+    : > "$log"
+    FWX_FILTER_TRACE=1 ip netns exec "$ns" "$B/bin/fwxhost" --config "$T/emu-$f.ini" 2> "$log" &
+    hp=$!
+    pids+=($hp)
+    for _ in $(seq 1 150); do
+        grep -q 'fwxhost: ready' "$log" && break
+        kill -0 $hp 2> /dev/null || break
+        sleep 0.1
+    done
+    # Without the host nothing answers there: the client would be refused.
+    out=$T/reply-$f.txt
+    : > "$out"
+    chown 65534 "$out"   # the client runs as uid 65534
+    if inns setpriv --reuid=65534 --regid=65534 --clear-groups \
+            "$peer" send --connect 127.0.0.3:8080 --data "hello emulator" --out "$out" --timeout 10 \
+            > "$T/client-$f.log" 2>&1 && [ "$(cat "$out")" = "emulated:hello emulator" ]; then
+        ok "$f: the emulator answered a connect to a closed port ($(cat "$out"))"
+    else
+        not_ok "$f: the emulator answers a connect to a closed port" "$T/client-$f.log" "$out" "$log"
+    fi
+    kill -TERM $hp
+    wait $hp
+    rc=$?
+    checks=(
+        "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): 0x00000000"
+        "second SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): 0xc0040009"
+        "AttachDataFilter(fwx_dfpc_Emulation): 0x00000000"
+        "second AttachDataFilter(fwx_dfpc_Emulation): 0xc0040009"
+        "SetSockets: internal set, external NULL"
+        "SetSocketName: 0x00000000"
+        "second SetSocketName: 0x800700b7"
+        "GetExternalSocketName: 0x00000000 192.0.2.80:8080"
+    )
+    missing_lines=""
+    for c in "${checks[@]}"; do
+        grep -qF "fwx-filter emulator: $c" "$log" || missing_lines="$missing_lines [$c]"
+    done
+    if [ -z "$missing_lines" ] && [ "$(grep -c 'fwx-filter emulator: SetSockets' "$log")" = 1 ] &&
+       ! grep -q 'connect to target' "$log" && [ $rc = 0 ]; then
+        ok "$f: one emulator per connection (FWX_E_ALREADY_EMULATED), SetSocketName once, no connect to the destination, clean exit"
+    else
+        not_ok "$f: emulation calls (missing:$missing_lines; exit $rc)" "$log"
+    fi
+done
+echo "1..$n"
+[ $failed = 0 ]
