@@ -9,6 +9,11 @@
  * piece the client sends with "emulated:" and the piece; the client's half-close is
  * answered with ours. Every result is traced ("fwx-filter emulator: ...", on stderr with
  * FWX_FILTER_TRACE=1); tests/emulation.sh checks them.
+ *
+ * Inbound emulation (HOST-1001): on a publishing rule's fwx_AcceptedConnection it calls
+ * IFWXConnection::EmulateConnection with its data filter instead (the target is never
+ * contacted), then a second time and an Emulation-class AttachDataFilter, both of which
+ * must fail with FWX_E_ALREADY_EMULATED; the data filter answers as above.
  */
 #define COBJMACROS
 #define CONST_VTABLE
@@ -25,7 +30,7 @@ const char fwx_filter_name[] = "emulator";
 static const GUID emulated_protocol =
     { 0x0b7d4e21, 0x9c36, 0x4a58, { 0x8f, 0x12, 0x3d, 0x6e, 0x9a, 0x0b, 0x1c, 0x24 } };
 
-#define EMULATOR_EVENTS (fwx_Connect_Tcp | FWX_ALL_SOURCES)
+#define EMULATOR_EVENTS (fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES)
 
 static HRESULT session_filter_create(IFWXSession *session, IFWXFirewall *firewall, IFWXSessionFilter **out);
 static HRESULT data_filter_create(IFWXFirewall *firewall, IFWXDataFilter **out);
@@ -256,12 +261,47 @@ static HRESULT emulate(SessionFilter *sf, IFWXConnection *connection)
     return S_OK;
 }
 
+static HRESULT emulate_inbound(SessionFilter *sf, IFWXConnection *connection)
+{
+    IFWXFirewall *firewall;
+    IFWXDataFilter *df;
+    IFWXConnection *made = NULL;
+    HRESULT hr;
+
+    if (!connection)
+        return S_OK;
+    EnterCriticalSection(&sf->lock);
+    firewall = sf->firewall;
+    if (firewall)
+        IFWXFirewall_AddRef(firewall);
+    LeaveCriticalSection(&sf->lock);
+    if (!firewall)
+        return FWX_E_TERMINATING;
+    if (SUCCEEDED(hr = data_filter_create(firewall, &df))) {
+        hr = IFWXConnection_EmulateConnection(connection, df, NULL, 0, NULL, 0, &made);
+        fwx_trace("EmulateConnection: 0x%08lx, connection %s", (unsigned long)hr,
+                  !made ? "NULL" : made == connection ? "the accepted one" : "another");
+        if (made)
+            IFWXConnection_Release(made);
+        hr = IFWXConnection_EmulateConnection(connection, df, NULL, 0, NULL, 0, NULL);
+        fwx_trace("second EmulateConnection: 0x%08lx", (unsigned long)hr);
+        hr = IFWXConnection_AttachDataFilter(connection, df, fwx_dfpc_Emulation, NULL);
+        fwx_trace("AttachDataFilter(fwx_dfpc_Emulation) after EmulateConnection: 0x%08lx",
+                  (unsigned long)hr);
+        IFWXDataFilter_Release(df);
+    }
+    IFWXFirewall_Release(firewall);
+    return S_OK;
+}
+
 static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionFilter *iface,
                                                                     const FirewallEvent *event)
 {
     SessionFilter *sf = impl_from_IFWXSessionFilter(iface);
     if (event->EventType == fwx_Connect_Tcp)
         return emulate(sf, event->Parameters.Connect.piConnection);
+    if (event->EventType == fwx_AcceptedConnection)
+        return emulate_inbound(sf, event->Parameters.Accept.piConnectionAccepted);
     return S_OK;
 }
 

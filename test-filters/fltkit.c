@@ -373,6 +373,27 @@ HRESULT kit_session_attach_pump(KitSession *sf, IFWXConnection *connection)
     return S_OK;
 }
 
+HRESULT kit_session_emulate_pump(KitSession *sf, IFWXConnection *connection)
+{
+    IFWXFirewall *firewall;
+    IFWXDataFilter *df;
+    HRESULT hr;
+
+    if (!connection)
+        return S_OK;
+    if (!kit_session_get(sf, NULL, &firewall))
+        return FWX_E_TERMINATING;
+    hr = pump_create(sf->filter, firewall, &df);
+    IFWXFirewall_Release(firewall);
+    if (FAILED(hr))
+        return hr;
+    hr = IFWXConnection_EmulateConnection(connection, df, NULL, 0, NULL, 0, NULL);
+    if (FAILED(hr))
+        fwx_trace("EmulateConnection failed: 0x%08lx", (unsigned long)hr);
+    IFWXDataFilter_Release(df);
+    return hr;
+}
+
 HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
 {
     switch (event->EventType) {
@@ -622,14 +643,16 @@ static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IF
     BOOL usable;
 
     observe_simple(pump->filter, KIT_CALL_SET_SOCKETS);
-    if (!internal || !external)
+    /* An emulator (KitClass.emulator) has no external socket until it makes one. */
+    if (!internal || (!external && !pump->filter->cls->emulator))
         return E_INVALIDARG;
 
     EnterCriticalSection(&pump->lock);
     usable = !pump->detached && !pump->sockets[KIT_INTERNAL];
     if (usable) {
         IFWXSocket_AddRef(internal);
-        IFWXSocket_AddRef(external);
+        if (external)
+            IFWXSocket_AddRef(external);
         if (connection)
             IFWXConnection_AddRef(connection);
         pump->sockets[KIT_INTERNAL] = internal;
@@ -641,8 +664,31 @@ static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IF
         return FWX_E_TERMINATING;
 
     pump_recv(pump, KIT_INTERNAL);
-    pump_recv(pump, KIT_EXTERNAL);
+    if (external)
+        pump_recv(pump, KIT_EXTERNAL);
     return S_OK;
+}
+
+HRESULT kit_pump_set_external(KitPump *pump, IFWXSocket *external)
+{
+    HRESULT hr = S_OK;
+
+    if (!external)
+        return E_INVALIDARG;
+    EnterCriticalSection(&pump->lock);
+    if (pump->detached)
+        hr = FWX_E_TERMINATING;
+    else if (pump->sockets[KIT_EXTERNAL])
+        hr = FWX_E_ALREADY_EXISTS;
+    else {
+        IFWXSocket_AddRef(external);
+        pump->sockets[KIT_EXTERNAL] = external;
+        pump->own_external = TRUE;
+    }
+    LeaveCriticalSection(&pump->lock);
+    if (SUCCEEDED(hr))
+        pump_recv(pump, KIT_EXTERNAL);
+    return hr;
 }
 
 /* The connection is over (or was never set up): drop every reference we hold. Pending
@@ -653,10 +699,12 @@ static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
     IFWXSocket *internal, *external;
     IFWXFirewall *firewall;
     IFWXConnection *connection;
+    BOOL own_external;
 
     observe_simple(pump->filter, KIT_CALL_PUMP_DETACH);
     EnterCriticalSection(&pump->lock);
     pump->detached = TRUE;
+    own_external = pump->own_external;
     internal = pump->sockets[KIT_INTERNAL];
     external = pump->sockets[KIT_EXTERNAL];
     firewall = pump->firewall;
@@ -668,6 +716,8 @@ static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
 
     if (internal)
         IFWXSocket_Release(internal);
+    if (external && own_external)
+        IFWXSocket_Close(external, FALSE);   /* ours (a network socket): it ends with us */
     if (external)
         IFWXSocket_Release(external);
     if (firewall)

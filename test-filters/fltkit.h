@@ -118,6 +118,11 @@ struct KitClass {
                        IFWXIOBuffer **out);
     /* FROM half-closed. NULL: KIT_PASS. */
     KitVerdict (*eof)(KitPump *pump, enum kit_side from, IFWXIOBuffer **out);
+    /* The pump is an emulator (kit_session_emulate_pump): SetSockets may give it no
+     * external socket; it reads the internal side only until the class hands it one
+     * with kit_pump_set_external. Until then a KIT_PASS or KIT_SEND from the internal
+     * side has nowhere to go: the class answers KIT_HOLD or KIT_ABORT. */
+    BOOL emulator;
 };
 
 struct KitFilter {
@@ -150,6 +155,7 @@ struct KitPump {
     IFWXFirewall    *firewall;     /* for kit_pump_create_buffer; until Detach */
     IFWXConnection  *connection;
     BOOL             flushing[2];  /* by the side read from: its eof's KIT_SEND is in flight */
+    BOOL             own_external; /* set by kit_pump_set_external: closed at Detach */
     void            *state;        /* the filter's own, per connection */
 };
 
@@ -163,6 +169,14 @@ HRESULT kit_session_default_event(KitSession *session, const FirewallEvent *even
 /* Attaches a new pump (fwx_dfpc_Middle) to CONNECTION (NULL: nothing to do, S_OK). A
  * failed AttachDataFilter is traced and S_OK; a failure to create the pump is returned. */
 HRESULT kit_session_attach_pump(KitSession *session, IFWXConnection *connection);
+
+/* Inbound emulation (IFWXConnection::EmulateConnection, inside fwx_AcceptedConnection):
+ * a new pump becomes CONNECTION's emulator. The failure is traced and returned. */
+HRESULT kit_session_emulate_pump(KitSession *session, IFWXConnection *connection);
+
+/* An emulator pump's external socket, made by the class (say an IFWXNetworkSocket it
+ * connected): referenced, read from now on, and closed at Detach. */
+HRESULT kit_pump_set_external(KitPump *pump, IFWXSocket *external);
 
 /* The session's IFWXSession and IFWXFirewall (either out-pointer may be NULL), each with
  * a reference of the caller's; FALSE, and NULLs, once the session filter is detached. */

@@ -13,7 +13,10 @@
 # outbound ones (OPEN: RedirectConnections or AllowFutureConnect), all at once, 256 KiB
 # each way on each. Then: cancelled OPEN actions refuse their connections, and a
 # BindForClient bind that nobody used within [host] secondary-timeout refuses the late
-# connection.
+# connection. Session expiry (HOST-1000): a SecureNAT client's session that has had no
+# connection for [host] session-timeout ends; its session filters are detached
+# (sessionlog), its BindForClient bind is cancelled and refuses the server's late
+# connection, and the client's next connection gets a new session (AttachToSession).
 #
 # Needs root, ip and iptables; otherwise prints a visible SKIP.
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
@@ -73,18 +76,23 @@ topology() {
 topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
 if ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER --dport 7000 \
         -j REDIRECT --to-ports 2221 2> "$T/ipt.err" ||
+   ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER --dport 7002 \
+        -j REDIRECT --to-ports 2221 2>> "$T/ipt.err" ||
    ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER \
         -j REDIRECT --to-ports 2222 2>> "$T/ipt.err"; then
     skip_all "iptables NAT unavailable in the gateway namespace ($(tr '\n' ' ' < "$T/ipt.err"))"
 fi
 
-# Two servers: 7000 answers at once, 7001 waits 2.5 s before it connects for a BIND.
+# Three servers: 7000 answers at once, 7001 waits 2.5 s before it connects for a BIND,
+# 7002 (SecureNAT only, session expiry) 6 s.
 ip netns exec "$nsv" "$PEER" server --listen $SERVER:7000 > "$T/server.log" 2>&1 &
 pids+=($!)
 ip netns exec "$nsv" "$PEER" server --listen $SERVER:7001 --delay-ms 2500 > "$T/server-slow.log" 2>&1 &
 pids+=($!)
+ip netns exec "$nsv" "$PEER" server --listen $SERVER:7002 --delay-ms 6000 > "$T/server-late.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 1 50); do
-    [ "$(cat "$T/server.log" "$T/server-slow.log" | grep -c ready)" = 2 ] && break
+    [ "$(cat "$T/server.log" "$T/server-slow.log" "$T/server-late.log" | grep -c ready)" = 3 ] && break
     sleep 0.1
 done
 
@@ -101,6 +109,7 @@ ${HOST_EXTRA:-}
 
 [filter connector]
 path = $B/filters/$f/connector.dll
+${FILTER_EXTRA:-}
 
 [rule connector]
 listen = $GW_IN:7070
@@ -212,6 +221,49 @@ for f in $FLAVOURS; do
         not_ok "$f: fwxhost starts (expiry run)" "$log"
     fi
     HOST_EXTRA=
+
+    # Session expiry: the client's session (SecureNAT, to 7002) ends 1-2 s after its
+    # control connection closed; the server connects for its BIND after 6 s.
+    log=$T/host-$f-session.log slf=$T/sessionlog-$f.txt
+    HOST_EXTRA="session-timeout = 1"
+    FILTER_EXTRA="[filter sessionlog]
+path = $B/filters/$f/sessionlog.dll"
+    : > "$slf"
+    if start_host $f "$log" FWX_SESSIONLOG_FILE="$slf"; then
+        out=$T/session-$f.out
+        client "$out" $SERVER:7002 --inbound 1 --outbound 0 --bytes 1000 --seed 7 --timeout 9 --close-early
+        rc=$?
+        est1=$(grep -c 'established data connection' "$log")
+        for _ in $(seq 1 50); do
+            grep -q 'session client 10.202.1.2: ended after 1 s without a connection' "$log" && break
+            sleep 0.1
+        done
+        out2=$T/session-again-$f.out
+        client "$out2" $SERVER:7000 --inbound 0 --outbound 1 --bytes 1000 --seed 9 --timeout 9
+        rc2=$?
+        stop_host
+        # sessionlog: a SessionFilter::Detach after the first connection's fwx_Connect_Tcp,
+        # then a fresh AttachToSession before the second one's.
+        order=$(grep -nE '^(AttachToSession|SessionFilter::Detach|FirewallEventHandler fwx_Connect_Tcp)$' "$slf" |
+                awk -F: '/fwx_Connect_Tcp/ { c++; if (c == 1) s = 1; else if (c == 2 && s == 3) ok = 1; next }
+                         s == 1 && /SessionFilter::Detach/ { s = 2; next }
+                         s == 2 && /AttachToSession/ { s = 3 }
+                         END { print ok ? "yes" : "no" }')
+        if [ $rc = 2 ] && grep -q 'BindForClient #[0-9]* .*cancelled: its session ended' "$log" &&
+           [ "$est1" = 0 ] && grep -q 'nothing connected' "$out"; then
+            ok "$f: a BindForClient bind of a session that expired (session-timeout = 1) refuses the server's late connection"
+        else
+            not_ok "$f: a BindForClient bind of an expired session refuses the late connection (client exit $rc, established $est1)" "$out" "$log"
+        fi
+        if [ $rc2 = 0 ] && [ "$order" = yes ]; then
+            ok "$f: the expired session's filters got Detach; the client's next connection got a new session (AttachToSession) and worked"
+        else
+            not_ok "$f: Detach then a fresh AttachToSession after expiry (client exit $rc2, order $order)" "$out2" "$slf" "$log"
+        fi
+    else
+        not_ok "$f: fwxhost starts (session expiry run)" "$log"
+    fi
+    HOST_EXTRA= FILTER_EXTRA=
 done
 echo "1..$n"
 [ $failed = 0 ]

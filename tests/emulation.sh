@@ -4,7 +4,9 @@
 # data filter of class fwx_dfpc_Emulation), so the client gets an answer although
 # nothing listens at its destination. A second emulation attempt on one connection gets
 # FWX_E_ALREADY_EMULATED, SetSocketName works once (FWX_E_ALREADY_EXISTS after) and
-# GetExternalSocketName reports it.
+# GetExternalSocketName reports it. Inbound emulation (HOST-1001): on a publishing rule
+# whose target is closed, EmulateConnection makes the emulator answer the client; a second
+# EmulateConnection and an Emulation-class AttachDataFilter get FWX_E_ALREADY_EMULATED.
 #
 # As tests/outbound.sh: a network namespace, iptables REDIRECT of uid 65534's connections
 # to 127.0.0.3:8080 (where nothing listens) to the host's outbound rule. Needs root, ip,
@@ -76,13 +78,17 @@ path = $B/filters/$f/emulator.dll
 [rule out]
 type = outbound
 listen = 127.0.0.1:3128
+
+[rule in]
+listen = 127.0.0.1:3129
+target = 127.0.0.1:9
 EOF
     : > "$log"
     FWX_FILTER_TRACE=1 ip netns exec "$ns" "$B/bin/fwxhost" --config "$T/emu-$f.ini" 2> "$log" &
     hp=$!
     pids+=($hp)
     for _ in $(seq 1 150); do
-        grep -q 'fwxhost: ready' "$log" && break
+        [ "$(grep -c 'fwxhost: ready' "$log")" = 2 ] && break
         kill -0 $hp 2> /dev/null || break
         sleep 0.1
     done
@@ -97,9 +103,32 @@ EOF
     else
         not_ok "$f: the emulator answers a connect to a closed port" "$T/client-$f.log" "$out" "$log"
     fi
+    # Inbound: a publishing rule whose target (port 9) nothing serves.
+    out=$T/reply-in-$f.txt
+    if inns "$peer" send --connect 127.0.0.1:3129 --data "hello inbound" --out "$out" --timeout 10 \
+            > "$T/client-in-$f.log" 2>&1 && [ "$(cat "$out")" = "emulated:hello inbound" ]; then
+        ok "$f: inbound emulation (EmulateConnection) answered a client of a publishing rule ($(cat "$out"))"
+    else
+        not_ok "$f: inbound emulation answers a client of a publishing rule" "$T/client-in-$f.log" "$out" "$log"
+    fi
     kill -TERM $hp
     wait $hp
     rc=$?
+    inchecks=(
+        "EmulateConnection: 0x00000000, connection the accepted one"
+        "second EmulateConnection: 0xc0040009"
+        "AttachDataFilter(fwx_dfpc_Emulation) after EmulateConnection: 0xc0040009"
+    )
+    missing_in=""
+    for c in "${inchecks[@]}"; do
+        grep -qF "fwx-filter emulator: $c" "$log" || missing_in="$missing_in [$c]"
+    done
+    if [ -z "$missing_in" ] && grep -q 'rule in: emulated by filter emulator (EmulateConnection)' "$log" &&
+       ! grep -q 'connect to target' "$log"; then
+        ok "$f: inbound emulation: one emulator per connection (FWX_E_ALREADY_EMULATED), no connect to the target"
+    else
+        not_ok "$f: inbound emulation calls (missing:$missing_in)" "$log"
+    fi
     checks=(
         "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): 0x00000000"
         "second SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): 0xc0040009"
@@ -114,7 +143,7 @@ EOF
     for c in "${checks[@]}"; do
         grep -qF "fwx-filter emulator: $c" "$log" || missing_lines="$missing_lines [$c]"
     done
-    if [ -z "$missing_lines" ] && [ "$(grep -c 'fwx-filter emulator: SetSockets' "$log")" = 1 ] &&
+    if [ -z "$missing_lines" ] && [ "$(grep -c 'fwx-filter emulator: SetSockets' "$log")" = 2 ] &&
        ! grep -q 'connect to target' "$log" && [ $rc = 0 ]; then
         ok "$f: one emulator per connection (FWX_E_ALREADY_EMULATED), SetSocketName once, no connect to the destination, clean exit"
     else

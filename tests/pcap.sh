@@ -12,8 +12,12 @@
 #      SYST, PWD, QUIT) replays through passthrough; through ftpproxy
 #      (filters/FLAVOUR/ftpproxy.dll) when it is built, SKIP otherwise
 #   c. broken captures: exit 2 with "offset N:", never a crash
+#   d. a UDP script without filters (the host's direct datagram path) replays
+#   e. a tcpdump capture of dig <-> dnsmasq (two UDP flows) replays through
+#      dnsguard: the query and the answer pass byte for byte; the second
+#      query's name is longer than FWX_DNSGUARD_MAXNAME: not delivered
 #
-# Needs tcpdump (SKIP otherwise); b needs vsftpd. Environment as tests/fwxhost.sh.
+# Needs tcpdump (SKIP otherwise); b needs vsftpd, e dnsmasq and dig. Environment as tests/fwxhost.sh.
 set -u
 
 B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
@@ -251,15 +255,107 @@ if [ -n "$CAP" ]; then
     [ -z "$why" ] && for f in trunc huge; do echo "#   $(head -n 1 "$T/$f.out")"; done
 fi
 
-# d. UDP scripts parse and print, but this host cannot replay them yet.
-printf 'protocol udp\ntarget 10.0.0.53:53\nclient-datagram: to 10.0.0.53:53 "q"\n' > "$T/udp.fwxs"
-"$R" "$T/udp.fwxs" > "$T/udp.out" 2>&1
+# d. a UDP script without filters: the host's direct path (no data filter).
+printf 'protocol udp\ntarget 10.0.0.53:53\nclient-datagram: "q1"\nserver-datagram: "a1"\nclient-datagram: from 192.0.2.7:9 "q2"\nserver-datagram: to 192.0.2.7:9 "a2"\n' > "$T/udp.fwxs"
+"$R" --update "$T/udp.fwxs" > "$T/udp.out" 2>&1
 rc=$?
-if [ $rc = 2 ] && grep -q 'UDP replay needs UDP support in the host' "$T/udp.out"; then
-    ok "a UDP script: exit 2, 'UDP replay needs UDP support in the host ...'"
+if [ $rc = 0 ] && [ "$(grep -c '^  server received from 127.0.0.1:8080 to 10.0.0.53:53, 2 bytes: "q[12]"$' "$T/udp.fwxs.golden")" = 2 ] &&
+   grep -q '^  client received from 127.0.0.1:8080 to 192.0.2.10:50000, 2 bytes: "a1"$' "$T/udp.fwxs.golden" &&
+   grep -q '^  client received from 127.0.0.1:8080 to 192.0.2.7:9, 2 bytes: "a2"$' "$T/udp.fwxs.golden" &&
+   ! grep -q 'not delivered' "$T/udp.fwxs.golden"; then
+    ok "a UDP script without filters (direct path): each datagram reaches its side, two clients apart"
 else
-    not_ok "a UDP script: exit 2 with the UDP message" "exit $rc" "$T/udp.out"
+    not_ok "a UDP script without filters (direct path)" "exit $rc" "$T/udp.out" "$T/udp.fwxs.golden"
 fi
+
+# e. dig <-> dnsmasq on loopback: UDP flows replayed through dnsguard.
+# udp_bytes PREFIX FILE: the bytes of the lines starting with PREFIX and of
+# their continuation lines ('    "...') in golden files.
+udp_bytes() {
+    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
+                   "\\" => "\\", "\"" => "\"") }
+        if (/^\Q$ENV{P}\E/) { $on = 1 } elsif (!/^    "/) { $on = 0 }
+        next unless $on;
+        s/^[^"]*//;
+        while (/"((?:[^"\\]|\\.)*)"/g) {
+            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
+            print $s;
+        }' "$2"
+}
+DNSCAP=
+if [ -n "$HAVE_TCPDUMP" ] && command -v dnsmasq > /dev/null && command -v dig > /dev/null; then
+    while :; do
+        free_port; dp=$PORT
+        grep -q "$(printf ':%04X ' $dp)" /proc/net/udp /proc/net/udp6 2> /dev/null || break
+    done
+    dnsmasq --no-daemon --conf-file=/dev/null --port=$dp --listen-address=127.0.0.1 \
+        --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
+        > "$T/dnsmasq.log" 2>&1 &
+    dpid=$!; pids+=($dpid)
+    for _ in $(seq 1 50); do
+        [ "$(dig @127.0.0.1 -p $dp example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] && break
+        sleep 0.1
+    done
+    two_digs() {    # a short name, then a long one (two flows: dig's ports differ)
+        [ "$(dig @127.0.0.1 -p $dp example.test +short +time=2 +tries=1)" = 10.1.2.3 ] &&
+            [ "$(dig @127.0.0.1 -p $dp a-rather-long-host-name.example.test +short +time=2 +tries=1)" = 10.1.2.3 ]
+    }
+    if capture "$T/dns.pcap" "udp port $dp" two_digs > "$T/dig.log" 2>&1; then
+        DNSCAP=$T/dns.pcap
+    else
+        not_ok "tcpdump capture of dig <-> dnsmasq" "${CAP_WHY}" "$T/dig.log" "$T/dnsmasq.log" "$T/dns.pcap.log"
+    fi
+    kill -TERM $dpid 2> /dev/null; wait $dpid 2> /dev/null; forget_pid $dpid
+else
+    skip "tcpdump, dnsmasq or dig not installed: DNS capture replay"
+fi
+if [ -n "$DNSCAP" ]; then
+    "$R" --pcap "$DNSCAP" --list > "$T/dns.list" 2>&1
+    if [ "$(grep -c "^[12]: udp 127.0.0.1:[0-9]* -> 127.0.0.1:$dp, 2 packets" "$T/dns.list")" = 2 ]; then
+        ok "dig <-> dnsmasq capture: --list shows two UDP flows of a query and an answer"
+    else
+        not_ok "dig <-> dnsmasq capture: --list shows two UDP flows" "unexpected listing" "$T/dns.list"
+    fi
+fi
+for fl in $FLAVOURS; do
+    [ -n "$DNSCAP" ] || continue
+    dll=$B/filters/$fl/dnsguard.dll
+    base=$T/dns-$fl
+    cp "$DNSCAP" "$base.pcap"
+    # Names longer than 30 bytes are dropped: the second query.
+    export FWX_DNSGUARD_LOG=$base.guard FWX_DNSGUARD_MAXNAME=30
+    why=""
+    for st in 1 2; do
+        "$R" --filter "$dll" --pcap "$base.pcap" --stream $st --to-script "$base.$st.fwxs" > "$base.$st.ts" 2>&1 ||
+            { why="stream $st: --to-script exit $?"; break; }
+        "$R" --filter "$dll" --pcap "$base.pcap" --stream $st --update > "$base.$st.upd" 2>&1 ||
+            { why="stream $st: --update exit $?"; break; }
+        "$R" --filter "$dll" --pcap "$base.pcap" --stream $st > "$base.$st.rep" 2>&1 ||
+            { why="stream $st: replay exit $? (expected 0)"; break; }
+    done
+    g1=$base.pcap.1.golden g2=$base.pcap.2.golden
+    if [ -z "$why" ]; then
+        udp_bytes 'client-datagram: ' "$base.1.fwxs" > "$base.q1"
+        udp_bytes 'server-datagram: ' "$base.1.fwxs" > "$base.a1"
+        udp_bytes '  server received ' "$g1" > "$base.srx1"
+        udp_bytes '  client received ' "$g1" > "$base.crx1"
+        if [ ! -s "$base.q1" ] || ! cmp -s "$base.q1" "$base.srx1"; then
+            why="stream 1: the server did not receive dig's query as captured"
+        elif [ ! -s "$base.a1" ] || ! cmp -s "$base.a1" "$base.crx1"; then
+            why="stream 1: the client did not receive dnsmasq's answer as captured"
+        elif grep -q 'not delivered' "$g1"; then
+            why="stream 1: a datagram was not delivered"
+        elif ! grep -q '^  not delivered to the server$' "$g2" || grep -q '^  server received' "$g2"; then
+            why="stream 2: the long name's query was not dropped"
+        elif ! grep -q '^drop name-too-long len=' "$base.guard"; then
+            why="dnsguard did not log the drop"
+        fi
+    fi
+    result "$fl fwxreplay --pcap of dig <-> dnsmasq through dnsguard: the query and answer pass byte for byte, the long name is not delivered" \
+        "$why" "$base.1.ts" "$base.1.upd" "$base.1.rep" "$base.2.upd" "$base.2.rep" "$g1" "$g2"
+    [ -z "$why" ] && echo "#   $fl: query $(stat -c %s "$base.q1") bytes, answer $(stat -c %s "$base.a1") bytes"
+    unset FWX_DNSGUARD_LOG FWX_DNSGUARD_MAXNAME
+done
 
 echo "1..$n"
 [ $failed -eq 0 ]

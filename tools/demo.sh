@@ -107,6 +107,69 @@ if [ -f "$build/filters/x64/denyport.dll" ]; then
     kill -TERM $hp; wait $hp
     grep -E 'denied|ready' "$work/deny.log" | sed 's/^/  /'
 fi
+VSFTPD=/usr/sbin/vsftpd
+if [ -f "$build/filters/x64/ftpproxy.dll" ] && [ -x "$VSFTPD" ] && [ "$(id -u)" = 0 ] &&
+   getent passwd ftp > /dev/null; then
+    step "FTP through the ftpproxy filter: the data connection is a secondary connection"
+    ftp=$(free_port) gw=$(free_port)
+    mkdir -p "$work/ftp/root" "$work/ftp/empty"
+    chmod 755 "$work/ftp" "$work/ftp/root" "$work/ftp/empty"
+    head -c $((4 * 1024 * 1024)) /dev/urandom > "$work/ftp/root/data.bin"
+    chmod 644 "$work/ftp/root/data.bin"
+    cat > "$work/ftp/vsftpd.conf" << EOF
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=$ftp
+background=NO
+anonymous_enable=YES
+local_enable=NO
+no_anon_password=YES
+anon_root=$work/ftp/root
+ftp_username=ftp
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port=41000
+pasv_max_port=41999
+secure_chroot_dir=$work/ftp/empty
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+EOF
+    "$VSFTPD" "$work/ftp/vsftpd.conf" > "$work/ftp/vsftpd.out" 2>&1 &
+    pids+=($!)
+    cat > "$work/ftp.ini" << EOF
+[host]
+log-level = info
+control = $work/ftp.sock
+
+[filter ftpproxy]
+path = $build/filters/x64/ftpproxy.dll
+
+[rule ftp]
+listen = 127.0.0.1:$gw
+target = 127.0.0.1:$ftp
+EOF
+    "$build/bin/fwxhost" --config "$work/ftp.ini" 2> "$work/ftp.log" &
+    hp=$!
+    pids+=($hp)
+    wait_ready "$work/ftp.log" $hp || exit 1
+    sleep 0.3   # vsftpd starts in parallel
+    echo "vsftpd on 127.0.0.1:$ftp, published by fwxhost on 127.0.0.1:$gw"
+    echo "\$ curl --ftp-pasv ftp://127.0.0.1:$gw/data.bin     (the 227 reply is rewritten to the gateway)"
+    curl -sS --ftp-pasv -u anonymous:x@ -o "$work/ftp/got.bin" \
+        -w 'curl: %{size_download} bytes in %{time_total} s\n' "ftp://127.0.0.1:$gw/data.bin"
+    if cmp -s "$work/ftp/got.bin" "$work/ftp/root/data.bin"; then
+        echo "file identical to the one vsftpd served (4 MiB over a data connection the filter arranged)"
+    else
+        echo "FILE DIFFERS"; exit 1
+    fi
+    echo "what the filter arranged, from the host's log:"
+    grep -E 'RedirectConnections|rule \(secondary\)' "$work/ftp.log" | head -n 6 | sed 's/^/  /'
+    step "the host's counters (fwxhost --stats on its control socket)"
+    "$build/bin/fwxhost" --stats --control "$work/ftp.sock" | sed 's/^/  /'
+    kill -TERM $hp; wait $hp
+fi
 if [ -f "$build/filters/x64/rewrite.dll" ]; then
     step "the regression workflow: record a live session, replay it, break the expectation"
     rec=$work/recordings

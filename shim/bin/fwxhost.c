@@ -11,6 +11,7 @@
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 #include "fxconf.h"
 #include "fxctl.h"
+#include "fxinherit.h"
 #include "fxsec.h"
 #include "host.h"
 #include "hostobj.h"
@@ -59,19 +61,32 @@ static void usage(FILE *to)
         "                        $XDG_RUNTIME_DIR/fwxhost.sock or /tmp/fwxhost-UID.sock)\n"
         "  --user NAME           once listening, drop root and run as NAME ([host] user;\n"
         "                        see docs/security.md)\n"
+        "  --no-supervisor       run the Wine host process alone: no restart of a\n"
+        "                        stuck or crashed host, no SIGHUP reload\n"
         "  --stats               ask the host on the control socket for its counters,\n"
         "                        print them and exit (2 if no host answers)\n"
         "  -h, --help            this text\n"
         "\n"
+        "A native supervisor binds the listening sockets and runs the host in a Wine\n"
+        "worker process: it restarts the worker when all its threads are stuck in\n"
+        "filter code or it crashes ([host] restart-limit, restart-delay), and on\n"
+        "SIGHUP re-reads the configuration and starts a new worker, while the old one\n"
+        "finishes its live sessions ([host] reload-drain).\n"
+        "\n"
         "Prints \"fwxhost: ready\" on stderr once listening. Exit status: 0 after a\n"
-        "clean stop, 2 for a configuration or start-up error, 3 after a stop that\n"
-        "left workers stuck in filter code (see [host] hang-timeout).\n");
+        "clean stop, 1 when the supervisor gave up restarting the worker, 2 for a\n"
+        "configuration or start-up error, 3 after a stop that left workers stuck in\n"
+        "filter code (see [host] hang-timeout).\n");
 }
 
 /* Async-signal-safe: one byte into a pipe the main thread waits on. */
+static unsigned drain = 10;
+
 static void on_signal(int sig)
 {
     char c = (char)sig;
+    if (sig == SIGTERM || sig == SIGINT)
+        host_cut_drain(drain);    /* also ends a long drain after a reload */
     if (write(signal_pipe[1], &c, 1) < 0) {
         /* nothing to do: the main thread is already waking up */
     }
@@ -146,7 +161,6 @@ int main(int argc, char **argv)
     const char *level_text = "notice", *control = NULL, *trace = NULL, *record = NULL, *user = NULL;
     const char *abi_file = NULL;
     int stats = 0;
-    unsigned drain = 10;
     char err[2048];
     fx_config *cfg = NULL;
     static struct host host;
@@ -178,6 +192,8 @@ int main(int argc, char **argv)
             trace = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--abi")) {
             abi_file = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--no-supervisor")) {
+            /* the launcher's: it then runs this process directly */
         } else if (!strcmp(a, "--record")) {
             record = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--user")) {
@@ -222,12 +238,21 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* Under the supervisor: the sockets and configuration it hands down
+     * (fxinherit.h), before anything reads the configuration. */
+    int sup_fd = fx_supervisor_socket();
+    if (sup_fd >= 0 && fx_inherit_receive(sup_fd, 30000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
+    }
+
     if (config_path) {
         if (listen || target || nfilters) {
             fprintf(stderr, "fwxhost: --config cannot be combined with --filter/--listen/--target\n");
             return 2;
         }
-        if (!(cfg = fx_config_load(config_path, err, sizeof(err)))) {
+        /* Under the supervisor: the text it validated (fxinherit.h). */
+        if (!(cfg = fx_config_load_as_handed(config_path, err, sizeof(err)))) {
             fprintf(stderr, "fwxhost: %s\n", err);
             return 2;
         }
@@ -290,6 +315,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxhost: %s\n", err);
         return 2;
     }
+    unsigned reload_drain = cfg->host.reload_drain;
     if (cfg->host.record && access(cfg->host.record, W_OK | X_OK) != 0) {
         fprintf(stderr, "fwxhost: record directory %s: %s (it must exist and be writable)\n",
                 cfg->host.record, strerror(errno));
@@ -359,21 +385,62 @@ int main(int argc, char **argv)
                 host.rules[r].conf->name, l, t, host.nfilters, host.nworkers);
     }
     fflush(stderr);
+    /* Under the supervisor: tell it we serve (it then retires an older
+     * worker), and listen on its socket for "drain". */
+    int control_fd = sup_fd;
+    if (control_fd >= 0 && write(control_fd, "ready", 5) != 5)
+        fx_log(FX_LOG_WARN, "cannot tell the supervisor we are ready: %s", strerror(errno));
 
     char sig = 0;
+    unsigned stop_drain = drain;
     for (;;) {
-        if (read(signal_pipe[0], &sig, 1) < 0)
+        struct pollfd p[2] = { { signal_pipe[0], POLLIN, 0 }, { control_fd, POLLIN, 0 } };
+        int n = poll(p, control_fd >= 0 ? 2 : 1, 500);
+        char what[256];
+        if (n == 0 && host_all_workers_stuck(&host, what, sizeof(what))) {
+            /* Nothing left to serve with, and no way to stop cleanly: end
+             * here; the supervisor, holding the listening sockets, starts
+             * a new worker process (HOST-501). */
+            fx_log(FX_LOG_ERROR, "all %d worker(s) are stuck in filter code (last: %s); "
+                   "exiting with status 3", host.nworkers, what);
+            fflush(stderr);
+            TerminateProcess(GetCurrentProcess(), 3);
+            _exit(3);
+        }
+        if (n <= 0)
+            continue;
+        if (control_fd >= 0 && p[1].revents) {
+            char cmd[64];
+            ssize_t k = read(control_fd, cmd, sizeof(cmd) - 1);   /* one message */
+            if (k > 0 && !strncmp(cmd, "drain", 5)) {
+                /* A newer worker serves the listening sockets now. */
+                stop_drain = reload_drain;
+                fx_log(FX_LOG_NOTICE, "supervisor: a newer worker took over; no longer accepting, "
+                       "%ld live connection(s) finish here (up to %u s)",
+                       (long)host.live_connections, stop_drain);
+                stats_server_stop();
+                host_stop_accepting(&host);
+                break;
+            }
+            if (k == 0 || (k < 0 && errno != EINTR && errno != EAGAIN)) {
+                fx_log(FX_LOG_ERROR, "supervisor gone (its socket closed): stopping");
+                break;
+            }
+            continue;
+        }
+        if (!p[0].revents || read(signal_pipe[0], &sig, 1) != 1)
             continue;
         if (sig != SIGHUP)
             break;
-        /* Re-reading the config under load is not implemented yet: say so
-         * instead of dying, which is what an unhandled SIGHUP would do. */
-        fx_log(FX_LOG_WARN, "SIGHUP: configuration reload is not implemented yet; "
-               "still running with the configuration read at start (restart to apply changes)");
+        fx_log(FX_LOG_WARN, control_fd >= 0 ? "SIGHUP: reload is the supervisor's: send SIGHUP to "
+               "its pid (the fwxhost process that started this one)" :
+               "SIGHUP: this host runs without a supervisor (--no-supervisor): reload is not "
+               "available; restart it to apply changes");
     }
-    fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
+    if (sig)
+        fx_log(FX_LOG_NOTICE, "signal %d: stopping (draining up to %u s)", sig, drain);
     stats_server_stop();
-    host_stop(&host, drain);
+    host_stop(&host, stop_drain);
     if (host.stuck_workers) {
         /* Their threads are still inside filter code: no clean-up that
          * could meet them; ExitProcess ends them. */

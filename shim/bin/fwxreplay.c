@@ -3,7 +3,8 @@
  * one script (docs/replay-format.md) through the configured filter chain
  * with the same host objects and pump as fwxhost, on in-memory ends
  * (socketpairs), and compares what each side received with the golden
- * file SCRIPT.golden.
+ * file SCRIPT.golden. UDP scripts run through the host's UDP rule with
+ * in-memory datagram sockets (fx_udp_emulate; HOST-800/801).
  *
  *   fwxreplay [--filter DLL[=CLSID] ...] [--chunking fixed:N|random:SEED]
  *             [--update] [--timeout MS] SCRIPT
@@ -28,7 +29,9 @@
 #include "fxconf.h"
 #include "fxpcap.h"
 #include "fxreplay.h"
+#include "fxreplayudp.h"
 #include "fxscript.h"
+#include "fxudp.h"
 #include "host.h"
 #include "hostobj.h"
 
@@ -47,7 +50,8 @@ static void usage(FILE *to)
         "  --filter DLL[=CLSID]   load a filter (repeatable, chain order); replaces the\n"
         "                         script's 'filter' lines. The launcher picks the x86 or\n"
         "                         x64 host from these DLLs (or from the script's lines)\n"
-        "  --chunking fixed:N     split each payload into writes of N bytes (default 65536)\n"
+        "  --chunking fixed:N     split each payload into writes of N bytes (default 65536;\n"
+        "                         UDP scripts: datagrams are never split)\n"
         "  --chunking random:SEED split into writes of 1..512 bytes from SEED\n"
         "  --update               write SCRIPT.golden from this run instead of comparing\n"
         "  --timeout MS           bound of every wait (default 5000)\n"
@@ -55,7 +59,7 @@ static void usage(FILE *to)
         "  --trace FILE           write every filter/host call (both directions, decoded\n"
         "                         arguments, results, threads) to FILE\n"
         "  --junit FILE           with DIR: also write a JUnit XML report\n"
-        "  --pcap FILE            replay a TCP stream of a pcap capture (tcpdump -w) instead\n"
+        "  --pcap FILE            replay a TCP or UDP flow of a pcap capture (tcpdump -w) instead\n"
         "                         of a script; its golden file is FILE.golden (FILE.N.golden\n"
         "                         with --stream N)\n"
         "  --stream N             the capture's flow N (default 1: the first one; --list)\n"
@@ -105,6 +109,166 @@ static int task_ready(void *arg)
 static int task_done(void *arg)
 {
     return task_ready(arg) && the_host->live_connections == 0;
+}
+
+/* ---- UDP scripts (HOST-800/801) */
+
+/* Loop barriers: a task posted to the worker's loop runs after the work
+ * queued before it. The pump is quiet when no pump pass ran between two
+ * barriers: nothing was left to do and nothing new came in. */
+static volatile LONG barrier_gen;
+
+static void barrier_task(void *arg)
+{
+    InterlockedIncrement(&barrier_gen);
+}
+
+static int barrier(fx_loop *loop, uint64_t until)
+{
+    LONG want = barrier_gen + 1;
+    fx_loop_post(loop, barrier_task, NULL);
+    while (barrier_gen < want) {
+        if (fx_now_ms() >= until)
+            return -1;
+        usleep(100);
+    }
+    return 0;
+}
+
+static int pump_quiet(void *arg, unsigned ms)
+{
+    fx_loop *loop = arg;
+    uint64_t until = fx_now_ms() + ms;
+    LONG prev;
+    if (barrier(loop, until) != 0)
+        return -1;
+    prev = the_host->pump_passes;
+    for (;;) {
+        if (barrier(loop, until) != 0)
+            return -1;
+        LONG cur = the_host->pump_passes;
+        if (cur == prev)
+            return 0;
+        prev = cur;
+    }
+}
+
+/* The connect hook: each client's socket towards the server is an
+ * in-memory one connected to the target, whose address is the rule's
+ * listening one (as GetExternalSocketName of TCP replays). */
+static const fx_rule_conf *udp_rc;
+
+static int udp_connect_hook(const void *client, int client_len, const void *target,
+                            int target_len, void *arg)
+{
+    int sv[2];
+    int rc = fx_udp_socketpair(sv);
+    if (rc != 0)
+        return rc;
+    if (fx_udp_emulate(sv[1], &udp_rc->listen, udp_rc->listen_len, target, target_len) != 0 ||
+        fx_replay_udp_add_server(client, client_len, target, target_len, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -24;     /* EMFILE */
+    }
+    return sv[1];
+}
+
+/* Outbound: the client's transparent socket, bound to its original
+ * destination and connected to the client. */
+static int udp_peer_hook(const void *local, int local_len, const void *peer, int peer_len,
+                         void *arg)
+{
+    int sv[2];
+    int rc = fx_udp_socketpair(sv);
+    if (rc != 0)
+        return rc;
+    if (fx_udp_emulate(sv[1], local, local_len, peer, peer_len) != 0 ||
+        fx_replay_udp_add_client(peer, peer_len, local, local_len, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -24;     /* EMFILE */
+    }
+    return sv[1];
+}
+
+struct udp_open_task {
+    struct rule *rule;
+    struct worker *w;
+    int fd;
+    int rc;
+    char err[512];
+    volatile LONG done;
+};
+
+static void udp_open_run(void *arg)
+{
+    struct udp_open_task *t = arg;
+    t->rc = udp_rule_open_fd(t->rule, t->w, t->fd, t->err, sizeof(t->err));
+    InterlockedExchange(&t->done, 1);
+}
+
+static void udp_stop_run(void *arg)
+{
+    struct udp_open_task *t = arg;
+    udp_rule_stop(t->rule);
+    InterlockedExchange(&t->done, 2);
+}
+
+static int wait_flag(volatile LONG *flag, LONG value, unsigned ms)
+{
+    uint64_t until = fx_now_ms() + ms;
+    while (*flag != value) {
+        if (fx_now_ms() >= until)
+            return -1;
+        usleep(200);
+    }
+    return 0;
+}
+
+/* Plays a UDP script on the rule (its fwx_Bind_Udp has run). 0 or 2. */
+static int run_udp(struct host *host, struct rule *rule, const fx_script *script,
+                   const char *script_path, unsigned timeout_ms, fx_replay_result *result)
+{
+    static struct udp_open_task t;
+    int pair[2];
+    char err[1024];
+    LONG denied_before = the_host->denied_connections;
+
+    if (fx_udp_socketpair(pair) != 0 ||
+        fx_udp_emulate(pair[1], &rule->conf->listen, rule->conf->listen_len, NULL, 0) != 0) {
+        fprintf(stderr, "fwxreplay: socketpair: %s\n", strerror(errno));
+        return 2;
+    }
+    udp_rc = rule->conf;
+    udp_set_connect_hook(udp_connect_hook, NULL);
+    udp_set_peer_hook(udp_peer_hook);
+    t.rule = rule;
+    t.w = &host->workers[0];
+    t.fd = pair[1];
+    fx_loop_post(t.w->loop, udp_open_run, &t);
+    if (wait_flag(&t.done, 1, timeout_ms) != 0 || t.rc != 0) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path,
+                t.done ? t.err : "the host did not open the UDP rule in time");
+        close(pair[0]);
+        return 2;
+    }
+    fx_replay_udp_opts o = { timeout_ms, pump_quiet, t.w->loop };
+    int rc = fx_replay_run_udp(script, pair[0], &o, result, err, sizeof(err));
+    result->denied_destinations = the_host->denied_connections - denied_before;
+    fx_loop_post(t.w->loop, udp_stop_run, &t);
+    if (wait_flag(&t.done, 2, timeout_ms) != 0) {
+        fprintf(stderr, "fwxreplay: %s: the host did not stop the UDP rule in time\n",
+                script_path);
+        return 2;
+    }
+    udp_set_connect_hook(NULL, NULL);
+    udp_set_peer_hook(NULL);
+    if (rc != 0) {
+        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, err);
+        return 2;
+    }
+    return 0;
 }
 
 static char *read_all(const char *path, int *missing)
@@ -250,10 +414,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "fwxreplay: %s\n", err);
         return 2;
     }
-    if (script->protocol == FX_PROTO_UDP) {
-        fprintf(stderr, "fwxreplay: %s: %s\n", script_path, FX_REPLAY_UDP_MISSING);
-        return 2;
-    }
     fx_config *cfg = fx_config_new_empty();
     if (!cfg || fx_config_set(cfg, "host", "workers", "1", err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxreplay: out of memory\n");
@@ -291,7 +451,8 @@ int main(int argc, char **argv)
     static struct rule rule;
     rc.name = (char *)"replay";
     rc.type = script->rule;
-    rc.protocol = FX_PROTO_TCP;
+    rc.protocol = script->protocol;
+    rc.udp_timeout = 3600;      /* no destination expires during a replay */
     rc.has_listen = rc.has_target = 1;
     rc.listen = script->listen;
     rc.listen_len = script->listen_len;
@@ -317,11 +478,13 @@ int main(int argc, char **argv)
     fx_replay_result result;
     memset(&result, 0, sizeof(result));
     int cpair[2] = { -1, -1 }, spair[2] = { -1, -1 };
-    if (!rc_exit && (fx_socketpair_stream(cpair) != 0 || fx_socketpair_stream(spair) != 0)) {
+    if (!rc_exit && script->protocol == FX_PROTO_UDP) {
+        rc_exit = run_udp(&host, &rule, script, script_path, timeout_ms, &result);
+    } else if (!rc_exit && (fx_socketpair_stream(cpair) != 0 || fx_socketpair_stream(spair) != 0)) {
         fprintf(stderr, "fwxreplay: socketpair: %s\n", strerror(errno));
         rc_exit = 2;
     }
-    if (!rc_exit) {
+    if (!rc_exit && script->protocol != FX_PROTO_UDP) {
         static struct accept_task task;
         task.worker = &host.workers[0];
         task.rule = &rule;

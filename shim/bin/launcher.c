@@ -6,6 +6,10 @@
  * winelib flavour of the program, and execs it under the matching Wine
  * loader with the arguments unchanged.
  *
+ * fwxhost: unless --no-supervisor (or --stats, --help, --version), the
+ * launcher stays as the native supervisor (supervisor.c, FWX_SUPERVISOR)
+ * and runs the exec in a child: the worker process.
+ *
  * fwxreplay: a SCRIPT without --filter takes the flavour of the script's
  * own 'filter' lines; a directory of scripts runs as a suite
  * (replaysuite.c, built into this launcher only, FWX_REPLAY_SUITE).
@@ -20,6 +24,7 @@
 #include <unistd.h>
 
 #include "fxconf.h"
+#include "fxinherit.h"
 #include "fxpcap.h"
 #include "fxpe.h"
 
@@ -80,7 +85,7 @@ static const char *dll_part(const char *arg, char *buf, size_t len)
 static void flavour_from_config(const char *path, enum flavour *have, const char **from)
 {
     char err[1024];
-    fx_config *cfg = fx_config_load(path, err, sizeof(err));
+    fx_config *cfg = fx_config_load_as_handed(path, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "%s: %s\n", FWX_PROGRAM, err);
         exit(2);
@@ -136,7 +141,9 @@ static void flavour_from_script(const char *path, enum flavour *have, const char
 }
 #endif
 
-static int launch(int argc, char **argv)
+/* Picks the flavour and finds the program and its Wine loader; on any
+ * problem prints one line and returns 2 (or exits 2). */
+static int resolve(int argc, char **argv, char *prog, char *loader)
 {
     enum flavour have = FLAVOUR_NONE;
     const char *from = NULL;
@@ -196,20 +203,26 @@ static int launch(int argc, char **argv)
     if (have == FLAVOUR_NONE)
         have = FLAVOUR_X64;
 
-    char prog[PATH_MAX];
-    if (find_program(have, prog, sizeof(prog)) != 0) {
+    if (find_program(have, prog, PATH_MAX) != 0) {
         fprintf(stderr, "%s: the %s flavour is not installed (%s: %s)%s\n", FWX_PROGRAM,
                 flavour_name(have), prog, strerror(errno),
                 have == FLAVOUR_X86 ? "; was fwxshim configured with --disable-i386?" : "");
         return 2;
     }
-    char loader[PATH_MAX];
-    snprintf(loader, sizeof(loader), "%s%s", FWX_WINE_DIR, have == FLAVOUR_X86 ? "wine" : "wine64");
+    snprintf(loader, PATH_MAX, "%s%s", FWX_WINE_DIR, have == FLAVOUR_X86 ? "wine" : "wine64");
     if (access(loader, X_OK) != 0) {
         fprintf(stderr, "%s: Wine loader %s: %s%s\n", FWX_PROGRAM, loader, strerror(errno),
                 have == FLAVOUR_X86 ? " (install wine32:i386 for 32-bit filters)" : "");
         return 2;
     }
+    return 0;
+}
+
+static int launch(int argc, char **argv)
+{
+    char prog[PATH_MAX], loader[PATH_MAX];
+    if (resolve(argc, argv, prog, loader) != 0)
+        return 2;
     /* Wine's own debug chatter is noise for operators; keep theirs if set. */
     setenv("WINEDEBUG", getenv("WINEDEBUG") ? getenv("WINEDEBUG") : "-all", 1);
 
@@ -263,8 +276,24 @@ static int pcap_native(int argc, char **argv)
 }
 #endif
 
+#ifdef FWX_SUPERVISOR
+#include "supervisor.h"
+#endif
+
 int main(int argc, char **argv)
 {
+#ifdef FWX_SUPERVISOR
+    /* fwxhost: a native supervisor holds the sockets and runs the Wine
+     * host as its worker process (supervisor.c). */
+    if (fwx_supervise_wanted(argc, argv)) {
+        /* The filter DLLs' checks first: their errors come before any
+         * socket is bound (the worker repeats them when it starts). */
+        char prog[PATH_MAX], loader[PATH_MAX];
+        if (resolve(argc, argv, prog, loader) != 0)
+            return 2;
+        return fwx_supervise(argc, argv, launch);
+    }
+#endif
 #ifdef FWX_REPLAY_SUITE
     int native = pcap_native(argc, argv);
     if (native >= 0)

@@ -17,6 +17,7 @@
 
 #include "anticipate.h"
 #include "fxrelay.h"
+#include "fxudp.h"
 #include "guard.h"
 #include "hostobj.h"
 
@@ -61,9 +62,12 @@ static BOOL deliver(struct connection *c, struct completion *list)
     BOOL healthy = TRUE;
     struct completion *cp, *next;
     HRESULT hr;
+    /* Buffers a filter creates in its completion are the connection's. */
+    struct iobuffer_charge *outer = list ? iobuffer_charge_enter(&c->charge) : NULL;
 
     for (cp = list; cp; cp = next) {
         next = cp->next;
+        iobuffer_pin(cp->pinned, -1);
         if (cp->buffer && cp->set_size >= 0)
             iobuffer_set_size(cp->buffer, (DWORD)cp->set_size);
         if (cp->sink) {
@@ -81,6 +85,8 @@ static BOOL deliver(struct connection *c, struct completion *list)
         iobuffer_ref(cp->hold, -1);
         free(cp);
     }
+    if (list)
+        iobuffer_charge_enter(outer);
     return healthy;
 }
 
@@ -120,6 +126,8 @@ void connection_teardown(struct connection *c)
     }
     if (c->server_fd >= 0) {
         fx_loop_del_fd(c->worker->loop, c->server_fd);
+        if (c->dgram)
+            fx_udp_emulate_end(c->server_fd);
         fx_close_abort(c->server_fd);
         c->server_fd = -1;
     }
@@ -155,11 +163,21 @@ void connection_teardown(struct connection *c)
     for (int i = 0; i < nsocks; i++)
         sock_release(socks[i]);
 
+    /* What the connection's filters still hold of its buffers now is a
+     * leak: take the memory back (HOST-900). */
+    char what[96];
+    snprintf(what, sizeof(what), "conn %lu rule %s", c->id, rule_name(c));
+    iobuffer_reclaim(&c->charge, what, the_host->config->host.reclaim_leaks);
+
     record_finish(c);
     fx_log(FX_LOG_INFO, "conn %lu rule %s: closed%s, %llu bytes from client, %llu to client",
            c->id, rule_name(c), c->aborted ? " (aborted)" : "", c->bytes_in, c->bytes_out);
     InterlockedDecrement(&c->worker->connections);
     InterlockedDecrement(&the_host->live_connections);
+    if (c->pins_session) {
+        c->pins_session = FALSE;
+        session_unpin(c->session);
+    }
     if (c->rule) {
         InterlockedDecrement(&c->rule->live);
         InterlockedExchangeAdd64(&c->rule->bytes_in, (LONG64)c->bytes_in);
@@ -175,6 +193,7 @@ void connection_run_now(struct connection *c)
     struct completion *list;
     BOOL finished;
 
+    InterlockedIncrement(&the_host->pump_passes);
     for (int round = 0; round < 64; round++) {
         EnterCriticalSection(&c->lock);
         c->kick_pending = FALSE;
@@ -386,10 +405,12 @@ void connection_start_pump(struct connection *c)
     for (int k = 0; k < n; k++) {
         struct chain_link *l = &c->chain[k];
         HRESULT hr;
+        struct iobuffer_charge *outer = iobuffer_charge_enter(&c->charge);
         GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "SetSockets",
                      IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]),
                                                external[k] ? sock_iface(external[k]) : NULL,
                                                connection_iface(c), l->context));
+        iobuffer_charge_enter(outer);
         l->sockets_set = TRUE;
         if (hr == FX_E_FILTER_FAULT) {
             connection_abort(c, "a data filter faulted in SetSockets");
@@ -498,6 +519,7 @@ struct connection *connection_create(struct worker *w, struct rule *rule, struct
     c->id = (unsigned long)InterlockedIncrement(&next_connection_id);
     c->client_fd = c->server_fd = -1;
     c->state = CONN_EVENTS;
+    iobuffer_charge_init(&c->charge, c->id);
     return c;
 }
 
@@ -556,15 +578,20 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
     /* Publishing: the published server's session. Outbound: the client's
      * own session, one per client address, as for SecureNAT (HOST-001). */
     if (fx_sa_to_win32(client_sa, client_len, &win_client, &win_client_len) != 0 ||
-        !(s = outbound ? host_client_session(&win_client, win_client_len) : rule->session)) {
+        !(s = outbound ? host_client_session(&win_client, win_client_len, TRUE) : rule->session)) {
         fx_log(FX_LOG_WARN, "rule %s: cannot make a session for %s; connection refused",
                rule->conf->name, who);
         fx_close_abort(client_fd);
         return NULL;
     }
     c = connection_create(w, rule, s);
-    if (outbound)
+    if (outbound) {
+        if (c)
+            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
+        else
+            session_unpin(s);
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    }
     if (!c) {
         fx_close_abort(client_fd);
         return NULL;
@@ -792,6 +819,8 @@ void connection_accept_secondary(struct worker *w, struct session *s, struct ant
         return;
     }
     c->secondary = TRUE;
+    c->pins_session = TRUE;   /* a secondary connection keeps its session alive too */
+    session_pin(s);
     c->client_fd = fd;
     connection_set_addr(c->client_addr, &c->client_len, &c->win_remote, &c->win_remote_len, peer_sa, peer_len);
     connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local_sa, local_len);
@@ -886,6 +915,10 @@ static ULONG WINAPI connection_Release(IFWXConnection *iface)
     struct connection *c = impl_from_IFWXConnection(iface);
     LONG ref = InterlockedDecrement(&c->ref);
     if (ref == 0) {
+        /* Normally empty (teardown reclaimed); a connection that never
+         * pumped may still have some. Nothing may point here after free. */
+        iobuffer_reclaim(&c->charge, "connection freed",
+                         !the_host || !the_host->config || the_host->config->host.reclaim_leaks);
         IFWXSession_Release(session_iface(c->session));
         DeleteCriticalSection(&c->lock);
         free(c);
@@ -983,14 +1016,73 @@ static HRESULT WINAPI connection_AttachDataFilterWithDestination(IFWXConnection 
     return attach_link(c, ctx, df, prio, context);
 }
 
+/* An address EmulateConnection was given: NULL, or a readable IPv4/IPv6 one. */
+static BOOL emulate_addr_ok(const SOCKADDR *a, DWORD len)
+{
+    SOCKADDR_STORAGE copy;
+    if (!a)
+        return TRUE;
+    if (len < sizeof(SOCKADDR_IN) || len > sizeof(copy) || !guard_copy(&copy, a, len))
+        return FALSE;
+    return copy.ss_family == AF_INET || (copy.ss_family == AF_INET6 && len >= 28);
+}
+
+/* Inbound emulation (reference 2.9, HOST-1001): inside fwx_AcceptedConnection
+ * of a publishing rule, df becomes the connection's emulator: the client-facing
+ * connection is this one (*out, referenced), df is last in the chain with
+ * SetSockets(internal, NULL), and the host does not connect to the rule's target.
+ * The filter reaches whatever servers it chooses itself (IFWXNetworkSocket).
+ * LocalAddress, if given, is the name GetExternalSocketName reports (as
+ * SetSocketName); RemoteAddress is checked, not used: the client is real. */
 static HRESULT WINAPI connection_EmulateConnection(IFWXConnection *iface, IFWXDataFilter *df,
                                                    LPSOCKADDR remote, DWORD remote_len,
                                                    LPSOCKADDR local, DWORD local_len,
                                                    IFWXConnection **out)
 {
+    struct connection *c = impl_from_IFWXConnection(iface);
+    struct event_ctx *ctx = in_context(c, fwx_AcceptedConnection);
+    HRESULT hr = S_OK;
+
     if (out)
         *out = NULL;
-    return FX_NOTIMPL("IFWXConnection", "EmulateConnection");
+    /* Only an accepted TCP connection can be emulated inbound; outbound
+     * connections use SetProtocol(FWX_FLAG_EMULATE_PROTOCOL) (HOST-105). */
+    if (!ctx || c->dgram)
+        return HRESULT_FROM_WIN32(WSAEINVAL);
+    if (!df)
+        return E_INVALIDARG;
+    if (!emulate_addr_ok(remote, remote_len) || !emulate_addr_ok(local, local_len))
+        return HRESULT_FROM_WIN32(WSAEINVAL);
+    EnterCriticalSection(&c->lock);
+    if (c->emulated)
+        hr = FWX_E_ALREADY_EMULATED;     /* one emulator per connection (reference 2.9) */
+    else if (c->terminated || c->state != CONN_EVENTS)
+        hr = FWX_E_TERMINATING;
+    else
+        c->emulated = TRUE;
+    LeaveCriticalSection(&c->lock);
+    if (FAILED(hr))
+        return hr;
+    if (FAILED(hr = attach_link(c, ctx, df, fwx_dfpc_Emulation, NULL))) {
+        EnterCriticalSection(&c->lock);
+        c->emulated = FALSE;
+        LeaveCriticalSection(&c->lock);
+        return hr;
+    }
+    if (local) {
+        EnterCriticalSection(&c->lock);
+        guard_copy(&c->win_ext, local, local_len);
+        c->win_ext_len = (int)local_len;
+        c->name_set = TRUE;
+        LeaveCriticalSection(&c->lock);
+    }
+    fx_log(FX_LOG_INFO, "conn %lu rule %s: emulated by filter %s (EmulateConnection): no "
+           "connect to the target", c->id, rule_name(c), fx_filter_name(ctx->filter));
+    if (out) {
+        IFWXConnection_AddRef(iface);
+        *out = iface;
+    }
+    return S_OK;
 }
 
 /* Emulated connections: the local name the filter chose, which

@@ -181,7 +181,7 @@ static HRESULT WINAPI firewall_GetNATSession(IFWXFirewall *iface, LPSOCKADDR add
         return FX_NOTIMPL("IFWXFirewall", "GetNATSession (no host running)");
     if (address->sa_family != AF_INET || length < sizeof(SOCKADDR_IN))
         return E_INVALIDARG;
-    if (!(session = host_client_session(address, (int)length)))
+    if (!(session = host_client_session(address, (int)length, FALSE)))
         return E_OUTOFMEMORY;
     *out = session_iface(session);
     return S_OK;

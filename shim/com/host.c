@@ -5,11 +5,14 @@
  * and on stop drain connections, detach sessions, FilterShutdown, unload.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fxinherit.h"
 #include "guard.h"
 #include "host.h"
 #include "anticipate.h"
@@ -17,8 +20,10 @@
 
 struct host *the_host;
 
-/* SecureNAT-style sessions: one per client address, kept until the host
- * stops (ISA expired idle ones; we do not yet — docs/abi-decisions.md). */
+/* SecureNAT-style sessions: one per client address. One that has had no
+ * connection for [host] session-timeout seconds ends (HOST-1000): a sweep
+ * on worker 0 takes it off the list, so the next connection from that
+ * client makes a new session. */
 struct client_session {
     struct client_session *next;
     struct session *session;
@@ -43,7 +48,7 @@ static BOOL same_client(const struct session *s, const SOCKADDR_STORAGE *a, int 
     return len == s->client_len && !memcmp(((const char *)x) + 4, ((const char *)y) + 4, len - 4);
 }
 
-struct session *host_client_session(const void *win_addr, int len)
+struct session *host_client_session(const void *win_addr, int len, BOOL pin)
 {
     SOCKADDR_STORAGE key;
     struct client_session *cs;
@@ -75,10 +80,54 @@ struct session *host_client_session(const void *win_addr, int len)
             free(cs);
         }
     }
-    if (found)
+    if (found) {
         IFWXSession_AddRef(session_iface(found));
+        if (pin)
+            session_pin(found);
+        else    /* GetNATSession: a fresh look counts as use */
+            __atomic_store_n(&found->idle_since, (LONG64)fx_now_ms(), __ATOMIC_RELAXED);
+    }
     LeaveCriticalSection(&client_sessions_lock);
     return found;
+}
+
+/* Worker 0, once a second while session-timeout is set: end the client
+ * sessions idle for that long. Off the list under the lock (a pin is only
+ * taken under it), then session_end without it: Detach runs filter code. */
+#define SWEEP_MS 1000
+
+static void sweep_client_sessions(void *arg)
+{
+    struct worker *w = arg;
+    struct host *h = the_host;
+    struct client_session *cs, **link, *expired = NULL;
+    uint64_t now = fx_now_ms();
+    uint64_t limit = (uint64_t)h->config->host.session_timeout * 1000;
+
+    if (h->stopping)
+        return;
+    client_sessions_setup();
+    EnterCriticalSection(&client_sessions_lock);
+    for (link = &client_sessions; (cs = *link);) {
+        struct session *s = cs->session;
+        if (s->active == 0 && now - (uint64_t)__atomic_load_n(&s->idle_since, __ATOMIC_RELAXED) >= limit) {
+            *link = cs->next;
+            cs->next = expired;
+            expired = cs;
+        } else {
+            link = &cs->next;
+        }
+    }
+    LeaveCriticalSection(&client_sessions_lock);
+    for (cs = expired; cs; cs = expired) {
+        expired = cs->next;
+        fx_log(FX_LOG_INFO, "session %s: ended after %u s without a connection "
+               "(session-timeout)", cs->session->name, h->config->host.session_timeout);
+        session_end(cs->session);
+        IFWXSession_Release(session_iface(cs->session));
+        free(cs);
+    }
+    fx_timer_start(w->loop, SWEEP_MS, sweep_client_sessions, w);
 }
 
 static void end_client_sessions(void)
@@ -112,13 +161,14 @@ static void on_accept(fx_loop *loop, int fd, unsigned events, void *data)
     for (int i = 0; i < 64; i++) {
         unsigned char sa[28];
         int salen = sizeof(sa);
+        /* Stopping: leave the backlog alone. Under the supervisor the
+         * socket is shared, and a newer worker serves what waits in it;
+         * close_listeners_task, already posted, takes the fd out. */
+        if (h->stopping)
+            return;
         int cfd = fx_tcp_accept(fd, sa, &salen);
         if (cfd < 0)
             return;     /* EAGAIN, or a connection that died in the backlog */
-        if (h->stopping) {
-            fx_close_abort(cfd);
-            continue;
-        }
         if ((unsigned)h->live_connections >= h->config->host.max_sessions) {
             static LONG warned;
             if (!InterlockedExchange(&warned, 1))
@@ -197,18 +247,66 @@ static int listen_error(struct host *h, struct rule *rule, const char *why, char
     return -1;
 }
 
+static int add_listener(struct host *h, struct rule *rule, int w, int fd, unsigned flags,
+                        char *err, size_t errlen)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rule->listen_fds[w] = fd;
+    l->worker = &h->workers[w];
+    l->rule = rule;
+    l->fd = fd;
+    fx_loop_add_fd(h->workers[w].loop, fd, FX_READ | flags, on_accept, l);
+    return 0;
+}
+
+/* Under the supervisor (fwxhost(8)): the socket it bound for the rule's
+ * address, shared by every worker through its own dup registered with
+ * EPOLLEXCLUSIVE, so one worker wakes per connection (HOST-500). */
+static int adopt_listeners(struct host *h, struct rule *rule, char *err, size_t errlen)
+{
+    char text[64];
+    fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
+    int fd = fx_inherited_fd(text);
+    if (fd < 0)
+        return listen_error(h, rule, "the supervisor handed down no listening socket for "
+                            "this address (was the configuration changed while it started?)",
+                            err, errlen);
+    for (int w = 0; w < h->nworkers; w++) {
+        int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (mine < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "dup of the inherited socket: %s", strerror(errno));
+            return listen_error(h, rule, why, err, errlen);
+        }
+        if (add_listener(h, rule, w, mine, FX_EXCLUSIVE, err, errlen) != 0)
+            return -1;
+    }
+    close(fd);      /* the supervisor keeps its own; ours are the dups */
+    return 0;
+}
+
 static int open_listeners(struct host *h, char *err, size_t errlen)
 {
     for (int r = 0; r < h->nrules; r++) {
         struct rule *rule = &h->rules[r];
-        char text[64], why[256];
+        char why[256];
         if (rule->conf->protocol == FX_PROTO_UDP) {
-            /* One socket on worker 0 serves the rule's datagrams (udp.c). */
+            /* One socket on worker 0 serves the rule's datagrams (udp.c);
+             * under the supervisor, the one it bound (udp_rule_open). */
             if (udp_rule_open(rule, &h->workers[0], why, sizeof(why)) != 0)
                 return listen_error(h, rule, why, err, errlen);
             continue;
         }
-        fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
+        if (fx_inherited()) {
+            if (adopt_listeners(h, rule, err, errlen) != 0)
+                return -1;
+            continue;
+        }
         /* The workers share the port through SO_REUSEPORT, which would also
          * let a second host share it silently: bind once without it first. */
         int probe = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1, 0, why, sizeof(why));
@@ -220,16 +318,8 @@ static int open_listeners(struct host *h, char *err, size_t errlen)
                                    h->nworkers > 1, why, sizeof(why));
             if (fd < 0)
                 return listen_error(h, rule, why, err, errlen);
-            rule->listen_fds[w] = fd;
-            struct listener *l = calloc(1, sizeof(*l));
-            if (!l) {
-                snprintf(err, errlen, "out of memory");
+            if (add_listener(h, rule, w, fd, 0, err, errlen) != 0)
                 return -1;
-            }
-            l->worker = &h->workers[w];
-            l->rule = rule;
-            l->fd = fd;
-            fx_loop_add_fd(h->workers[w].loop, fd, FX_READ, on_accept, l);
         }
     }
     return 0;
@@ -298,6 +388,8 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     }
     if (open_listeners(h, err, errlen) != 0)
         return -1;
+    if (cfg->host.session_timeout)      /* before the loop runs: allowed */
+        fx_timer_start(h->workers[0].loop, SWEEP_MS, sweep_client_sessions, &h->workers[0]);
     for (int w = 0; w < h->nworkers; w++) {
         h->workers[w].thread = CreateThread(NULL, 0, worker_main, &h->workers[w], 0,
                                             &h->workers[w].thread_id);
@@ -326,16 +418,44 @@ static void close_listeners_task(void *arg)
     }
 }
 
-void host_stop(struct host *h, unsigned drain_seconds)
+/* A deadline the drain may not pass (0: none); set from a signal handler. */
+static volatile uint64_t drain_cut_ms;
+
+void host_cut_drain(unsigned seconds)
 {
-    InterlockedExchange(&h->stopping, 1);
+    uint64_t at = fx_now_ms() + (uint64_t)seconds * 1000;
+    if (!drain_cut_ms || at < drain_cut_ms)
+        drain_cut_ms = at;
+}
+
+int host_all_workers_stuck(struct host *h, char *what, size_t len)
+{
+    int stuck = 0;
+    if (!h->workers)
+        return 0;
+    for (int w = 0; w < h->nworkers; w++)
+        if (h->workers[w].thread && guard_thread_hung(h->workers[w].thread_id, what, len))
+            stuck++;
+    return h->nworkers > 0 && stuck == h->nworkers;
+}
+
+void host_stop_accepting(struct host *h)
+{
+    if (InterlockedExchange(&h->stopping, 1))
+        return;
     for (int w = 0; w < h->nworkers; w++)
         if (h->workers[w].loop && h->workers[w].thread)
             fx_loop_post(h->workers[w].loop, close_listeners_task, &h->workers[w]);
+}
+
+void host_stop(struct host *h, unsigned drain_seconds)
+{
+    host_stop_accepting(h);
     /* Drain: live connections finish on their own; past the deadline the
      * rest are left to FilterShutdown's order-undefined Detach. */
     uint64_t deadline = fx_now_ms() + (uint64_t)drain_seconds * 1000;
-    while (h->live_connections > 0 && fx_now_ms() < deadline)
+    while (h->live_connections > 0 && fx_now_ms() < deadline &&
+           (!drain_cut_ms || fx_now_ms() < drain_cut_ms))
         Sleep(50);
     if (h->live_connections > 0)
         fx_log(FX_LOG_WARN, "stopping with %ld connections still open", (long)h->live_connections);
@@ -385,9 +505,11 @@ void host_stop(struct host *h, unsigned drain_seconds)
     if (h->firewall)
         IFWXFirewall_Release(h->firewall);
     guard_watchdog_stop();
-    if (iobuffer_live_count() > 0)
+    LONG held = iobuffer_reclaimed_held(NULL);
+    if (iobuffer_live_count() + held > 0)
         fx_log(FX_LOG_NOTICE, "%ld host buffers are still referenced after the filters were "
-               "unloaded (leaked by a filter)", (long)iobuffer_live_count());
+               "unloaded (leaked by a filter; %ld of them reclaimed when their connection ended)",
+               (long)(iobuffer_live_count() + held), (long)held);
 }
 
 /* The worker whose loop runs on the calling thread, or NULL (the main

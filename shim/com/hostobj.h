@@ -61,6 +61,8 @@ struct host {
     IFWXFirewall *firewall;
     volatile LONG stopping;
     LONG live_connections;
+    LONG pump_passes;              /* pump passes and UDP readiness callbacks run: fwxreplay's
+                                    * quiescence signal (HOST-801) */
     LONG total_connections;
     LONG denied_connections;
     LONG live_sessions;
@@ -110,10 +112,19 @@ struct session {
      * defaults of RedirectConnections and BindForClient (HOST-100). */
     SOCKADDR_STORAGE last_local, last_ext;
     int last_local_len, last_ext_len;
+    /* Client sessions expire after [host] session-timeout seconds without
+     * a connection (HOST-1000): live connections that pin it, and since
+     * when (fx_now_ms) it has had none. Interlocked; host.c's sweep reads
+     * them under its list lock. */
+    LONG active;
+    volatile LONG64 idle_since;
 };
 
 struct session *session_create(const void *win_client, int len, const char *name);
 void session_end(struct session *s);      /* Detach every session filter */
+/* A connection of the session starts / ends (HOST-1000: expiry counts them). */
+void session_pin(struct session *s);
+void session_unpin(struct session *s);
 /* CreatePrivateSession: flags, and the impersonator ImpersonateClient uses. */
 void session_make_private(struct session *s, IFWXImpersonator *imp);
 static inline IFWXSession *session_iface(struct session *s) { return &s->IFWXSession_iface; }
@@ -205,6 +216,7 @@ struct connection {
     struct fx_relay *relay;        /* no data filters: the kernel-side pump */
     struct anticipation *ant;      /* BindForClient's connection object: its bind (anticipate.c) */
     BOOL secondary;                /* made by an anticipated action */
+    BOOL pins_session;             /* holds a session_pin until teardown (HOST-1000) */
     BOOL emulated;                 /* SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): no connect */
     BOOL has_emulator;             /* its data filter of class Emulation is attached */
     BOOL name_set;                 /* SetSocketName done (emulated connections) */
@@ -212,6 +224,7 @@ struct connection {
     BOOL dgram;                    /* a UDP connection (udp.c): datagram ends, ExternalAddress */
     void *udp;                     /* udp.c's per-connection state; loop thread only */
     fx_rec *rec;                   /* [host] record: this connection's script (record.c) */
+    struct iobuffer_charge charge; /* host buffers made for it (HOST-900) */
 };
 
 static inline IFWXConnection *connection_iface(struct connection *c) { return &c->IFWXConnection_iface; }
@@ -276,8 +289,10 @@ void record_finish(struct connection *c);         /* teardown: write the script 
 
 /* ---- host.c ---- */
 /* The session of a SecureNAT-style client address (port ignored): found
- * or created, returned with a reference. NULL on out of memory. */
-struct session *host_client_session(const void *win_addr, int len);
+ * or created, returned with a reference. NULL on out of memory. pin: also
+ * with a session_pin taken under the list lock, so that the idle sweep
+ * cannot end it before the caller's connection exists (HOST-1000). */
+struct session *host_client_session(const void *win_addr, int len, BOOL pin);
 
 /* Schedule a pump pass on the connection's loop (any thread). */
 void connection_kick(struct connection *c);
@@ -325,6 +340,7 @@ struct completion {
     long set_size;                 /* >= 0: SetDataSize(buffer) before delivery */
     int ext_len;                   /* > 0: CompleteAsyncIO's ExternalAddress (UDP receives) */
     unsigned char ext[28];         /* Win32 layout */
+    IFWXIOBuffer *pinned;          /* iobuffer_pin'ed by the operation; unpinned at delivery */
 };
 /* Appends cp (connection lock held). Delivery frees it with free(): a
  * record is the first member of the allocation it lives in, so the
@@ -352,6 +368,18 @@ struct udp_rule;
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen);
 /* Loop thread of the rule's worker: stop receiving, end every connection. */
 void udp_rule_stop(struct rule *rule);
+/* fwxreplay (HOST-800): as udp_rule_open on fd, an in-memory socket
+ * (fx_udp_emulate), which the rule then owns; and the hook that makes each
+ * client's socket towards the target instead of fx_udp_connect (NULL: the
+ * real one). Loop thread of worker 0. */
+int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, size_t errlen);
+void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
+                                      int target_len, void *arg), void *arg);
+/* Outbound rules: the client's transparent socket (bound to local, the
+ * original destination, connected to peer, the client) instead of
+ * fx_udp_transparent_peer; called with the connect hook's arg. */
+void udp_set_peer_hook(int (*hook)(const void *local, int local_len, const void *peer,
+                                   int peer_len, void *arg));
 /* Does the client end of c own c->client_fd (outbound: the client's
  * transparent socket), or share the rule's? */
 BOOL udp_client_fd_owned(struct connection *c);

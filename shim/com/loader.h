@@ -31,6 +31,9 @@ struct fx_filter {
     LONG live_buffers;
     LONG live_sockets;
     LONG live_sessions;
+    /* Host buffers it still referenced when their connection ended, whose
+     * memory the host took back (HOST-900): a total, not a gauge. */
+    LONG reclaimed_buffers;
     /* ABI profile (docs ABI-303): set before fx_filter_load (AUTO: by PE type);
      * fx_filter_load resolves AUTO, fx_filter_init may settle it. */
     enum fx_profile profile;

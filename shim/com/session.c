@@ -776,10 +776,22 @@ struct session *session_create(const void *win_client, int len, const char *name
     memcpy(&s->client, win_client, len);
     s->client_len = len;
     s->source = fwxSourceNAT;
+    s->idle_since = (LONG64)fx_now_ms();
     snprintf(s->name, sizeof(s->name), "%s", name);
     if (the_host)
         InterlockedIncrement(&the_host->live_sessions);
     return s;
+}
+
+void session_pin(struct session *s)
+{
+    InterlockedIncrement(&s->active);
+}
+
+void session_unpin(struct session *s)
+{
+    __atomic_store_n(&s->idle_since, (LONG64)fx_now_ms(), __ATOMIC_RELAXED);
+    InterlockedDecrement(&s->active);
 }
 
 void session_end(struct session *s)

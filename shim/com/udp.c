@@ -35,6 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fxinherit.h"
 #include "fxudp.h"
 #include "guard.h"
 #include "hostobj.h"
@@ -73,11 +74,32 @@ struct udp_rule {
     unsigned nclients;
     unsigned long long dropped;
     BOOL full_logged;
+    BOOL max_logged;               /* max-sessions reached: logged once until it is not */
     BOOL outbound;
     BOOL loop_logged;
     unsigned listen_port;              /* host order */
     struct udp_conn *buckets[UDP_BUCKETS];
 };
+
+/* fwxreplay: the socket towards the target comes from the driver
+ * (udp_set_connect_hook; HOST-800). */
+static int (*connect_hook)(const void *client, int client_len, const void *target, int target_len,
+                           void *arg);
+static void *connect_hook_arg;
+static int (*peer_hook)(const void *local, int local_len, const void *peer, int peer_len, void *arg);
+
+void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const void *target,
+                                      int target_len, void *arg), void *arg)
+{
+    connect_hook = hook;
+    connect_hook_arg = arg;
+}
+
+void udp_set_peer_hook(int (*hook)(const void *local, int local_len, const void *peer,
+                                   int peer_len, void *arg))
+{
+    peer_hook = hook;
+}
 
 static const char *rname(struct udp_rule *ur)
 {
@@ -192,6 +214,7 @@ BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
 /* No data filter: the target's datagrams go straight back to the client. */
 static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -218,6 +241,7 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
  * delivers on its own transparent socket go straight to the destination. */
 static void peer_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -262,18 +286,34 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return NULL;
     }
     ur->full_logged = FALSE;
+    /* [host] max-sessions counts UDP clients too (HOST-901): a flood of
+     * source addresses would otherwise make connections without bound. */
+    unsigned max = the_host->config->host.max_sessions;
+    if ((unsigned)InterlockedCompareExchange(&the_host->live_connections, 0, 0) >= max) {
+        if (!ur->max_logged)
+            fx_log(FX_LOG_WARN, "rule %s: max-sessions (%u) reached; datagrams of new UDP "
+                   "clients (%s) are dropped until some sessions end", rname(ur), max, who);
+        ur->max_logged = TRUE;
+        return NULL;
+    }
+    ur->max_logged = FALSE;
     /* Publishing: the published server's session. Outbound: the client's
      * own, one per client IP address, as for TCP (HOST-001). */
     struct session *s = rule->session;
     if (ur->outbound) {
         SOCKADDR_STORAGE win;
         int wlen = sizeof(win);
-        s = fx_sa_to_win32(src, srclen, &win, &wlen) == 0 ? host_client_session(&win, wlen) : NULL;
+        s = fx_sa_to_win32(src, srclen, &win, &wlen) == 0 ? host_client_session(&win, wlen, TRUE) : NULL;
     }
     uc = s ? calloc(1, sizeof(*uc)) : NULL;
     c = uc ? connection_create(w, rule, s) : NULL;
-    if (ur->outbound && s)
+    if (ur->outbound && s) {
+        if (c)
+            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
+        else
+            session_unpin(s);
         IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
+    }
     if (!c) {
         free(uc);
         fx_log(FX_LOG_WARN, "rule %s: out of memory for UDP client %s", rname(ur), who);
@@ -300,7 +340,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     if (ur->outbound)
         memcpy(local, dst, local_len = dstlen);      /* where the client thinks it sends */
     else if (fx_sa_is_any(&rule->conf->listen, rule->conf->listen_len))
-        fx_getsockname(ur->fd, local, &local_len);
+        fx_udp_getsockname(ur->fd, local, &local_len);
     else
         memcpy(local, &rule->conf->listen, local_len = rule->conf->listen_len);
     connection_set_addr(c->local_addr, &c->local_len, &c->win_local, &c->win_local_len, local,
@@ -363,7 +403,9 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return uc;
     }
 
-    int fd = fx_udp_connect(c->target_addr, c->target_len);
+    int fd = connect_hook ? connect_hook(c->client_addr, c->client_len, c->target_addr,
+                                         c->target_len, connect_hook_arg)
+                          : fx_udp_connect(c->target_addr, c->target_len);
     if (fd < 0) {
         char text[64];
         fx_addr_format(c->target_addr, c->target_len, text, sizeof(text));
@@ -379,12 +421,13 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     unsigned char ext[28];
     int ext_len = sizeof(ext);
     c->win_ext_len = sizeof(c->win_ext);
-    if (fx_getsockname(fd, ext, &ext_len) != 0 ||
+    if (fx_udp_getsockname(fd, ext, &ext_len) != 0 ||
         fx_sa_to_win32(ext, ext_len, &c->win_ext, &c->win_ext_len) != 0)
         c->win_ext_len = 0;
     if (ur->outbound) {
         /* Answers must come from the destination the client sent to. */
-        int pfd = fx_udp_transparent_peer(dst, dstlen, src, srclen);
+        int pfd = peer_hook ? peer_hook(dst, dstlen, src, srclen, connect_hook_arg)
+                            : fx_udp_transparent_peer(dst, dstlen, src, srclen);
         if (pfd < 0) {
             fx_log(FX_LOG_WARN, "conn %lu rule %s: transparent UDP socket for client %s failed: %s",
                    c->id, rname(ur), who, strerror(-pfd));
@@ -424,6 +467,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
 
 static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
+    InterlockedIncrement(&the_host->pump_passes);
     struct udp_rule *ur = data;
     unsigned char buf[UDP_DGRAM_MAX];
 
@@ -484,6 +528,11 @@ static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
 
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
 {
+    return udp_rule_open_fd(rule, w, -1, err, errlen);
+}
+
+int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, size_t errlen)
+{
     struct udp_rule *ur = calloc(1, sizeof(*ur));
     if (!ur) {
         snprintf(err, errlen, "out of memory");
@@ -494,9 +543,22 @@ int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
     ur->outbound = rule->conf->type == FX_RULE_OUTBOUND;
     ur->listen_port = (unsigned)((const unsigned char *)&rule->conf->listen)[2] << 8 |
                       ((const unsigned char *)&rule->conf->listen)[3];
-    ur->fd = ur->outbound
-                 ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
-                 : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
+    if (fd >= 0) {
+        ur->fd = fd;            /* fwxreplay's in-memory socket (HOST-800) */
+    } else if (fx_inherited()) {
+        /* Under the supervisor: the socket it bound ("udp ADDR:PORT",
+         * fxinherit.h); a reload's old worker closes its copy on drain. */
+        char key[80];
+        fx_addr_format(&rule->conf->listen, rule->conf->listen_len, key + 4, sizeof(key) - 4);
+        memcpy(key, "udp ", 4);
+        ur->fd = fx_inherited_fd(key);
+        if (ur->fd < 0)
+            snprintf(err, errlen, "the supervisor handed down no UDP socket for this address");
+    } else {
+        ur->fd = ur->outbound
+                     ? fx_udp_bind_transparent(&rule->conf->listen, rule->conf->listen_len, err, errlen)
+                     : fx_udp_bind(&rule->conf->listen, rule->conf->listen_len, err, errlen);
+    }
     if (ur->fd < 0 || fx_loop_add_fd(w->loop, ur->fd, FX_READ, rule_io, ur) != 0) {
         if (ur->fd >= 0) {
             close(ur->fd);
@@ -522,6 +584,7 @@ void udp_rule_stop(struct rule *rule)
     if (!ur || ur->fd < 0)
         return;
     fx_loop_del_fd(ur->w->loop, ur->fd);
+    fx_udp_emulate_end(ur->fd);
     close(ur->fd);
     ur->fd = -1;
     if (ur->dropped)

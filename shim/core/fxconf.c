@@ -13,11 +13,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "fxlog.h"
@@ -33,7 +35,7 @@ static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
     "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
-    NULL
+    "restart-limit", "restart-delay", "reload-drain", "session-timeout", "reclaim-leaks", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -241,7 +243,7 @@ static int fx_suggest(const char *key, const char *const *known, char *out, size
 static void fx_unknown_key(const char *key, const char *secdesc, const char *const *known,
                            char *msg, size_t msglen)
 {
-    char sug[80], list[200] = "";
+    char sug[80], list[400] = "";
     if (fx_suggest(key, known, sug, sizeof(sug))) {
         fx_msg(msg, msglen, "unknown key '%s' in %s (did you mean '%s'?)", key, secdesc, sug);
         return;
@@ -265,12 +267,17 @@ fx_config *fx_config_new_empty(void)
     cfg->host.max_sessions = 10000;
     cfg->host.connect_timeout = 10;
     cfg->host.idle_timeout = 300;
+    cfg->host.session_timeout = 60;
     cfg->host.max_buffer = 262144;
     cfg->host.max_faults = 5;
     cfg->host.on_disabled = FX_DISABLED_REFUSE;
     cfg->host.hang_timeout = 30;
     cfg->host.secondary_timeout = 60;
     cfg->host.record_max = 4u << 20;
+    cfg->host.restart_limit = 5;
+    cfg->host.restart_delay = 1;
+    cfg->host.reload_drain = 300;
+    cfg->host.reclaim_leaks = 1;
     return cfg;
 }
 
@@ -482,6 +489,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
         if (fx_parse_uint(value, 604800, &v) < 0)
             return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
         h->idle_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "session-timeout") == 0) {
+        if (fx_parse_uint(value, 604800, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 1 to 604800, or 0 for never", msg, msglen);
+        h->session_timeout = (unsigned)v;
     } else if (strcasecmp(key, "secondary-timeout") == 0) {
         if (fx_parse_uint(value, 86400, &v) < 0 || v == 0)
             return fx_bad_value(key, value, "seconds from 1 to 86400", msg, msglen);
@@ -496,6 +507,11 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "a number from 1 to 1000000, or 0 for never disabling",
                                 msg, msglen);
         h->max_faults = (unsigned)v;
+    } else if (strcasecmp(key, "reclaim-leaks") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes, no, true, false, 1 or 0", msg, msglen);
+        h->reclaim_leaks = b;
     } else if (strcasecmp(key, "on-disabled-filter") == 0) {
         if (strcasecmp(value, "refuse") == 0)
             h->on_disabled = FX_DISABLED_REFUSE;
@@ -508,6 +524,19 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "seconds from 1 to 86400, or 0 for no watchdog",
                                 msg, msglen);
         h->hang_timeout = (unsigned)v;
+    } else if (strcasecmp(key, "restart-limit") == 0) {
+        if (fx_parse_uint(value, 1000, &v) < 0)
+            return fx_bad_value(key, value, "restarts per minute from 1 to 1000, or 0 for "
+                                "never restarting the worker", msg, msglen);
+        h->restart_limit = (unsigned)v;
+    } else if (strcasecmp(key, "restart-delay") == 0) {
+        if (fx_parse_uint(value, 300, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 300", msg, msglen);
+        h->restart_delay = (unsigned)v;
+    } else if (strcasecmp(key, "reload-drain") == 0) {
+        if (fx_parse_uint(value, 86400, &v) < 0)
+            return fx_bad_value(key, value, "seconds from 0 to 86400", msg, msglen);
+        h->reload_drain = (unsigned)v;
     } else if (strcasecmp(key, "trace") == 0) {
         if (*value == '\0')
             return fx_bad_value(key, value, "a file path", msg, msglen);
@@ -1206,6 +1235,20 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen)
 
     if (f == NULL) {
         fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return fx_config_from_stream(f, path, err, errlen);
+}
+
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen)
+{
+    int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    FILE *f = NULL;
+    if (mine < 0 || lseek(mine, 0, SEEK_SET) != 0 || (f = fdopen(mine, "r")) == NULL) {
+        fx_msg(err, errlen, "%s: cannot read the copy handed down (fd %d): %s", path, fd,
+               strerror(errno));
+        if (mine >= 0)
+            close(mine);
         return NULL;
     }
     return fx_config_from_stream(f, path, err, errlen);

@@ -79,11 +79,13 @@ typedef struct fx_host_conf {
     unsigned max_sessions;
     unsigned connect_timeout; /* seconds */
     unsigned idle_timeout;    /* seconds; 0 = never */
+    unsigned session_timeout; /* seconds a client session lives without a connection; 0 = never */
     size_t max_buffer;        /* bytes per connection direction */
     char *trace;              /* NULL = no trace */
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
+    int reclaim_leaks;        /* take back buffers filters hold when their connection ends (default 1) */
     unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     char *record;             /* fwxhost --record: directory for session scripts; NULL = off */
@@ -92,6 +94,10 @@ typedef struct fx_host_conf {
     int has_metrics;          /* Prometheus HTTP on a loopback address */
     fx_sockaddr metrics;
     int metrics_len;
+    /* The supervisor (fwxhost(8)): */
+    unsigned restart_limit;   /* worker restarts per minute before giving up; 0 = none */
+    unsigned restart_delay;   /* seconds before the first restart, doubled per recent one */
+    unsigned reload_drain;    /* seconds an old worker may drain after a reload */
 } fx_host_conf;
 
 /* One [abi] override (docs ABI-301): a name from fxabi_names.h and its value. */
@@ -121,6 +127,11 @@ fx_config *fx_config_load(const char *path, char *err, size_t errlen);
  * used in messages in place of the file name. */
 fx_config *fx_config_parse(const char *name, const char *text, size_t len, char *err,
                            size_t errlen);
+
+/* As fx_config_load, from an open file (read from its start; fd stays
+ * open) that holds the text of path: messages name path.  The supervisor
+ * hands its worker the exact text it validated this way ("@config", fxinherit.h). */
+fx_config *fx_config_load_fd(int fd, const char *path, char *err, size_t errlen);
 
 /* Host defaults, no filters, no rules.  NULL on out of memory. */
 fx_config *fx_config_new_empty(void);

@@ -292,10 +292,9 @@ static int someone_listens(const struct sockaddr_un *sun)
     return live;
 }
 
-static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, size_t errlen)
+int fx_ctl_bind_unix(const char *path, int is_default, char *err, size_t errlen)
 {
     struct sockaddr_un sun;
-    struct stat st;
     int fd;
 
     if (unix_addr(path, &sun, err, errlen) != 0)
@@ -326,6 +325,16 @@ static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, s
         return -1;
     }
     chmod(path, 0600);
+    return fd;
+}
+
+static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = fx_ctl_bind_unix(path, is_default, err, errlen);
+
+    if (fd < 0)
+        return -1;
     if (stat(path, &st) == 0) {
         ctl->dev = st.st_dev;
         ctl->ino = st.st_ino;
@@ -336,6 +345,13 @@ static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, s
 
 fx_ctl *fx_ctl_new(const char *path, int is_default, const void *metrics_sa, int metrics_len,
                    fx_ctl_render_fn render, void *arg, char *err, size_t errlen)
+{
+    return fx_ctl_new_fds(path, is_default, -1, metrics_sa, metrics_len, -1, render, arg, err, errlen);
+}
+
+fx_ctl *fx_ctl_new_fds(const char *path, int is_default, int unix_fd, const void *metrics_sa,
+                       int metrics_len, int http_fd, fx_ctl_render_fn render, void *arg,
+                       char *err, size_t errlen)
 {
     fx_ctl *ctl = calloc(1, sizeof(*ctl));
     if (!ctl || !(ctl->path = strdup(path)) || !(ctl->loop = fx_loop_new())) {
@@ -348,9 +364,17 @@ fx_ctl *fx_ctl_new(const char *path, int is_default, const void *metrics_sa, int
     ctl->unix_fd = ctl->http_fd = -1;
     ctl->render = render;
     ctl->arg = arg;
-    if (open_unix(ctl, path, is_default, err, errlen) != 0)
+    if (unix_fd >= 0)
+        ctl->unix_fd = unix_fd;   /* adopted: the file is its owner's to remove */
+    else if (open_unix(ctl, path, is_default, err, errlen) != 0)
         goto fail;
-    if (metrics_sa) {
+    if (http_fd >= 0) {
+        fx_sockaddr bound;
+        int blen = sizeof(bound);
+        ctl->http_fd = http_fd;
+        if (fx_getsockname(http_fd, &bound, &blen) == 0)
+            fx_addr_format(&bound, blen, ctl->metrics_addr, sizeof(ctl->metrics_addr));
+    } else if (metrics_sa) {
         char why[256];
         fx_sockaddr bound;
         int blen = sizeof(bound);

@@ -50,6 +50,19 @@ void fx_ctl_default_path(char *buf, size_t len);
 fx_ctl *fx_ctl_new(const char *path, int is_default, const void *metrics_sa, int metrics_len,
                    fx_ctl_render_fn render, void *arg, char *err, size_t errlen);
 
+/* As fx_ctl_new, adopting listening sockets someone else bound (the
+ * supervisor, fwxhost(8)): unix_fd / http_fd >= 0 are used as they are
+ * instead of binding path / metrics_sa, and closed by fx_ctl_free, which
+ * then leaves the socket file alone (it is the binder's). */
+fx_ctl *fx_ctl_new_fds(const char *path, int is_default, int unix_fd, const void *metrics_sa,
+                       int metrics_len, int http_fd, fx_ctl_render_fn render, void *arg,
+                       char *err, size_t errlen);
+
+/* Binds and listens on the control socket path, as fx_ctl_new does (a
+ * stale file is replaced, a live one is an error, mode 0600).  The fd
+ * (non-blocking, close-on-exec) or -1 with one line in err. */
+int fx_ctl_bind_unix(const char *path, int is_default, char *err, size_t errlen);
+
 /* The HTTP address actually bound ("127.0.0.1:9469"), or "" without one. */
 const char *fx_ctl_metrics_addr(const fx_ctl *ctl);
 

@@ -52,6 +52,7 @@ struct fx_io {
     unsigned events;      /* FX_READ|FX_WRITE wanted */
     unsigned char registered;
     unsigned char armed;  /* currently in the epoll set */
+    unsigned char exclusive;  /* added with EPOLLEXCLUSIVE (FX_EXCLUSIVE) */
 };
 
 enum { FX_TIMER_FREE, FX_TIMER_ACTIVE, FX_TIMER_FIRING };
@@ -343,6 +344,11 @@ static int fx_loop_arm(fx_loop *loop, int fd, struct fx_io *io, unsigned events)
     op = io->armed ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     memset(&ev, 0, sizeof(ev));
     ev.events = fx_to_epoll(events);
+    if (io->exclusive) {
+        if (op != EPOLL_CTL_ADD)
+            return -EINVAL;     /* the kernel refuses MOD of an exclusive fd */
+        ev.events |= EPOLLEXCLUSIVE;
+    }
     ev.data.u64 = ((uint64_t)io->gen << 32) | (uint32_t)fd;
     if (epoll_ctl(loop->epfd, op, fd, &ev) < 0)
         return -errno;
@@ -367,7 +373,10 @@ int fx_loop_add_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *da
     io->gen = ++loop->gen;
     io->events = 0;
     io->armed = 0;
+    io->exclusive = (events & FX_EXCLUSIVE) && (events & FX_READ);
     rc = fx_loop_arm(loop, fd, io, events);
+    if (rc < 0)
+        io->exclusive = 0;
     if (rc < 0)
         return rc;
     io->registered = 1;

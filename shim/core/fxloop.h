@@ -29,7 +29,11 @@ enum {
     FX_READ  = 1,
     FX_WRITE = 2,
     FX_HUP   = 4,   /* reported only: peer closed both directions */
-    FX_ERR   = 8    /* reported only: pending socket error (see fx_sock_error) */
+    FX_ERR   = 8,   /* reported only: pending socket error (see fx_sock_error) */
+    /* fx_loop_add_fd only, with FX_READ: EPOLLEXCLUSIVE, for a listening
+     * socket that several loops share (one wakes per connection).  The fd
+     * cannot be parked or modified afterwards, only deleted. */
+    FX_EXCLUSIVE = 16
 };
 
 typedef void (*fx_io_cb)(fx_loop *loop, int fd, unsigned events, void *data);

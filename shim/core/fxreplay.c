@@ -306,7 +306,7 @@ int fx_replay_run(const fx_script *s, int client_fd, int host_client_fd, int ser
 
     uint64_t deadline = now_ms() + timeout(&d);
     if (s->protocol == FX_PROTO_UDP) {
-        snprintf(err, errlen, "%s", FX_REPLAY_UDP_MISSING);
+        snprintf(err, errlen, "a UDP script: fx_replay_run_udp plays it");
         rc = -1;
         goto out;
     }
@@ -402,6 +402,7 @@ void fx_replay_result_free(fx_replay_result *r)
     fx_text_free(&r->client.rx);
     fx_text_free(&r->server.rx);
     fx_text_free(&r->notes);
+    fx_text_free(&r->udp_log);
 }
 
 static void format_rx(fx_text *out, const char *who, const fx_text *rx)
@@ -439,6 +440,15 @@ void fx_replay_format(const fx_replay_result *r, const char *name, fx_text *out)
 {
     const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
     fx_text_printf(out, "# fwxreplay golden file of %s (fwxreplay --update rewrites it)\n", base);
+    if (r->udp) {
+        fx_text_printf(out, "protocol: udp\n");
+        fx_text_printf(out, "destinations denied: %ld\n", r->denied_destinations);
+        if (r->notes.len)
+            fx_text_add(out, r->notes.p, r->notes.len);
+        if (r->udp_log.len)
+            fx_text_add(out, r->udp_log.p, r->udp_log.len);
+        return;
+    }
     fx_text_printf(out, "connection: %s\n", r->denied ? "denied" : "allowed");
     if (r->notes.len)
         fx_text_add(out, r->notes.p, r->notes.len);

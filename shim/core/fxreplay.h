@@ -15,12 +15,6 @@
 
 #include "fxscript.h"
 
-/* UDP scripts parse, print and convert from captures, but replaying them
- * needs UDP rules in the host (the pump of datagrams through the filters),
- * which this build does not have yet. */
-#define FX_REPLAY_UDP_MISSING "UDP replay needs UDP support in the host (rules with " \
-    "'protocol udp' and a datagram pump), which this build does not have yet; the script " \
-    "parses and --to-script prints it"
 
 typedef struct fx_chunking {
     int random;                /* 0: fixed */
@@ -53,6 +47,9 @@ typedef struct fx_replay_result {
     int denied;                /* set by the caller */
     fx_text notes;             /* one "note: ..." line each */
     int expect_failed;         /* an expect-closed did not hold */
+    int udp;                   /* a UDP script: the record is udp_log */
+    fx_text udp_log;           /* per datagram step: what each side received */
+    long denied_destinations;  /* UDP: set by the caller */
 } fx_replay_result;
 
 /* Plays s.  client_fd/server_fd are the driver's ends (closed on return);
@@ -63,6 +60,7 @@ int fx_replay_run(const fx_script *s, int client_fd, int host_client_fd, int ser
                   int host_server_fd, const fx_replay_opts *o, fx_replay_result *r,
                   char *err, size_t errlen);
 void fx_replay_result_free(fx_replay_result *r);
+
 
 /* The golden-file text of a result.  name: the script, for the comment. */
 void fx_replay_format(const fx_replay_result *r, const char *name, fx_text *out);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fxudp.h"
@@ -83,11 +84,148 @@ int fx_udp_connect(const void *sa, int salen)
     return fd;
 }
 
+/* ------------------------------------------------------------ in-memory sockets */
+
+struct emu {
+    unsigned char on, locallen, peerlen;
+    unsigned char local[28], peer[28];
+};
+static struct emu emus[FX_UDP_EMU_MAX_FD];   /* set before the fd is used by the loop */
+
+static struct emu *emu_of(int fd)
+{
+    return fd >= 0 && fd < FX_UDP_EMU_MAX_FD && emus[fd].on ? &emus[fd] : NULL;
+}
+
+int fx_udp_socketpair(int fds[2])
+{
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+        return -errno;
+    size_buffers(fds[0]);
+    size_buffers(fds[1]);
+    return 0;
+}
+
+int fx_udp_emulate(int fd, const void *local, int locallen, const void *peer, int peerlen)
+{
+    if (fd < 0 || fd >= FX_UDP_EMU_MAX_FD || locallen < 0 || locallen > 28 || peerlen < 0 ||
+        peerlen > 28)
+        return -EINVAL;
+    struct emu *e = &emus[fd];
+    memset(e, 0, sizeof(*e));
+    if (local)
+        memcpy(e->local, local, e->locallen = (unsigned char)locallen);
+    if (peer)
+        memcpy(e->peer, peer, e->peerlen = (unsigned char)peerlen);
+    e->on = 1;
+    return 0;
+}
+
+void fx_udp_emulate_end(int fd)
+{
+    if (fd >= 0 && fd < FX_UDP_EMU_MAX_FD)
+        emus[fd].on = 0;
+}
+
+int fx_udp_getsockname(int fd, void *sa, int *salen)
+{
+    struct emu *e = emu_of(fd);
+    if (e) {
+        if (*salen < e->locallen)
+            return -EINVAL;
+        memcpy(sa, e->local, *salen = e->locallen);
+        return e->locallen ? 0 : -ENOTCONN;
+    }
+    socklen_t sl = (socklen_t)*salen;
+    if (getsockname(fd, (struct sockaddr *)sa, &sl) != 0)
+        return -errno;
+    *salen = (int)sl;
+    return 0;
+}
+
+long fx_udp_frame_send(int fd, const void *src, int srclen, const void *dst, int dstlen,
+                       const void *buf, unsigned long len)
+{
+    fx_udp_frame h;
+    memset(&h, 0, sizeof(h));
+    if (srclen < 0 || srclen > 28 || dstlen < 0 || dstlen > 28)
+        return -EINVAL;
+    if (src)
+        memcpy(h.src, src, h.srclen = (unsigned char)srclen);
+    if (dst)
+        memcpy(h.dst, dst, h.dstlen = (unsigned char)dstlen);
+    struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)buf, len } };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+    do
+        n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    return n >= (ssize_t)sizeof(h) ? (long)(n - (ssize_t)sizeof(h)) : -EPROTO;
+}
+
+long fx_udp_frame_recv(int fd, void *buf, unsigned long len, void *src, int *srclen, void *dst,
+                       int *dstlen)
+{
+    fx_udp_frame h;
+    struct iovec iov[2] = { { &h, sizeof(h) }, { buf, len } };
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+    ssize_t n;
+    do
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (n < (ssize_t)sizeof(h) || h.srclen > 28 || h.dstlen > 28)
+        return -EPROTO;
+    if (src && srclen) {
+        memcpy(src, h.src, h.srclen);
+        *srclen = h.srclen;
+    }
+    if (dst && dstlen) {
+        memcpy(dst, h.dst, h.dstlen);
+        *dstlen = h.dstlen;
+    }
+    return (long)(n - (ssize_t)sizeof(h));
+}
+
+/* A datagram of an emulated socket; a connected one drops strangers. */
+static long emu_recv(struct emu *e, int fd, void *buf, unsigned long len, void *from, int *fromlen,
+                     void *dst, int *dstlen)
+{
+    unsigned char src[28], d[28];
+    int sl, dl;
+    for (;;) {
+        long n = fx_udp_frame_recv(fd, buf, len, src, &sl, d, &dl);
+        if (n == -EPROTO)
+            continue;
+        if (n < 0)
+            return n;
+        if (e->peerlen && (sl != e->peerlen || memcmp(src, e->peer, sl)))
+            continue;
+        if (from && fromlen) {
+            int l = sl < *fromlen ? sl : *fromlen;
+            memcpy(from, src, l);
+            *fromlen = l;
+        }
+        if (dst && dstlen) {
+            int l = dl <= *dstlen ? dl : 0;
+            memcpy(dst, d, l);
+            *dstlen = l;
+        }
+        return n;
+    }
+}
+
 long fx_udp_recvfrom(int fd, void *buf, unsigned long len, void *from, int *fromlen)
 {
     socklen_t sl = from && fromlen ? (socklen_t)*fromlen : 0;
     ssize_t n;
+    struct emu *e = emu_of(fd);
 
+    if (e)
+        return emu_recv(e, fd, buf, len, from, fromlen, NULL, NULL);
     do
         n = recvfrom(fd, buf, len, MSG_DONTWAIT, from && fromlen ? (struct sockaddr *)from : NULL,
                      from && fromlen ? &sl : NULL);
@@ -102,7 +240,11 @@ long fx_udp_recvfrom(int fd, void *buf, unsigned long len, void *from, int *from
 long fx_udp_sendto(int fd, const void *buf, unsigned long len, const void *sa, int salen)
 {
     ssize_t n;
+    struct emu *e = emu_of(fd);
 
+    if (e)
+        return sa ? fx_udp_frame_send(fd, e->local, e->locallen, sa, salen, buf, len)
+                  : fx_udp_frame_send(fd, e->local, e->locallen, e->peer, e->peerlen, buf, len);
     do
         n = sendto(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)sa,
                    sa ? (socklen_t)salen : 0);
@@ -169,7 +311,10 @@ long fx_udp_recvorig(int fd, void *buf, unsigned long len, void *from, int *from
         .msg_control = control, .msg_controllen = sizeof(control),
     };
     ssize_t n;
+    struct emu *e = emu_of(fd);
 
+    if (e)
+        return emu_recv(e, fd, buf, len, from, fromlen, dst, dstlen);
     do
         n = recvmsg(fd, &msg, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);

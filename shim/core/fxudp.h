@@ -38,4 +38,33 @@ long fx_udp_recvorig(int fd, void *buf, unsigned long len, void *from, int *from
  * to local on it. fd or -errno. */
 int fx_udp_transparent_peer(const void *local, int locallen, const void *peer, int peerlen);
 
+/* ---- In-memory UDP sockets (fwxreplay, HOST-800) ----
+ * fx_udp_emulate marks fd, one end of a socketpair(AF_UNIX, SOCK_DGRAM),
+ * as a UDP socket whose address is local and, if peer is given, which is
+ * connected to peer. Each AF_UNIX datagram then carries a frame header
+ * (fx_udp_frame): its source and destination address. fx_udp_recvfrom and
+ * fx_udp_recvorig on it return the frame's source (and destination); a
+ * connected one drops datagrams from anyone but its peer, as the kernel
+ * does. fx_udp_sendto writes local as the source and sa (NULL: the peer)
+ * as the destination. The other end of the pair is the driver's: it talks
+ * frames with fx_udp_frame_send/recv. Datagram boundaries are kept, and
+ * the bytes are never split. 0 or -errno. */
+#define FX_UDP_EMU_MAX_FD 4096
+/* socketpair(AF_UNIX, SOCK_DGRAM), nonblocking, big buffers. 0 or -errno. */
+int fx_udp_socketpair(int fds[2]);
+int fx_udp_emulate(int fd, const void *local, int locallen, const void *peer, int peerlen);
+void fx_udp_emulate_end(int fd);
+/* The local address: the emulated one, else getsockname. 0 or -errno. */
+int fx_udp_getsockname(int fd, void *sa, int *salen);
+
+typedef struct fx_udp_frame {
+    unsigned char srclen, dstlen, pad[2];
+    unsigned char src[28], dst[28];
+} fx_udp_frame;
+long fx_udp_frame_send(int fd, const void *src, int srclen, const void *dst, int dstlen,
+                       const void *buf, unsigned long len);
+/* One frame: bytes of payload, -EAGAIN, or -errno; src/dst: 28 bytes each. */
+long fx_udp_frame_recv(int fd, void *buf, unsigned long len, void *src, int *srclen, void *dst,
+                       int *dstlen);
+
 #endif /* FX_UDP_H */

@@ -232,11 +232,13 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.connect_timeout, 10);
     assert_int_equal(c->host.idle_timeout, 300);
     assert_int_equal(c->host.secondary_timeout, 60);
+    assert_int_equal(c->host.session_timeout, 60);
     assert_int_equal(c->host.max_buffer, 262144);
     assert_null(c->host.trace);
     assert_int_equal(c->host.max_faults, 5);
     assert_int_equal(c->host.on_disabled, FX_DISABLED_REFUSE);
     assert_int_equal(c->host.hang_timeout, 30);
+    assert_int_equal(c->host.reclaim_leaks, 1);
     assert_int_equal(c->nfilters, 0);
     fx_config_free(c);
 }
@@ -274,6 +276,15 @@ static void test_fault_keys(void **state)
     assert_int_equal(fx_config_set(c, "host", "hang-timeout", "-2", err, sizeof(err)), -1);
     assert_string_equal(err, "bad value '-2' for 'hang-timeout' (expected seconds from 1 to 86400, "
                              "or 0 for no watchdog)");
+    /* reclaim-leaks (HOST-900): a boolean, on by default. */
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "no", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reclaim_leaks, 0);
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "Yes", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reclaim_leaks, 1);
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "sometimes", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value 'sometimes' for 'reclaim-leaks' (expected yes, no, true, "
+                             "false, 1 or 0)");
+    assert_int_equal(c->host.reclaim_leaks, 1);
     fx_config_free(c);
 }
 
@@ -370,7 +381,8 @@ static void test_err_unknown_key(void **state)
     expect_error("[host]\nfoo = 1\n",
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
-                 "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout)");
+                 "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout, "
+                 "restart-limit, restart-delay, reload-drain, session-timeout, reclaim-leaks)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -491,6 +503,8 @@ static void test_err_missing_required(void **state)
                  "%s:4: [rule p]: 'secondary-only' applies to outbound rules only");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\nsecondary-only = maybe\n",
                  "%s:4: bad value 'maybe' for 'secondary-only' (expected yes or no)");
+    expect_error("[host]\nsession-timeout = -1\n",
+                 "%s:2: bad value '-1' for 'session-timeout' (expected seconds from 1 to 604800, or 0 for never)");
     expect_error("[host]\nsecondary-timeout = 0\n",
                  "%s:2: bad value '0' for 'secondary-timeout' (expected seconds from 1 to 86400)");
     expect_error("[rule o]\ntype = outbound\nlisten = *:3128\ntarget = 127.0.0.1:80\n",
@@ -644,6 +658,35 @@ static void test_guid(void **state)
     assert_string_equal(fx_profile_name(FX_PROFILE_AUTO), "auto");
 }
 
+
+/* The supervisor's keys (HOST-501, HOST-502). */
+static void test_supervisor_keys(void **state)
+{
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    c = fx_config_new_empty();
+    assert_non_null(c);
+    assert_int_equal(c->host.restart_limit, 5);
+    assert_int_equal(c->host.restart_delay, 1);
+    assert_int_equal(c->host.reload_drain, 300);
+    assert_int_equal(fx_config_set(c, "host", "restart-limit", "0", err, sizeof(err)), 0);
+    assert_int_equal(c->host.restart_limit, 0);
+    assert_int_equal(fx_config_set(c, "host", "restart-delay", "0", err, sizeof(err)), 0);
+    assert_int_equal(c->host.restart_delay, 0);
+    assert_int_equal(fx_config_set(c, "host", "reload-drain", "86400", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reload_drain, 86400);
+    assert_int_equal(fx_config_set(c, "host", "restart-limit", "1001", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value '1001' for 'restart-limit' (expected restarts per minute "
+                             "from 1 to 1000, or 0 for never restarting the worker)");
+    assert_int_equal(fx_config_set(c, "host", "restart-delay", "301", err, sizeof(err)), -1);
+    assert_int_equal(fx_config_set(c, "host", "reload-drain", "-1", err, sizeof(err)), -1);
+    fx_config_free(c);
+    expect_error("[host]\nrestart-delay = soon\n" RULE_OK,
+                 "%s:2: bad value 'soon' for 'restart-delay' (expected seconds from 0 to 300)");
+}
+
 /* [abi]: names, values, where they were set; its own errors (more in tests/abi.sh). */
 static void test_abi_section(void **state)
 {
@@ -694,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_programmatic),
         cmocka_unit_test(test_user_and_parse),
         cmocka_unit_test(test_control_keys),
+        cmocka_unit_test(test_supervisor_keys),
         cmocka_unit_test(test_guid),
     };
     return cmocka_run_group_tests_name("fxconf", tests, setup, teardown);

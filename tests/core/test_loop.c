@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -499,6 +501,88 @@ static void test_now_monotonic(void **state)
     assert_true(b < a + 2000);
 }
 
+
+/* ---- a listening socket shared by two loops (FX_EXCLUSIVE) ------------ */
+
+struct sharestate {
+    int accepted[2];
+    int total_wanted;
+    volatile int total;
+    fx_loop *loops[2];
+};
+
+struct sharefd {
+    struct sharestate *st;
+    int which;
+};
+
+static void share_accept_cb(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct sharefd *sf = data;
+    int c;
+    (void)loop;
+    (void)events;
+    while ((c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+        close(c);
+        sf->st->accepted[sf->which]++;
+        if (__atomic_add_fetch(&sf->st->total, 1, __ATOMIC_SEQ_CST) == sf->st->total_wanted) {
+            fx_loop_stop(sf->st->loops[0]);
+            fx_loop_stop(sf->st->loops[1]);
+        }
+    }
+}
+
+static void *share_run(void *arg)
+{
+    fx_loop_run(arg);
+    return NULL;
+}
+
+/* What the supervisor's worker threads do (HOST-500): each loop has its own
+ * dup of one listening socket, added with EPOLLEXCLUSIVE; every connection
+ * is accepted exactly once, and the fd cannot be modified afterwards. */
+static void test_exclusive_shared_listener(void **state)
+{
+    struct sharestate st = { .total_wanted = 40 };
+    struct sharefd sf[2] = { { &st, 0 }, { &st, 1 } };
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    pthread_t th[2];
+    int lfd, fds[2];
+    (void)state;
+
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 64), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    for (int i = 0; i < 2; i++) {
+        st.loops[i] = fx_loop_new();
+        fds[i] = fcntl(lfd, F_DUPFD_CLOEXEC, 3);
+        assert_int_equal(fx_loop_add_fd(st.loops[i], fds[i], FX_READ | FX_EXCLUSIVE,
+                                        share_accept_cb, &sf[i]), 0);
+    }
+    assert_int_equal(fx_loop_mod_fd(st.loops[0], fds[0], FX_READ | FX_WRITE), -EINVAL);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, share_run, st.loops[i]), 0);
+    int cs[40];
+    for (int i = 0; i < 40; i++) {
+        cs[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(cs[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(st.accepted[0] + st.accepted[1], 40);
+    for (int i = 0; i < 40; i++)
+        close(cs[i]);
+    for (int i = 0; i < 2; i++) {
+        fx_loop_del_fd(st.loops[i], fds[i]);
+        close(fds[i]);
+        fx_loop_free(st.loops[i]);
+    }
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_del_in_batch),
         cmocka_unit_test(test_mod_and_park),
         cmocka_unit_test(test_now_monotonic),
+        cmocka_unit_test(test_exclusive_shared_listener),
     };
     return cmocka_run_group_tests_name("fxloop", tests, NULL, NULL);
 }

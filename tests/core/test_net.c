@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fxinherit.h"
 #include "fxnet.h"
 
 #define HINT "expected ADDR:PORT, e.g. 127.0.0.1:8080, [::1]:80 or *:80"
@@ -495,10 +497,59 @@ static void test_errno_to_wsa(void **state)
     assert_int_equal(fx_errno_to_wsa(ENOENT), 10053);
 }
 
+
+/* The supervisor's handoff (fxinherit.h): fds with their keys over a
+ * SOCK_SEQPACKET pair, received close-on-exec. */
+static void test_inherit_handoff(void **state)
+{
+    int sv[2], p1[2], p2[2];
+    char err[256], buf[8];
+    (void)state;
+
+    assert_false(fx_inherited());
+    assert_int_equal(fx_inherited_fd("127.0.0.1:80"), -1);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe(p1), 0);
+    assert_int_equal(pipe(p2), 0);
+    const char *keys[2] = { "127.0.0.1:80", "@control" };
+    int fds[2] = { p1[1], p2[1] };
+    assert_int_equal(fx_inherit_send(sv[0], keys, fds, 2), 0);
+    assert_int_equal(fx_inherit_receive(sv[1], 1000, err, sizeof(err)), 0);
+    assert_true(fx_inherited());
+    int a = fx_inherited_fd("127.0.0.1:80"), b = fx_inherited_fd("@control");
+    assert_true(a >= 0 && a != p1[1]);
+    assert_true(b >= 0 && b != p2[1]);
+    assert_int_equal(fcntl(a, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    assert_int_equal(fx_inherited_fd("127.0.0.1:8"), -1);   /* a prefix is not a key */
+    assert_int_equal(fx_inherited_fd("@metrics"), -1);
+    /* the same pipes */
+    assert_int_equal(write(a, "A", 1), 1);
+    assert_int_equal(write(b, "B", 1), 1);
+    assert_int_equal(read(p1[0], buf, 1), 1);
+    assert_int_equal(buf[0], 'A');
+    assert_int_equal(read(p2[0], buf, 1), 1);
+    assert_int_equal(buf[0], 'B');
+    /* nothing more comes: a timeout, one line */
+    assert_int_equal(fx_inherit_receive(sv[1], 10, err, sizeof(err)), -1);
+    assert_string_equal(err, "no sockets from the supervisor within 10 ms");
+    /* the peer gone */
+    close(sv[0]);
+    assert_int_equal(fx_inherit_receive(sv[1], 10, err, sizeof(err)), -1);
+    assert_string_equal(err, "receiving the supervisor's sockets: end of file");
+    close(a);
+    close(b);
+    close(sv[1]);
+    for (int i = 0; i < 2; i++) {
+        close(p1[i]);
+        close(p2[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_format_roundtrip),
+        cmocka_unit_test(test_inherit_handoff),
         cmocka_unit_test(test_parse_fields),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_format_errors),

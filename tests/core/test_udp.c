@@ -137,12 +137,85 @@ static void test_original_destination(void **state)
     close(s);
 }
 
+static struct sockaddr_in label(const char *ip, uint16_t port)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    return sa;
+}
+
+/* fwxreplay's in-memory UDP sockets (HOST-800): boundaries, the frame's
+ * addresses, a connected socket's peer filter, the emulated local name. */
+static void test_emulated(void **state)
+{
+    int sv[2];
+    unsigned char buf[70000], big[65507];
+    struct sockaddr_in listen = label("192.0.2.1", 53), client = label("192.0.2.10", 40000);
+    struct sockaddr_in target = label("10.0.0.53", 53), other = label("10.0.0.99", 53);
+    struct sockaddr_in from, dst, name;
+    int fromlen, dstlen, namelen = sizeof(name);
+    (void)state;
+
+    assert_int_equal(fx_udp_socketpair(sv), 0);
+    assert_int_equal(fx_udp_emulate(sv[1], &listen, sizeof(listen), NULL, 0), 0);
+    assert_int_equal(fx_udp_getsockname(sv[1], &name, &namelen), 0);
+    assert_memory_equal(&name, &listen, sizeof(listen));
+    /* Two datagrams stay two, with their addresses; the biggest fits. */
+    memset(big, 'b', sizeof(big));
+    assert_int_equal(fx_udp_frame_send(sv[0], &client, sizeof(client), &target, sizeof(target),
+                                       "abc", 3), 3);
+    assert_int_equal(fx_udp_frame_send(sv[0], &other, sizeof(other), &listen, sizeof(listen), big,
+                                       sizeof(big)), (long)sizeof(big));
+    fromlen = sizeof(from), dstlen = sizeof(dst);
+    assert_int_equal(fx_udp_recvorig(sv[1], buf, sizeof(buf), &from, &fromlen, &dst, &dstlen), 3);
+    assert_memory_equal(buf, "abc", 3);
+    assert_int_equal(fromlen, sizeof(client));
+    assert_memory_equal(&from, &client, sizeof(client));
+    assert_memory_equal(&dst, &target, sizeof(target));
+    fromlen = sizeof(from);
+    assert_int_equal(fx_udp_recvfrom(sv[1], buf, sizeof(buf), &from, &fromlen), (long)sizeof(big));
+    assert_memory_equal(&from, &other, sizeof(other));
+    assert_int_equal(fx_udp_recvfrom(sv[1], buf, sizeof(buf), NULL, NULL), -EAGAIN);
+    /* sendto: our address as source, sa as destination. */
+    assert_int_equal(fx_udp_sendto(sv[1], "xy", 2, &client, sizeof(client)), 2);
+    fromlen = sizeof(from), dstlen = sizeof(dst);
+    assert_int_equal(fx_udp_frame_recv(sv[0], buf, sizeof(buf), &from, &fromlen, &dst, &dstlen), 2);
+    assert_memory_equal(&from, &listen, sizeof(listen));
+    assert_memory_equal(&dst, &client, sizeof(client));
+    fx_udp_emulate_end(sv[1]);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* Connected to target: strangers are dropped, sendto(NULL) goes to target. */
+    assert_int_equal(fx_udp_socketpair(sv), 0);
+    assert_int_equal(fx_udp_emulate(sv[1], &listen, sizeof(listen), &target, sizeof(target)), 0);
+    assert_int_equal(fx_udp_frame_send(sv[0], &other, sizeof(other), &listen, sizeof(listen), "no", 2), 2);
+    assert_int_equal(fx_udp_frame_send(sv[0], &target, sizeof(target), &listen, sizeof(listen), "yes", 3), 3);
+    fromlen = sizeof(from);
+    assert_int_equal(fx_udp_recvfrom(sv[1], buf, sizeof(buf), &from, &fromlen), 3);
+    assert_memory_equal(buf, "yes", 3);
+    assert_int_equal(fx_udp_recvfrom(sv[1], buf, sizeof(buf), &from, &fromlen), -EAGAIN);
+    assert_int_equal(fx_udp_sendto(sv[1], "q", 1, NULL, 0), 1);
+    dstlen = sizeof(dst);
+    assert_int_equal(fx_udp_frame_recv(sv[0], buf, sizeof(buf), NULL, NULL, &dst, &dstlen), 1);
+    assert_memory_equal(&dst, &target, sizeof(target));
+    fx_udp_emulate_end(sv[1]);
+    close(sv[0]);
+    close(sv[1]);
+    /* Out of range: refused, never a write past the table. */
+    assert_int_equal(fx_udp_emulate(FX_UDP_EMU_MAX_FD, NULL, 0, NULL, 0), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exchange),
         cmocka_unit_test(test_bind_busy),
         cmocka_unit_test(test_original_destination),
+        cmocka_unit_test(test_emulated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

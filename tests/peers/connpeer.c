@@ -6,7 +6,7 @@
  *
  *   connpeer server --listen ADDR:PORT [--delay-ms D]
  *   connpeer client --connect ADDR:PORT --inbound K --outbound K --bytes N --seed S
- *                   [--timeout SECONDS]
+ *                   [--timeout SECONDS] [--close-early]
  *
  * Control connection, lines ending in "\n" (h,h,h,h,p,p is an IPv4 address and port as
  * in FTP's PORT command):
@@ -24,7 +24,10 @@
  * own listening port (chosen by the kernel) and seed S+2i, and exits 0 if all 2K carried
  * their bytes intact both ways, 1 on a mismatch, 2 on an error or time-out (the first
  * failure is printed). The server prints "ready" once listening and serves until killed;
- * with --delay-ms it waits that long before it connects for a BIND (tests: expiry).
+ * with --delay-ms it waits that long before it connects for a BIND (tests: expiry). It
+ * closes a control connection once the client has closed it. With --close-early the
+ * client closes its control connection as soon as its lines are sent and its OPEN lines
+ * read, then waits for the secondary connections (tests: session expiry, HOST-1000).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -44,6 +47,7 @@
 
 static int timeout_s = 30;
 static int delay_ms;          /* server: wait this long before connecting for a BIND */
+static int close_early;       /* client: close the control connection before waiting */
 
 static uint64_t mix64(uint64_t z)
 {
@@ -323,7 +327,9 @@ static void *serve_control(void *arg)
         }
     }
     /* Tasks may still run; the control object is only used for OPEN lines, which are
-     * sent before their task starts. Leaked on purpose: the server runs until killed. */
+     * sent before their task starts. Its fd closes (the client closed its end); the
+     * object is leaked on purpose: the server runs until killed. */
+    close(c->fd);
     return NULL;
 }
 
@@ -406,6 +412,10 @@ static int run_client(const char *server, int inbound, int outbound, uint64_t by
                 opened, outbound);
         rc = 2;
     }
+    if (close_early) {
+        close(c.fd);
+        c.fd = -1;
+    }
     for (int i = 0; i < inbound; i++) {
         pthread_join(in[i].thread, NULL);
         if (in[i].rc && !rc)
@@ -416,7 +426,8 @@ static int run_client(const char *server, int inbound, int outbound, uint64_t by
         if (out[i].rc && !rc)
             rc = out[i].rc;
     }
-    close(c.fd);
+    if (c.fd >= 0)
+        close(c.fd);
     if (!rc)
         printf("connpeer: %d inbound + %d outbound secondary connections, %" PRIu64
                " bytes each way, all intact\n", inbound, outbound, bytes);
@@ -434,8 +445,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2)
         goto usage;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--close-early")) {
+            close_early = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            goto usage;
+        v = argv[++i];
         if (!strcmp(a, "--listen"))
             listen_addr = v;
         else if (!strcmp(a, "--connect"))
@@ -463,6 +481,6 @@ int main(int argc, char **argv)
 usage:
     fputs("usage: connpeer server --listen ADDR:PORT [--delay-ms D]\n"
           "       connpeer client --connect ADDR:PORT [--inbound K] [--outbound K] [--bytes N]\n"
-          "                       [--seed S] [--timeout SECONDS]\n", stderr);
+          "                       [--seed S] [--timeout SECONDS] [--close-early]\n", stderr);
     return 2;
 }
