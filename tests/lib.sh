@@ -55,7 +55,7 @@ tl_cleanup() {
         wait "$p" 2> /dev/null
     done
     pids=()
-    [ -n "${FWX_KEEP:-}" ] || rm -rf "$T"
+    [ -n "${FWX_KEEP:-${KEEP:-}}" ] || rm -rf "$T"
 }
 
 forget_pid() {  # PID: reaped by the caller
