@@ -19,7 +19,7 @@
 # of the tests running in parallel. Hosts are stopped by pid instead.
 
 B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
+S=${FWX_SRCDIR:-$(dirname "${BASH_SOURCE[0]}")/..}
 FLAVOURS=${FWX_FLAVOURS:-x64}
 : "${WINEPREFIX:?WINEPREFIX not set}"
 export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
