@@ -151,6 +151,10 @@ wait_for() {    # FILE PATTERN PID SECONDS: 0 when PATTERN shows up in FILE
     return 1
 }
 
+wait_ready() {  # LOG PID [SECONDS]: 0 once fwxhost printed ready (default 15 s)
+    wait_for "$1" 'fwxhost: ready' "$2" "${3:-15}"
+}
+
 start_server() {    # LOG PORT SENDBYTES SEED: fxpeer server; sets SRV_PID
     "$FXPEER" server --listen "127.0.0.1:$2" --send "$3" --seed "$4" > "$1" 2>&1 &
     SRV_PID=$!
