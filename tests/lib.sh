@@ -3,7 +3,8 @@
 # the cleanup trap (every pid in `pids` is stopped), TAP output (ok, not_ok,
 # skip, result, tl_done), fxpeer, port picking (free_port), waiting for a
 # log line (wait_for), starting and stopping fwxhost, and the network
-# namespace helpers of the netns tests (tl_netns, tl_veth).
+# namespace helpers of the netns tests (tl_require, tl_netns,
+# tl_outbound_ns, tl_topology).
 #
 # A test does, after `set -u`:
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,9 +12,9 @@
 #   ... ok / not_ok / result ...
 #   tl_done                # 1..N, summary, exit status 0 iff nothing failed
 #
-# Cleanup: the EXIT trap runs the commands in TL_CLEANUP (a test adds its
-# own: netns deletion, ...), then SIGTERMs every pid in `pids` (SIGKILL
-# after 5 s) and removes $T (kept when FWX_KEEP is non-empty). It does NOT
+# Cleanup: the EXIT trap SIGTERMs every pid in `pids` (SIGKILL after 5 s),
+# runs the commands in TL_CLEANUP (netns deletion, ...) and removes $T
+# (kept when FWX_KEEP, KEEP or the test's TL_KEEP is non-empty). It does NOT
 # run `wineserver -k`: tests/wine-run gives every test of a build tree the
 # same WINEPREFIX, so killing its wineserver would kill the Wine processes
 # of the tests running in parallel. Hosts are stopped by pid instead.
@@ -35,7 +36,7 @@ FWXHOST=$B/bin/fwxhost
 
 # ---------------------------------------------------------------- setup, cleanup
 pids=()          # every background process we started and have not reaped
-TL_CLEANUP=()    # commands (eval'd) the EXIT trap runs first
+TL_CLEANUP=()    # commands (eval'd) the EXIT trap runs after stopping pids
 n=0 failed=0 skipped=0
 t_start=$SECONDS
 
@@ -47,7 +48,6 @@ tl_setup() {    # NAME: makes $T, sets the traps
 
 tl_cleanup() {
     local p c
-    for c in "${TL_CLEANUP[@]}"; do eval "$c"; done
     for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
     for p in "${pids[@]}"; do
         for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
@@ -55,7 +55,8 @@ tl_cleanup() {
         wait "$p" 2> /dev/null
     done
     pids=()
-    [ -n "${FWX_KEEP:-${KEEP:-}}" ] || rm -rf "$T"
+    for c in "${TL_CLEANUP[@]}"; do eval "$c"; done
+    if [ -n "${FWX_KEEP:-${KEEP:-${TL_KEEP:-}}}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
 }
 
 forget_pid() {  # PID: reaped by the caller
@@ -204,13 +205,21 @@ stop_host() {
 
 # ---------------------------------------------------------------- netns
 # Names carry a test prefix and our pid, so parallel tests never collide;
-# every namespace made here is deleted by the EXIT trap.
-tl_need_netns() {   # skip_all unless we can make namespaces (root, ip)
-    [ "$(id -u)" = 0 ] || skip_all "needs root"
-    command -v ip > /dev/null || skip_all "ip (iproute2) not installed"
-    ip netns add "tlchk$$" 2> /dev/null || skip_all "cannot create a network namespace"
-    ip netns del "tlchk$$"
+# every namespace made here is deleted by the EXIT trap (after the
+# processes in `pids` are stopped).
+tl_missing() {  # [root] TOOL...: appends what is absent to $missing
+    local t
+    for t in "$@"; do
+        if [ "$t" = root ]; then [ "$(id -u)" = 0 ] || missing="${missing:-} root"
+        else command -v "$t" > /dev/null || missing="${missing:-} $t"; fi
+    done
 }
+tl_require() {  # [root] TOOL...: skip_all "needs ..." unless all are there
+    missing=""
+    tl_missing "$@"
+    [ -z "$missing" ] || skip_all "needs$missing"
+}
+
 tl_netns() {    # NAME...: creates the namespaces (lo up); deleted at exit
     local ns
     for ns in "$@"; do
@@ -219,8 +228,42 @@ tl_netns() {    # NAME...: creates the namespaces (lo up); deleted at exit
         ip -n "$ns" link set lo up || return 1
     done
 }
-tl_veth() {     # NSA DEVA ADDRA NSB DEVB ADDRB: a veth pair between two namespaces, up
-    ip link add "$2" netns "$1" type veth peer name "$5" netns "$4" || return 1
-    ip -n "$1" addr add "$3" dev "$2" && ip -n "$1" link set "$2" up &&
-        ip -n "$4" addr add "$6" dev "$5" && ip -n "$4" link set "$5" up
+
+# tl_outbound_ns PREFIX: one namespace ns=PREFIX$$ (inns runs a command in
+# it) where uid 65534's TCP connections to 127.0.0.3:8080 are redirected
+# (iptables REDIRECT) to port 3128, an outbound rule's port; skip_all if
+# the namespace or the NAT rule cannot be made.
+inns() { ip netns exec "$ns" "$@"; }
+tl_outbound_ns() {
+    ns=$1$$
+    tl_netns "$ns" 2> "$T/netns.err" ||
+        skip_all "cannot create a network namespace ($(tr '\n' ' ' < "$T/netns.err"))"
+    inns iptables -t nat -A OUTPUT -p tcp -d 127.0.0.3 --dport 8080 \
+        -m owner --uid-owner 65534 -j REDIRECT --to-ports 3128 2> "$T/ipt.err" ||
+        skip_all "iptables NAT unavailable here ($(tr '\n' ' ' < "$T/ipt.err"))"
+}
+
+# tl_topology PREFIX NET [ADDR...]: client -- gateway -- server in three
+# namespaces nc=PREFIXc$$, ng=PREFIXg$$, nsv=PREFIXs$$. Veth PREFIXc$$
+# (client, CLIENT=NET.1.2/24, default route via GW_IN) to PREFIXg$$
+# (gateway, GW_IN=NET.1.1); veth PREFIXt$$ (gateway, GW_OUT=NET.2.1) to
+# PREFIXs$$ (server, SERVER=NET.2.2 and each ADDR, default route via
+# GW_OUT). The gateway does not forward: only a process there (fwxhost)
+# joins the two sides. 1 (errors on stderr) if a step fails.
+tl_topology() {
+    local p=$1 net=$2 a
+    shift 2
+    nc=${p}c$$ ng=${p}g$$ nsv=${p}s$$
+    CLIENT=$net.1.2 GW_IN=$net.1.1 GW_OUT=$net.2.1 SERVER=$net.2.2
+    tl_netns "$nc" "$ng" "$nsv" || return 1
+    ip link add "${p}c$$" netns "$nc" type veth peer name "${p}g$$" netns "$ng" || return 1
+    ip link add "${p}t$$" netns "$ng" type veth peer name "${p}s$$" netns "$nsv" || return 1
+    ip -n "$nc" addr add $CLIENT/24 dev "${p}c$$" && ip -n "$nc" link set "${p}c$$" up &&
+        ip -n "$nc" route add default via $GW_IN || return 1
+    ip -n "$ng" addr add $GW_IN/24 dev "${p}g$$" && ip -n "$ng" link set "${p}g$$" up &&
+        ip -n "$ng" addr add $GW_OUT/24 dev "${p}t$$" && ip -n "$ng" link set "${p}t$$" up || return 1
+    ip -n "$nsv" addr add $SERVER/24 dev "${p}s$$" || return 1
+    for a in "$@"; do ip -n "$nsv" addr add "$a/24" dev "${p}s$$" || return 1; done
+    ip -n "$nsv" link set "${p}s$$" up && ip -n "$nsv" route add default via $GW_OUT || return 1
+    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
 }
