@@ -416,10 +416,7 @@ want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
 for fl in $FLAVOURS; do
     t0=$SECONDS
     note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
+    fwxhost_built $fl || continue
     for g in crasher bypass where hanger leaker garbage; do
         want $g || continue
         tg=$SECONDS

@@ -128,21 +128,7 @@ type = outbound
 listen = *:2222
 secondary-only = yes
 EOF
-: > "$log"
-    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/ftp-$f.ini" 2> "$log" &
-    HOST_PID=$!
-    pids+=($HOST_PID)
-    for _ in $(seq 1 150); do
-        [ "$(grep -c 'fwxhost: ready' "$log")" = 3 ] && return 0
-        kill -0 $HOST_PID 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-stop_host() {
-    kill -TERM $HOST_PID 2> /dev/null
-    wait $HOST_PID 2> /dev/null
-    HOST_RC=$?
+    ns_host "$ng" "$T/ftp-$f.ini" "$log" 3 "$@"
 }
 
 incl() { ip netns exec "$nc" "$@"; }

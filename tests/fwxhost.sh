@@ -301,40 +301,11 @@ test_sessionlog() {
 NGINX_PORT=
 start_nginx() {
     command -v nginx > /dev/null && command -v curl > /dev/null || return 1
-    mkdir -p "$T/nginx/www" "$T/nginx/logs"
+    mkdir -p "$T/nginx/www"
     head -c $((20 * 1024 * 1024)) /dev/urandom > "$T/nginx/www/big.bin"
     # nginx's workers run as nobody when we are root: let them read the files.
     chmod a+rx "$T" "$T/nginx" "$T/nginx/www" && chmod a+r "$T/nginx/www/big.bin"
-    free_port; NGINX_PORT=$PORT
-    local eopt=()
-    nginx -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$T/nginx/logs/error.log")
-    cat > "$T/nginx/nginx.conf" << EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $T/nginx/tmp-body;
-    proxy_temp_path $T/nginx/tmp-proxy;
-    fastcgi_temp_path $T/nginx/tmp-fcgi;
-    uwsgi_temp_path $T/nginx/tmp-uwsgi;
-    scgi_temp_path $T/nginx/tmp-scgi;
-    server { listen 127.0.0.1:$NGINX_PORT; root $T/nginx/www; }
-}
-EOF
-    nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
-    NGINX_PID=$!
-    pids+=("$NGINX_PID")
-    local i
-    for ((i = 0; i < 50; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
-        kill -0 $NGINX_PID 2> /dev/null || break
-        sleep 0.1
-    done
-    NGINX_PORT=
-    return 2
+    tl_nginx / || return 2
 }
 
 test_nginx() {
@@ -501,10 +472,7 @@ want bad && test_bad_common
 for fl in $FLAVOURS; do
     t0=$SECONDS
     note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
+    fwxhost_built $fl || continue
     want bulk && test_bulk $fl
     want rewrite && test_rewrite $fl
     want denyport && test_denyport $fl

@@ -183,9 +183,11 @@ run_host() {
 }
 start_host() { run_host "$@"; }
 
-# stop_host PID [SECONDS]: SIGTERM, wait (default 30 s, then SIGKILL) and
-# reap; sets HOST_RC (exit status or "killed"), STOP_S, HOST_STOP_MS.
+# stop_host [PID [SECONDS]]: SIGTERM, wait (default 30 s, then SIGKILL)
+# and reap PID (default $HOST_PID); sets HOST_RC (exit status or
+# "killed"), STOP_S, HOST_STOP_MS.
 stop_host() {
+    set -- "${1:-$HOST_PID}" "${2:-30}"
     local i t0=$SECONDS t0ns
     t0ns=$(date +%s%N)
     kill -TERM "$1" 2> /dev/null
@@ -201,6 +203,93 @@ stop_host() {
     STOP_S=$((SECONDS - t0))
     HOST_STOP_MS=$((($(date +%s%N) - t0ns) / 1000000))
     forget_pid "$1"
+}
+
+# fwxhost_built FLAVOUR: 0 if bin/fwxhost-FLAVOUR.exe.so exists, else a
+# not_ok ("FLAVOUR flavour built") and 1.
+fwxhost_built() {
+    [ -f "$B/bin/fwxhost-$1.exe.so" ] && return 0
+    not_ok "$1 flavour built" "$B/bin/fwxhost-$1.exe.so is missing"
+    return 1
+}
+# start_fwxhost LOG ARGS...: run_host with bin/fwxhost (the launcher) and ARGS.
+start_fwxhost() {
+    local log=$1
+    shift
+    run_host "$log" "$FWXHOST" "$@"
+}
+# worker_pids LOG: the worker pids fwxhost's supervisor logged it started.
+worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
+
+# ns_host NS CONF LOG READY [VAR=VALUE...]: fwxhost --config CONF in
+# namespace NS (environment FWX_FILTER_TRACE=1 and the VARs), stderr in LOG;
+# sets HOST_PID; 0 once LOG has READY "fwxhost: ready" lines (one per rule)
+# within 15 s. stop_host (no argument) stops it.
+ns_host() {
+    local ns=$1 conf=$2 log=$3 ready=$4
+    shift 4
+    : > "$log"
+    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ns" "$FWXHOST" --config "$conf" 2> "$log" &
+    HOST_PID=$!
+    pids+=($HOST_PID)
+    for _ in $(seq 1 150); do
+        [ "$(grep -c 'fwxhost: ready' "$log")" = "$ready" ] && return 0
+        kill -0 $HOST_PID 2> /dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- nginx
+# tl_nginx PATH: nginx serving $T/nginx/www (the caller fills it, readable
+# by nobody) on a free port; sets NGINX_PORT, NGINX_PID; 0 once a GET of
+# PATH answers, else 1 with NGINX_PORT empty. Logs in $T/nginx/logs.
+tl_nginx() {
+    local i eopt=()
+    mkdir -p "$T/nginx/logs"
+    free_port; NGINX_PORT=$PORT
+    nginx -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$T/nginx/logs/error.log")
+    cat > "$T/nginx/nginx.conf" << EOF
+daemon off;
+worker_processes 1;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $T/nginx/tmp-body;
+    proxy_temp_path $T/nginx/tmp-proxy;
+    fastcgi_temp_path $T/nginx/tmp-fcgi;
+    uwsgi_temp_path $T/nginx/tmp-uwsgi;
+    scgi_temp_path $T/nginx/tmp-scgi;
+    server { listen 127.0.0.1:$NGINX_PORT; root $T/nginx/www; }
+}
+EOF
+    nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
+    NGINX_PID=$!
+    pids+=("$NGINX_PID")
+    for ((i = 0; i < 50; i++)); do
+        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT$1" && return 0
+        kill -0 $NGINX_PID 2> /dev/null || break
+        sleep 0.1
+    done
+    NGINX_PORT=
+    return 1
+}
+
+# ---------------------------------------------------------------- replay scripts
+# script_bytes PREFIX FILE: the bytes of every line of an fwxreplay script
+# starting with PREFIX ("server: ", "client received: ", ...), its quoted
+# strings joined and unescaped.
+script_bytes() {
+    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
+                   "\\" => "\\", "\"" => "\"") }
+        next unless /^\Q$ENV{P}\E(.*)$/;
+        my $r = $1;
+        while ($r =~ /"((?:[^"\\]|\\.)*)"/g) {
+            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
+            print $s;
+        }' "$2"
 }
 
 # ---------------------------------------------------------------- netns

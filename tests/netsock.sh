@@ -229,10 +229,7 @@ note "IFWXNetworkSocket end-to-end tests; flavours: $FLAVOURS; temp: $T"
 for fl in $FLAVOURS; do
     t0=$SECONDS
     note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
+    fwxhost_built $fl || continue
     test_client_and_echo $fl
     test_refused $fl
     note "flavour $fl: $((SECONDS - t0)) s"

@@ -24,17 +24,6 @@ set -u
 tl_setup fwxpcap
 R=$B/bin/fwxreplay
 tl_fxpeer
-# script_bytes PREFIX FILE: the bytes of every line starting with PREFIX.
-script_bytes() {
-    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
-                   "\\" => "\\", "\"" => "\"") }
-        next unless /^\Q$ENV{P}\E(.*)$/;
-        my $r = $1;
-        while ($r =~ /"((?:[^"\\]|\\.)*)"/g) {
-            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
-            print $s;
-        }' "$2"
-}
 
 # capture FILE FILTER CMD...: runs CMD while tcpdump writes FILE (loopback,
 # packet-buffered); 0 when both went well. Sets CAP_WHY.

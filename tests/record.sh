@@ -26,58 +26,19 @@ set -u
 tl_setup fwxrecord
 R=$B/bin/fwxreplay
 
-# script_bytes PREFIX FILE: the bytes of every line starting with PREFIX
-# ("server: ", "client received: ", ...), strings joined and unescaped.
-script_bytes() {
-    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
-                   "\\" => "\\", "\"" => "\"") }
-        next unless /^\Q$ENV{P}\E(.*)$/;
-        my $r = $1;
-        while ($r =~ /"((?:[^"\\]|\\.)*)"/g) {
-            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
-            print $s;
-        }' "$2"
-}
 
 # ---------------------------------------------------------------- nginx
 NGINX_PORT= NGINX_WHY=
 start_nginx() {
     command -v nginx > /dev/null && command -v curl > /dev/null || { NGINX_WHY="nginx or curl not installed"; return 1; }
-    mkdir -p "$T/nginx/www" "$T/nginx/logs"
+    mkdir -p "$T/nginx/www"
     # 300 KiB of text (lines of different lengths) and 200 KiB of binary.
     seq 1 40000 | awk '{ printf "line %d %s\n", $1, substr("abcdefghijklmnopqrstuvwxyz<>&\"\\", 1, $1 % 31) }' |
         head -c 307200 > "$T/nginx/www/page.html"
     head -c 204800 /dev/urandom > "$T/nginx/www/blob.bin"
     echo "rewritten path reached nginx" > "$T/nginx/www/fwxshim-on-linux.html"
     chmod a+rx "$T" "$T/nginx" "$T/nginx/www" && chmod a+r "$T/nginx/www/"*
-    free_port; NGINX_PORT=$PORT
-    cat > "$T/nginx/nginx.conf" << EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $T/nginx/tmp-body;
-    proxy_temp_path $T/nginx/tmp-proxy;
-    fastcgi_temp_path $T/nginx/tmp-fcgi;
-    uwsgi_temp_path $T/nginx/tmp-uwsgi;
-    scgi_temp_path $T/nginx/tmp-scgi;
-    server { listen 127.0.0.1:$NGINX_PORT; root $T/nginx/www; }
-}
-EOF
-    local eopt=()
-    nginx -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$T/nginx/logs/error.log")
-    nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
-    pids+=($!)
-    local i
-    for ((i = 0; i < 50; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/page.html" && return 0
-        sleep 0.1
-    done
-    NGINX_WHY="nginx did not start"; NGINX_PORT=
-    return 1
+    tl_nginx /page.html || { NGINX_WHY="nginx did not start"; return 1; }
 }
 
 # check_session DESC SCRIPT FILE HEADERS BODY: the recording of one GET.

@@ -33,13 +33,7 @@ TL_TAIL=30
 tl_setup fwxreload
 tl_fxpeer
 
-start_host() {  # LOG ARGS...: fwxhost with ARGS; sets HOST_PID; 0 once ready
-    local log=$1
-    shift
-    run_host "$log" "$FWXHOST" "$@"
-}
-
-worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
+start_host() { start_fwxhost "$@"; }    # LOG ARGS...: fwxhost with ARGS
 
 
 # echo_server PORT LOG: a threaded echo server; sets ECHO_PID
