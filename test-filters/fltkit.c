@@ -395,6 +395,13 @@ HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
 #define IO_TAG(from, op) ((UserContextType)((from) | (op)))
 #define IO_FROM(tag)     ((enum kit_side)((tag) & 1))
 
+/* Added for KIT_REPLY: the Send goes back out of FROM itself; with IO_REPLY_FIN it is
+ * the last one, and FROM is half-closed once it completes. */
+#define IO_REPLY         4
+#define IO_REPLY_FIN     8
+
+static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWORD error);
+
 static KitPump *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
 {
     return CONTAINING_RECORD(iface, KitPump, IFWXDataFilter_iface);
@@ -527,12 +534,14 @@ static void pump_send(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer)
     }
 }
 
+static void pump_reply(KitPump *pump, enum kit_side from, BOOL eof, IFWXIOBuffer *out);
+
 /* Carries out the class's verdict on what came from FROM (BUFFER, or the end of the
  * stream when EOF). */
 static void pump_apply(KitPump *pump, enum kit_side from, BOOL eof, KitVerdict verdict,
                        IFWXIOBuffer *buffer, IFWXIOBuffer *out)
 {
-    if (verdict == KIT_SEND && !out) {
+    if ((verdict == KIT_SEND || (verdict == KIT_REPLY && !eof)) && !out) {
         fwx_trace("KIT_SEND without a buffer: aborting the connection");
         verdict = KIT_ABORT;
     }
@@ -555,6 +564,9 @@ static void pump_apply(KitPump *pump, enum kit_side from, BOOL eof, KitVerdict v
     case KIT_ABORT:
         pump_abort(pump, KIT_INTERNAL);
         pump_abort(pump, KIT_EXTERNAL);
+        break;
+    case KIT_REPLY:
+        pump_reply(pump, from, eof, out);
         break;
     }
     if (out)
@@ -624,6 +636,8 @@ static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IF
     BOOL usable;
 
     observe_simple(pump->filter, KIT_CALL_SET_SOCKETS);
+    if (pump->filter->cls->set_sockets)
+        pump->filter->cls->set_sockets(pump, internal, external, connection);
     /* An emulator (KitClass.emulator) has no external socket until it makes one. */
     if (!internal || (!external && !pump->filter->cls->emulator))
         return E_INVALIDARG;
@@ -747,14 +761,16 @@ static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *if
     DWORD allocated;
 
     call.send = (UserData & IO_SEND) != 0;
-    call.side = call.send ? KIT_OTHER(from) : from;
+    call.side = call.send && !(UserData & IO_REPLY) ? KIT_OTHER(from) : from;
     call.ok = fSuccess;
     call.error = Win32ErrorCode;
     if (!call.send && fSuccess && pIOBuffer)
         call.buffer = SUCCEEDED(IFWXIOBuffer_GetBufferSizes(pIOBuffer, &allocated, &call.size));
     observe(pump->filter, &call);
 
-    if (call.send)
+    if (UserData & IO_REPLY)
+        on_replied(pump, from, (UserData & IO_REPLY_FIN) != 0, fSuccess, Win32ErrorCode);
+    else if (call.send)
         on_sent(pump, from, fSuccess, Win32ErrorCode);
     else
         on_received(pump, from, &call, pIOBuffer);
@@ -810,4 +826,55 @@ HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
     if (FAILED(hr))
         *buffer = NULL;
     return hr;
+}
+
+/* ==================================================================== added */
+
+HRESULT kit_session_create_pump(KitSession *sf, IFWXDataFilter **out)
+{
+    IFWXFirewall *firewall;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!kit_session_get(sf, NULL, &firewall))
+        return FWX_E_TERMINATING;
+    hr = pump_create(sf->filter, firewall, out);
+    IFWXFirewall_Release(firewall);
+    return hr;
+}
+
+/* KIT_REPLY: OUT goes back to FROM; the next Recv from FROM waits for its completion
+ * (on_replied). At eof with nothing to send, FROM is half-closed at once. */
+static void pump_reply(KitPump *pump, enum kit_side from, BOOL eof, IFWXIOBuffer *out)
+{
+    IFWXSocket *socket;
+    HRESULT hr;
+
+    if (!out) {
+        pump_shutdown(pump, from);
+        return;
+    }
+    socket = pump_socket(pump, from);
+    if (!socket)
+        return;
+    hr = IFWXSocket_Send(socket, out, &pump->IFWXIOCompletion_iface,
+                         IO_TAG(from, IO_SEND | IO_REPLY | (eof ? IO_REPLY_FIN : 0)));
+    if (FAILED(hr)) {
+        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
+        IFWXSocket_Close(socket, TRUE);
+    }
+    IFWXSocket_Release(socket);
+}
+
+static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWORD error)
+{
+    if (!ok) {
+        if (error != ERROR_OPERATION_ABORTED && !pump->filter->cls->observe)
+            fwx_trace("send failed: error %lu", (unsigned long)error);
+        pump_abort(pump, from);
+    }
+    else if (fin)
+        pump_shutdown(pump, from);
+    else
+        pump_recv(pump, from);
 }

@@ -55,6 +55,9 @@ typedef enum {
     KIT_HOLD,    /* data: send nothing and read on from the same side; eof: do not pass
                     the half-close on */
     KIT_ABORT,   /* Close(TRUE) both sides: the connection cannot go on correctly */
+    KIT_REPLY,   /* data: send *out back to FROM (the kit releases it), then read on from
+                    FROM; eof: send *out back if there is one, then Shutdown(FALSE) FROM
+                    (an emulator answering its client) */
 } KitVerdict;
 
 /* The FWX calls the kit receives, as told to KitClass.observe. */
@@ -123,6 +126,12 @@ struct KitClass {
      * with kit_pump_set_external. Until then a KIT_PASS or KIT_SEND from the internal
      * side has nowhere to go: the class answers KIT_HOLD or KIT_ABORT. */
     BOOL emulator;
+
+    /* ---- added callbacks (appended; NULL when unused) */
+    /* IFWXDataFilter::SetSockets, on arrival, before the kit checks the sockets: what the
+     * class does with the connection first (emulator: SetSocketName). */
+    void (*set_sockets)(KitPump *pump, IFWXSocket *internal, IFWXSocket *external,
+                        IFWXConnection *connection);
 };
 
 struct KitFilter {
@@ -185,5 +194,11 @@ BOOL kit_session_get(KitSession *session, IFWXSession **fwx_session, IFWXFirewal
 /* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. *buffer
  * is NULL whenever the result is a failure. */
 HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer);
+
+/* A new pump of the session's, not attached to anything: the class attaches it itself
+ * (AttachDataFilter with another class, EmulateConnection with an out-connection, or
+ * twice on purpose). *out holds the caller's reference. FWX_E_TERMINATING once the
+ * session filter is detached. */
+HRESULT kit_session_create_pump(KitSession *session, IFWXDataFilter **out);
 
 #endif /* FWX_FLTKIT_H */
