@@ -697,6 +697,8 @@ static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
     BOOL own_external;
 
     observe_simple(pump->filter, KIT_CALL_PUMP_DETACH);
+    if (pump->filter->cls->pump_detach)
+        pump->filter->cls->pump_detach(pump);
     EnterCriticalSection(&pump->lock);
     pump->detached = TRUE;
     own_external = pump->own_external;
@@ -877,4 +879,16 @@ static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWO
         pump_shutdown(pump, from);
     else
         pump_recv(pump, from);
+}
+
+IFWXConnection *kit_pump_get_connection(KitPump *pump)
+{
+    IFWXConnection *connection;
+
+    EnterCriticalSection(&pump->lock);
+    connection = pump->detached ? NULL : pump->connection;
+    if (connection)
+        IFWXConnection_AddRef(connection);
+    LeaveCriticalSection(&pump->lock);
+    return connection;
 }

@@ -132,6 +132,9 @@ struct KitClass {
      * class does with the connection first (emulator: SetSocketName). */
     void (*set_sockets)(KitPump *pump, IFWXSocket *internal, IFWXSocket *external,
                         IFWXConnection *connection);
+    /* IFWXDataFilter::Detach, before the kit drops its references: what the class holds
+     * for the connection goes (lineproxy: its anticipated actions are cancelled). */
+    void (*pump_detach)(KitPump *pump);
 };
 
 struct KitFilter {
@@ -151,6 +154,7 @@ struct KitSession {
     CRITICAL_SECTION  lock;       /* events race Detach */
     IFWXSession      *session;    /* until Detach */
     IFWXFirewall     *firewall;   /* until Detach */
+    LONG              counter;    /* the class's own (lineproxy: established connections) */
 };
 
 struct KitPump {
@@ -200,5 +204,12 @@ HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
  * twice on purpose). *out holds the caller's reference. FWX_E_TERMINATING once the
  * session filter is detached. */
 HRESULT kit_session_create_pump(KitSession *session, IFWXDataFilter **out);
+
+/* The pump behind an IFWXDataFilter of kit_session_create_pump's. */
+#define KIT_PUMP(df) CONTAINING_RECORD((df), KitPump, IFWXDataFilter_iface)
+
+/* The connection SetSockets gave the pump, with a reference of the caller's; NULL before
+ * SetSockets and once the pump is detached. */
+IFWXConnection *kit_pump_get_connection(KitPump *pump);
 
 #endif /* FWX_FLTKIT_H */
