@@ -401,6 +401,8 @@ HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
 #define IO_REPLY_FIN     8
 
 static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWORD error);
+static void on_datagram(KitPump *pump, enum kit_side from, const KitCall *call,
+                        IFWXIOBuffer *buffer, SOCKADDR *ext, INT ext_len);
 
 static KitPump *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
 {
@@ -769,8 +771,12 @@ static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *if
     if (!call.send && fSuccess && pIOBuffer)
         call.buffer = SUCCEEDED(IFWXIOBuffer_GetBufferSizes(pIOBuffer, &allocated, &call.size));
     observe(pump->filter, &call);
+    if (!call.send && fSuccess && pump->filter->cls->received)
+        pump->filter->cls->received(pump, from, ExternalAddress, ExternalAddressLength);
 
-    if (UserData & IO_REPLY)
+    if (pump->datagrams)
+        on_datagram(pump, from, &call, pIOBuffer, ExternalAddress, ExternalAddressLength);
+    else if (UserData & IO_REPLY)
         on_replied(pump, from, (UserData & IO_REPLY_FIN) != 0, fSuccess, Win32ErrorCode);
     else if (call.send)
         on_sent(pump, from, fSuccess, Win32ErrorCode);
@@ -891,4 +897,81 @@ IFWXConnection *kit_pump_get_connection(KitPump *pump)
         IFWXConnection_AddRef(connection);
     LeaveCriticalSection(&pump->lock);
     return connection;
+}
+
+/* ---------------------------------------------------------------- datagram mode (KitPump.datagrams) */
+
+static void dgram_recv(KitPump *pump, enum kit_side from)
+{
+    IFWXSocket *socket = pump_socket(pump, from);
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    hr = IFWXSocket_Recv(socket, NULL, &pump->IFWXIOCompletion_iface, IO_TAG(from, 0));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr))
+        fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
+}
+
+/* A datagram goes on with SendTo and the external address it came with: on the external
+ * socket that is its target, on the internal socket the source it should appear to come
+ * from (reference 3.11). A stream (no address) goes on with Send. */
+static void dgram_send(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, SOCKADDR *ext,
+                       INT ext_len)
+{
+    IFWXSocket *socket = pump_socket(pump, KIT_OTHER(from));
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    if (ext)
+        hr = IFWXSocket_SendTo(socket, buffer, ext, ext_len, &pump->IFWXIOCompletion_iface,
+                               IO_TAG(from, IO_SEND));
+    else
+        hr = IFWXSocket_Send(socket, buffer, &pump->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr)) {
+        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
+        dgram_recv(pump, from);   /* the datagram is lost; the path goes on */
+    }
+}
+
+static void on_datagram(KitPump *pump, enum kit_side from, const KitCall *call,
+                        IFWXIOBuffer *buffer, SOCKADDR *ext, INT ext_len)
+{
+    const KitClass *cls = pump->filter->cls;
+    IFWXIOBuffer *out = NULL;
+    KitVerdict verdict;
+
+    if (!call->ok) {
+        if (call->error != ERROR_OPERATION_ABORTED && call->error != WSAECONNABORTED)
+            fwx_trace("%s failed: error %lu", call->send ? "send" : "receive",
+                      (unsigned long)call->error);
+        return;   /* the path is ending: nothing more to post */
+    }
+    if (call->send || !call->buffer) {
+        dgram_recv(pump, from);
+        return;
+    }
+    verdict = cls->data ? cls->data(pump, from, buffer, call->size, &out) : KIT_PASS;
+    if (verdict == KIT_SEND && !out)
+        verdict = KIT_HOLD;   /* nothing to send: the datagram is dropped */
+    switch (verdict) {
+    case KIT_PASS:
+        dgram_send(pump, from, buffer, ext, ext_len);
+        break;
+    case KIT_SEND:
+        dgram_send(pump, from, out, ext, ext_len);
+        break;
+    case KIT_ABORT:
+        pump_abort(pump, KIT_INTERNAL);
+        pump_abort(pump, KIT_EXTERNAL);
+        break;
+    default:   /* KIT_HOLD; KIT_REPLY has no datagram meaning */
+        dgram_recv(pump, from);
+        break;
+    }
+    if (out)
+        IFWXIOBuffer_Release(out);
 }

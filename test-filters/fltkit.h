@@ -135,6 +135,9 @@ struct KitClass {
     /* IFWXDataFilter::Detach, before the kit drops its references: what the class holds
      * for the connection goes (lineproxy: its anticipated actions are cancelled). */
     void (*pump_detach)(KitPump *pump);
+    /* Every Recv that completed successfully, before the kit looks at the buffer, with
+     * the ExternalAddress the host passed (NULL for TCP): dnsguard's log. */
+    void (*received)(KitPump *pump, enum kit_side from, const SOCKADDR *ext, INT ext_len);
 };
 
 struct KitFilter {
@@ -170,6 +173,12 @@ struct KitPump {
     BOOL             flushing[2];  /* by the side read from: its eof's KIT_SEND is in flight */
     BOOL             own_external; /* set by kit_pump_set_external: closed at Detach */
     void            *state;        /* the filter's own, per connection */
+    /* Appended. Datagram mode, set by the class before the pump is attached (UDP): each
+     * Recv is one datagram, 0 bytes included, given to KitClass.data (never eof); a
+     * passed or sent datagram goes out with SendTo and the ExternalAddress it came with
+     * (Send when that is NULL). Failures end nothing: a failed Recv or completion is
+     * traced and that direction stops, a failed Send is traced and the datagram lost. */
+    BOOL             datagrams;
 };
 
 /* The filter object, for fwx_filter_create. */
