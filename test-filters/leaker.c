@@ -19,8 +19,20 @@ static DWORD fk_hook_events(void)
     return fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES;
 }
 
+/* FWX_LEAKER_TOUCH=1: keep a raw pointer (GetBufferAndSize) into the first buffer
+ * received, and write through it once, when the next connection's first buffer
+ * arrives: a use of a leaked buffer after its session ended, which the host
+ * reclaimed (docs/abi-decisions.md HOST-900) and must turn into a fault of this
+ * filter's call, ending that connection only. */
+static BOOL touch_mode;
+static BYTE *kept_data;
+static LONG kept_owner;            /* the DataFilter's number (flags), 0: none */
+static LONG data_filters;
+static LONG touched;
+
 static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
 {
+    touch_mode = fk_env_ulong("FWX_LEAKER_TOUCH", 0) != 0;
     return hr;
 }
 
@@ -36,6 +48,7 @@ static HRESULT fk_event(const FirewallEvent *event, IFWXConnection *connection, 
 
 static void fk_data_filter_created(DataFilter *df)
 {
+    df->flags = InterlockedIncrement(&data_filters);
 }
 
 static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
@@ -46,6 +59,19 @@ static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
 static void fk_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer, DWORD size)
 {
     IFWXIOBuffer_AddRef(buffer);    /* never released */
+    if (!touch_mode)
+        return;
+    if (!kept_owner) {
+        DWORD n;
+        if (SUCCEEDED(IFWXIOBuffer_GetBufferAndSize(buffer, &kept_data, &n)) && kept_data) {
+            kept_owner = df->flags;
+            fwx_trace("leaker: kept a pointer into a buffer of this connection");
+        }
+    } else if (kept_owner != df->flags && !InterlockedExchange(&touched, 1)) {
+        fwx_trace("leaker: writing through the pointer kept from an ended connection");
+        kept_data[0] ^= 0x5A;       /* faults if the host reclaimed it */
+        fwx_trace("leaker: the write went through");
+    }
 }
 
 static HRESULT fk_completion_result(DataFilter *df, HRESULT hr)

@@ -1,16 +1,31 @@
 #!/bin/bash
 # leaks.sh - per-filter counts of live host objects (fwxhost --stats:
-# live-buffers, live-sockets, live-sessions; Prometheus
-# fwxshim_filter_*_live), for each flavour's x64/x86 leaker and passthrough.
+# live-buffers, live-sockets, live-sessions, reclaimed; Prometheus
+# fwxshim_filter_*) and the reclaiming of what a leaking filter holds
+# (docs/abi-decisions.md HOST-900), for each flavour's x64/x86 filters.
 #
 #  - passthrough: after 3 rounds of 100 connections (16 KiB each way), it
-#    holds 0 buffers and 1 session (the published server's), every round;
-#    the host's resident memory after round 3 is within 4 MiB of round 1.
+#    holds 0 buffers and 1 session (the published server's), nothing was
+#    reclaimed, every round; the host's resident memory after round 3 is
+#    within 4 MiB of round 1.
 #  - leaker (test-filters/leaker.c keeps a reference on every buffer it
-#    receives): its live-buffers count grows with every round and is
-#    charged to it (the host-wide count equals it), so the leak is named.
-#    Reclaiming what a leaking filter holds is NOT done (docs/abi-decisions.md
-#    HOST-403): this test documents the growth, it does not claim a bound.
+#    receives): over LEAK_ROUNDS (10) rounds of 200 connections (2000
+#    sessions), once each round has ended it holds 0 live buffers: every
+#    buffer it kept was reclaimed, at least 2 per connection (one per
+#    direction), its reclaimed count equals the host's (all charged to it)
+#    and the headers the host still holds for it (it never releases one).
+#    Resident memory grows less than LEAK_BOUND_BYTES (2048) bytes per
+#    session from round 2 to the last (without reclaiming: ~44 KB), and the
+#    process's kernel mappings by fewer than 100 (the reserved ranges of
+#    reclaimed buffers merge).
+#  - leaker with FWX_LEAKER_TOUCH=1 keeps a raw pointer into a buffer of
+#    connection 1 and writes through it during connection 2: that write
+#    faults (access violation) in its CompleteAsyncIO, logged naming the
+#    filter; connection 2 ends, connections 1 and 3 carry their bytes.
+#  - [host] reclaim-leaks = no: nothing is reclaimed, the leaker's live
+#    buffers grow by at least 2 per connection (the HOST-403 behaviour) and
+#    resident memory by more than LEAK_BOUND_BYTES per session (the control
+#    that shows the bound above can fail).
 # TAP; environment as for tests/fwxhost.sh.
 set -u
 B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
@@ -63,59 +78,138 @@ col() { awk -v f="$2" -v k="$3" '$1 == f && NF >= 8 {print $k}' "$1" | tail -n 1
 host_live_buffers() { sed -n 's/.*host buffers \([0-9]*\) live.*/\1/p' "$1"; }
 live_conns() { sed -n 's/^host: connections [0-9]* total, \([0-9]*\) live.*/\1/p' "$1"; }
 
-run_filter() {   # FLAVOUR NAME: sets BUFS[1..3], SESS[1..3], HOSTBUF[1..3], RSS[1..3], WHY
-    local fl=$1 name=$2 sp lp hlog=$T/host-$1-$2.log srv host hpid round st
+LEAK_ROUNDS=${LEAK_ROUNDS:-10}
+LEAK_BOUND_BYTES=${LEAK_BOUND_BYTES:-2048}
+reclaimed_total() { sed -n 's/.*reclaimed buffers \([0-9]*\) .*/\1/p' "$1"; }
+headers_held() { sed -n 's/.*reclaimed buffers [0-9]* (\([0-9]*\) headers held.*/\1/p' "$1"; }
+
+start_host() {   # FLAVOUR NAME TAG: sets SRV, HOST, HPID, CTL, LP, HLOG, WHY
+    local fl=$1 name=$2 tag=$3 sp
     WHY=
-    free_port; sp=$PORT; free_port; lp=$PORT
-    "$FXPEER" server --listen 127.0.0.1:$sp --send 16384 --seed 5 > "$T/srv-$fl-$name.log" 2>&1 &
-    srv=$!; pids+=($srv)
-    wait_for "$T/srv-$fl-$name.log" '^ready' $srv 10 || { WHY="server did not start"; return; }
-    printf '[host]\ncontrol = %s\n[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
-        "$T/ctl-$fl-$name.sock" $name "$B/filters/$fl/$name.dll" $lp $sp > "$T/$fl-$name.conf"
-    "$B/bin/fwxhost" --config "$T/$fl-$name.conf" > "$hlog" 2>&1 &
-    host=$!; pids+=($host)
-    wait_for "$hlog" '^fwxhost: ready' $host 60 || { WHY="host did not start"; stop $srv; return; }
-    hpid=$(sed -n 's/^<[0-9]>fwxhost\[\([0-9]*\)\].*/\1/p' "$hlog" | head -n 1)
-    for round in 1 2 3; do
-        "$FXPEER" client --connect 127.0.0.1:$lp --conns 100 --send 16384 --recv 16384 --seed 5 \
-            --index-base $((round * 1000)) --timeout 60 > "$T/cli-$fl-$name-$round.log" 2>&1 ||
-            WHY="$WHY; round $round: $(tail -n 1 "$T/cli-$fl-$name-$round.log")"
-        st=$T/stats-$fl-$name-$round.txt
-        for _ in $(seq 1 50); do
-            "$B/bin/fwxhost" --stats --control "$T/ctl-$fl-$name.sock" > "$st" 2>&1
-            [ "$(live_conns "$st")" = 0 ] && break
-            sleep 0.1
-        done
-        BUFS[$round]=$(col "$st" $name 6); SESS[$round]=$(col "$st" $name 8)
-        SOCKS[$round]=$(col "$st" $name 7); HOSTBUF[$round]=$(host_live_buffers "$st")
-        RSS[$round]=$(rss_kb ${hpid:-$host})
+    free_port; sp=$PORT; free_port; LP=$PORT
+    HLOG=$T/host-$tag.log CTL=$T/ctl-$tag.sock
+    "$FXPEER" server --listen 127.0.0.1:$sp --send 16384 --seed 5 > "$T/srv-$tag.log" 2>&1 &
+    SRV=$!; pids+=($SRV)
+    wait_for "$T/srv-$tag.log" '^ready' $SRV 10 || { WHY="server did not start"; return 1; }
+    printf '[host]\ncontrol = %s\n%s[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
+        "$CTL" "${HOST_EXTRA:-}" $name "$B/filters/$fl/$name.dll" $LP $sp > "$T/$tag.conf"
+    "$B/bin/fwxhost" --config "$T/$tag.conf" > "$HLOG" 2>&1 &
+    HOST=$!; pids+=($HOST)
+    wait_for "$HLOG" '^fwxhost: ready' $HOST 60 || { WHY="host did not start"; stop $SRV; return 1; }
+    # The worker process holds the buffers; the supervisor (HOST-501) names it.
+    HPID=$(sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$HLOG" | tail -n 1)
+    [ -n "$HPID" ] || HPID=$(sed -n 's/^<[0-9]>fwxhost\[\([0-9]*\)\].*/\1/p' "$HLOG" | head -n 1)
+    HPID=${HPID:-$HOST}
+}
+
+stats_settled() {   # FILE: --stats into FILE once no connection is live
+    for _ in $(seq 1 50); do
+        "$B/bin/fwxhost" --stats --control "$CTL" > "$1" 2>&1
+        [ "$(live_conns "$1")" = 0 ] && return 0
+        sleep 0.1
     done
-    stop $host; stop $srv
+    return 1
+}
+
+run_filter() {   # FLAVOUR NAME ROUNDS CONNS: sets BUFS/SESS/SOCKS/RECL/HOSTBUF/HOSTRECL/HELD/RSS[1..ROUNDS], WHY
+    local fl=$1 name=$2 rounds=$3 conns=$4 round st tag=$1-$2
+    BUFS=() SESS=() SOCKS=() RECL=() HOSTBUF=() HOSTRECL=() HELD=() RSS=() MAPS=()
+    start_host $fl $name $tag || return
+    for ((round = 1; round <= rounds; round++)); do
+        "$FXPEER" client --connect 127.0.0.1:$LP --conns $conns --send 16384 --recv 16384 --seed 5 \
+            --index-base $((round * 1000)) --timeout 60 > "$T/cli-$tag-$round.log" 2>&1 ||
+            WHY="$WHY; round $round: $(tail -n 1 "$T/cli-$tag-$round.log")"
+        st=$T/stats-$tag-$round.txt
+        stats_settled "$st" || WHY="$WHY; round $round: connections still live"
+        BUFS[$round]=$(col "$st" $name 6); SESS[$round]=$(col "$st" $name 8)
+        SOCKS[$round]=$(col "$st" $name 7); RECL[$round]=$(col "$st" $name 9)
+        HOSTBUF[$round]=$(host_live_buffers "$st"); HOSTRECL[$round]=$(reclaimed_total "$st")
+        HELD[$round]=$(headers_held "$st")
+        RSS[$round]=$(rss_kb $HPID)
+        MAPS[$round]=$(wc -l < /proc/$HPID/maps 2> /dev/null)
+    done
+    stop $HOST; stop $SRV
     WHY=${WHY#; }
 }
 
 for fl in $FLAVOURS; do
-    run_filter $fl passthrough
+    run_filter $fl passthrough 3 100
     why=$WHY
     for r in 1 2 3; do
         [ "${BUFS[$r]:-x}" = 0 ] || why="$why; round $r: live-buffers ${BUFS[$r]:-?}"
         [ "${SESS[$r]:-x}" = 1 ] || why="$why; round $r: live-sessions ${SESS[$r]:-?}"
         [ "${SOCKS[$r]:-x}" = 0 ] || why="$why; round $r: live-sockets ${SOCKS[$r]:-?}"
+        [ "${RECL[$r]:-x}" = 0 ] && [ "${HOSTRECL[$r]:-x}" = 0 ] ||
+            why="$why; round $r: reclaimed ${RECL[$r]:-?} (host ${HOSTRECL[$r]:-?}) from a filter that leaks nothing"
     done
     grow=$(( ${RSS[3]:-0} - ${RSS[1]:-0} ))
     [ $grow -le 4096 ] || why="$why; resident memory grew $grow KiB from round 1 to 3"
-    result "$fl passthrough: 3 x 100 connections, live buffers ${BUFS[1]:-?}/${BUFS[2]:-?}/${BUFS[3]:-?}, live sessions ${SESS[3]:-?}, RSS ${RSS[1]:-?} -> ${RSS[3]:-?} KiB" \
+    result "$fl passthrough: 3 x 100 connections, live buffers ${BUFS[1]:-?}/${BUFS[2]:-?}/${BUFS[3]:-?}, live sessions ${SESS[3]:-?}, reclaimed ${RECL[3]:-?}, RSS ${RSS[1]:-?} -> ${RSS[3]:-?} KiB" \
         "${why#; }" "$T/host-$fl-passthrough.log"
 
-    run_filter $fl leaker
+    run_filter $fl leaker $LEAK_ROUNDS 200
     why=$WHY
-    [ "${BUFS[1]:-0}" -gt 0 ] 2> /dev/null || why="$why; round 1: leaker holds ${BUFS[1]:-?} buffers (expected > 0)"
-    [ "${BUFS[2]:-0}" -gt "${BUFS[1]:-0}" ] 2> /dev/null && [ "${BUFS[3]:-0}" -gt "${BUFS[2]:-0}" ] 2> /dev/null ||
-        why="$why; leaker's live-buffers did not grow per round: ${BUFS[1]:-?}/${BUFS[2]:-?}/${BUFS[3]:-?}"
-    [ "${HOSTBUF[3]:-x}" = "${BUFS[3]:-y}" ] || why="$why; host-wide ${HOSTBUF[3]:-?} live buffers, leaker charged ${BUFS[3]:-?}"
-    per=$(( (${RSS[3]:-0} - ${RSS[1]:-0}) * 1024 / 200 ))
-    result "$fl leaker: its live-buffers count grows ${BUFS[1]:-?} -> ${BUFS[2]:-?} -> ${BUFS[3]:-?} over 3 x 100 connections (all charged to it; host memory +$per bytes per connection, not reclaimed)" \
+    last=$LEAK_ROUNDS
+    prev=0
+    for ((r = 1; r <= last; r++)); do
+        [ "${BUFS[$r]:-x}" = 0 ] && [ "${HOSTBUF[$r]:-x}" = 0 ] ||
+            why="$why; round $r: ${BUFS[$r]:-?} live buffers charged to leaker (host ${HOSTBUF[$r]:-?}) after its sessions ended"
+        [ "${RECL[$r]:-0}" -ge $((prev + 2 * 200)) ] 2> /dev/null ||
+            why="$why; round $r: reclaimed ${RECL[$r]:-?}, expected at least $((prev + 400)) (2 per connection)"
+        [ "${HOSTRECL[$r]:-x}" = "${RECL[$r]:-y}" ] && [ "${HELD[$r]:-x}" = "${RECL[$r]:-y}" ] ||
+            why="$why; round $r: leaker reclaimed ${RECL[$r]:-?}, host-wide ${HOSTRECL[$r]:-?}, headers held ${HELD[$r]:-?}"
+        prev=${RECL[$r]:-0}
+    done
+    logged=$(sed -n 's/.*: reclaimed \([0-9]*\) buffer(s) filter leaker still held.*/\1/p' "$T/host-$fl-leaker.log" |
+             awk '{s += $1} END {print s + 0}')
+    [ "$logged" = "${RECL[$last]:-x}" ] || why="$why; the log lines name $logged reclaimed buffers, stats ${RECL[$last]:-?}"
+    per=$(( (${RSS[$last]:-0} - ${RSS[2]:-0}) * 1024 / ((last - 2) * 200) ))
+    [ $per -lt $LEAK_BOUND_BYTES ] || why="$why; resident memory grew $per bytes per session (bound $LEAK_BOUND_BYTES)"
+    [ $(( ${MAPS[$last]:-100000} - ${MAPS[2]:-0} )) -lt 100 ] ||
+        why="$why; kernel mappings grew ${MAPS[2]:-?} -> ${MAPS[$last]:-?} (reclaimed ranges should merge)"
+    result "$fl leaker: $((last * 200)) sessions, ${RECL[$last]:-?} leaked buffers reclaimed (all it kept; 0 live after each round), RSS ${RSS[2]:-?} -> ${RSS[$last]:-?} KiB: $per bytes per session (bound $LEAK_BOUND_BYTES); mappings ${MAPS[2]:-?} -> ${MAPS[$last]:-?}" \
         "${why#; }" "$T/host-$fl-leaker.log"
+
+    # [host] reclaim-leaks = no: the buffers stay whole and charged to the filter.
+    HOST_EXTRA=$'reclaim-leaks = no\n' run_filter $fl leaker 2 100
+    mv "$T/host-$fl-leaker.log" "$T/host-$fl-noreclaim.log"
+    why=$WHY
+    [ "${BUFS[1]:-0}" -ge 200 ] 2> /dev/null && [ "${BUFS[2]:-0}" -ge $(( ${BUFS[1]:-0} + 200 )) ] 2> /dev/null ||
+        why="$why; live buffers ${BUFS[1]:-?} -> ${BUFS[2]:-?} (expected >= 2 more per connection)"
+    [ "${RECL[2]:-x}" = 0 ] && [ "${HOSTRECL[2]:-x}" = 0 ] || why="$why; reclaimed ${RECL[2]:-?} (host ${HOSTRECL[2]:-?})"
+    # The control: without reclaiming, the same bound fails (HOST-403's ~44 KB per session).
+    nper=$(( (${RSS[2]:-0} - ${RSS[1]:-0}) * 1024 / 100 ))
+    [ $nper -ge $LEAK_BOUND_BYTES ] || why="$why; resident memory grew only $nper bytes per session without reclaiming: the bound above proves nothing"
+    result "$fl leaker with reclaim-leaks = no: its live buffers grow ${BUFS[1]:-?} -> ${BUFS[2]:-?}, none reclaimed, RSS +$nper bytes per session" \
+        "${why#; }" "$T/host-$fl-noreclaim.log"
+
+    # A write through a pointer kept from an ended connection.
+    tag=$fl-touch
+    export FWX_LEAKER_TOUCH=1
+    if start_host $fl leaker $tag; then
+        why=
+        rc=()
+        for i in 1 2 3; do
+            "$FXPEER" client --connect 127.0.0.1:$LP --conns 1 --send 16384 --recv 16384 --seed 5 \
+                --index-base $((i * 10)) --timeout 20 > "$T/cli-$tag-$i.log" 2>&1
+            rc[$i]=$?
+            stats_settled "$T/stats-$tag.txt" || why="$why; connection $i still live"
+        done
+        faults=$(col "$T/stats-$tag.txt" leaker 4)
+        stop $HOST; stop $SRV
+        [ "${rc[1]}" = 0 ] || why="$why; connection 1 failed: $(tail -n 1 "$T/cli-$tag-1.log")"
+        [ "${rc[2]}" != 0 ] || why="$why; connection 2 carried its bytes although the filter wrote into reclaimed memory"
+        [ "${rc[3]}" = 0 ] || why="$why; connection 3 failed: $(tail -n 1 "$T/cli-$tag-3.log")"
+        n_fault=$(grep -c 'filter leaker faulted in IFWXIOCompletion::CompleteAsyncIO: exception 0xc0000005' "$HLOG")
+        [ "$n_fault" = 1 ] || why="$why; $n_fault access-violation lines naming leaker (expected 1)"
+        grep -q 'aborting: a filter faulted in a completion' "$HLOG" || why="$why; no connection was aborted for the fault"
+        [ "${faults:-x}" = 1 ] || why="$why; leaker's fault count ${faults:-?} (expected 1)"
+    else
+        why=$WHY
+    fi
+    unset FWX_LEAKER_TOUCH
+    result "$fl leaker touching a reclaimed buffer: access violation logged (${n_fault:-?}x), only that connection ended (client exits ${rc[1]:-?}/${rc[2]:-?}/${rc[3]:-?})" \
+        "${why#; }" "$HLOG"
 done
 echo "1..$n"
 [ $failed -eq 0 ]

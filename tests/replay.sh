@@ -53,6 +53,7 @@ for fl in $FLAVOURS; do
     mkdir -p "$D"
     cp "$S"/tests/replay/*.fwxs "$S"/tests/replay/*.golden "$D"/
     export FWX_DNSGUARD_LOG=$T/$fl.guard
+    export FWX_SESSIONLOG_FILE=$T/$fl.sessionlog
 
     # a. the suite
     "$R" --junit "$T/$fl.xml" "$D" > "$T/$fl.suite" 2>&1

@@ -12,7 +12,9 @@
 #   - two filters in a chain: datagrams and their ExternalAddress cross the in-memory link;
 #   - 10 000 queries from 50 concurrent sources, no retries, lose none (with dnsguard, and
 #     without any filter: the host's own datagram path);
-#   - one connection per client address (50 sources, 50 connections).
+#   - one connection per client address (50 sources, 50 connections);
+#   - [host] max-sessions applies to UDP clients: over it, a new client address's
+#     datagrams are dropped (logged once) until some sessions end.
 # TAP; environment as for tests/fwxhost.sh.
 set -u
 B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
@@ -258,6 +260,33 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
         fi
         stop_host $mode-$flavour
     done
+
+    # ---- [host] max-sessions counts UDP clients (HOST-901): with 2, a third client
+    # address gets nothing (logged once) until the first two expire.
+    uport=$(free_port)
+    printf '[host]\nlog-level = info\nmax-sessions = 2\ncontrol = %s\n\n' "$T/ctl-$flavour.sock" \
+        > "$T/max-$flavour.ini"
+    printf '[rule dns]\nprotocol = udp\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\nudp-timeout = 2\n' \
+        $uport $dns >> "$T/max-$flavour.ini"
+    if start_host max-$flavour; then
+        q() { "$peer" query --connect 127.0.0.1:$uport --name example.test --expect 10.1.2.3 \
+              --timeout-ms ${1:-1000} 2>&1; }
+        a1=$(q) a2=$(q) a3=$(q 700) a3b=$(q 700)
+        sleep 3.5       # clients 1 and 2 expire (udp-timeout 2 s, checked every second)
+        a4=$(q)
+        hlog=$T/max-$flavour.log
+        nlog=$(grep -c 'rule dns: max-sessions (2) reached; datagrams of new UDP clients' "$hlog")
+        nconn=$(grep -c 'rule dns: new UDP client' "$hlog")
+        if [ "$a1" = "answer 10.1.2.3" ] && [ "$a2" = "answer 10.1.2.3" ] && [ "$a3" = "no answer" ] &&
+           [ "$a3b" = "no answer" ] && [ "$a4" = "answer 10.1.2.3" ] && [ "$nlog" = 1 ] && [ "$nconn" = 3 ]; then
+            ok "$flavour: max-sessions 2 holds for UDP clients: the 3rd and 4th get nothing (logged once), a 5th is served once 2 expired"
+        else
+            not_ok "$flavour: max-sessions 2 holds for UDP clients ($a1 / $a2 / $a3 / $a3b / $a4; $nlog log lines, $nconn connections)" "$hlog"
+        fi
+        stop_host max-$flavour
+    else
+        not_ok "$flavour/max-sessions: fwxhost starts" "$T/max-$flavour.log"
+    fi
 done
 echo "1..$n"
 [ $failed = 0 ]

@@ -61,9 +61,12 @@ static BOOL deliver(struct connection *c, struct completion *list)
     BOOL healthy = TRUE;
     struct completion *cp, *next;
     HRESULT hr;
+    /* Buffers a filter creates in its completion are the connection's. */
+    struct iobuffer_charge *outer = list ? iobuffer_charge_enter(&c->charge) : NULL;
 
     for (cp = list; cp; cp = next) {
         next = cp->next;
+        iobuffer_pin(cp->pinned, -1);
         if (cp->buffer && cp->set_size >= 0)
             iobuffer_set_size(cp->buffer, (DWORD)cp->set_size);
         if (cp->sink) {
@@ -81,6 +84,8 @@ static BOOL deliver(struct connection *c, struct completion *list)
         iobuffer_ref(cp->hold, -1);
         free(cp);
     }
+    if (list)
+        iobuffer_charge_enter(outer);
     return healthy;
 }
 
@@ -156,6 +161,12 @@ void connection_teardown(struct connection *c)
     c->nchain = 0;
     for (int i = 0; i < nsocks; i++)
         sock_release(socks[i]);
+
+    /* What the connection's filters still hold of its buffers now is a
+     * leak: take the memory back (HOST-900). */
+    char what[96];
+    snprintf(what, sizeof(what), "conn %lu rule %s", c->id, rule_name(c));
+    iobuffer_reclaim(&c->charge, what, the_host->config->host.reclaim_leaks);
 
     record_finish(c);
     fx_log(FX_LOG_INFO, "conn %lu rule %s: closed%s, %llu bytes from client, %llu to client",
@@ -393,10 +404,12 @@ void connection_start_pump(struct connection *c)
     for (int k = 0; k < n; k++) {
         struct chain_link *l = &c->chain[k];
         HRESULT hr;
+        struct iobuffer_charge *outer = iobuffer_charge_enter(&c->charge);
         GUARDED_CALL(hr, l->owner, "IFWXDataFilter", "SetSockets",
                      IFWXDataFilter_SetSockets(l->df, sock_iface(internal[k]),
                                                external[k] ? sock_iface(external[k]) : NULL,
                                                connection_iface(c), l->context));
+        iobuffer_charge_enter(outer);
         l->sockets_set = TRUE;
         if (hr == FX_E_FILTER_FAULT) {
             connection_abort(c, "a data filter faulted in SetSockets");
@@ -505,6 +518,7 @@ struct connection *connection_create(struct worker *w, struct rule *rule, struct
     c->id = (unsigned long)InterlockedIncrement(&next_connection_id);
     c->client_fd = c->server_fd = -1;
     c->state = CONN_EVENTS;
+    iobuffer_charge_init(&c->charge, c->id);
     return c;
 }
 
@@ -900,6 +914,10 @@ static ULONG WINAPI connection_Release(IFWXConnection *iface)
     struct connection *c = impl_from_IFWXConnection(iface);
     LONG ref = InterlockedDecrement(&c->ref);
     if (ref == 0) {
+        /* Normally empty (teardown reclaimed); a connection that never
+         * pumped may still have some. Nothing may point here after free. */
+        iobuffer_reclaim(&c->charge, "connection freed",
+                         !the_host || !the_host->config || the_host->config->host.reclaim_leaks);
         IFWXSession_Release(session_iface(c->session));
         DeleteCriticalSection(&c->lock);
         free(c);

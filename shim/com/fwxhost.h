@@ -78,6 +78,37 @@ void iobuffer_ref(IFWXIOBuffer *buf, int delta);
 /* SetDataSize on any buffer, guarded for a filter's own class. */
 HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
 
+/* Charging (HOST-900): every host buffer made for a connection is charged
+ * to it; when the connection ends, iobuffer_reclaim takes back the memory
+ * of those a filter still references. A charge is embedded in its owner
+ * (struct connection) and lives until iobuffer_reclaim ran on it. */
+struct iobuffer;
+struct iobuffer_charge {
+    struct iobuffer *head;         /* charged buffers, under the charge's stripe lock */
+    unsigned stripe;
+};
+void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
+/* Charge a host buffer that is not charged yet (other buffers: nothing). */
+void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
+/* The charge buffers created on this thread go to (CreateBuffer inside a
+ * completion or SetSockets); returns the previous one, to restore. */
+struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
+/* Host code keeps a raw pointer into buf's data (a queued operation):
+ * while pinned, a buffer is never reclaimed. +1 / -1; host buffers only. */
+void iobuffer_pin(IFWXIOBuffer *buf, int delta);
+/* The connection ended and released what it held: every buffer still
+ * charged to ch is uncharged; with reclaim, those still referenced (by
+ * filter code) are reclaimed: methods answer FWX_E_TERMINATING,
+ * page-backed data returns to the system and faults when touched. Logs
+ * one line per filter with what was reclaimed (what names the
+ * connection). Without reclaim ([host] reclaim-leaks = no) they are only
+ * uncharged and stay whole. */
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
+/* Totals since start: buffers reclaimed, and headers of reclaimed buffers
+ * still referenced (with their bytes). */
+LONG iobuffer_reclaimed_count(void);
+LONG iobuffer_reclaimed_held(LONG *bytes);
+
 /* ---- firewall.c ---- */
 /* The process's one IFWXFirewall; returned with a reference. */
 IFWXFirewall *firewall_get(void);

@@ -497,9 +497,11 @@ void host_stop(struct host *h, unsigned drain_seconds)
     if (h->firewall)
         IFWXFirewall_Release(h->firewall);
     guard_watchdog_stop();
-    if (iobuffer_live_count() > 0)
+    LONG held = iobuffer_reclaimed_held(NULL);
+    if (iobuffer_live_count() + held > 0)
         fx_log(FX_LOG_NOTICE, "%ld host buffers are still referenced after the filters were "
-               "unloaded (leaked by a filter)", (long)iobuffer_live_count());
+               "unloaded (leaked by a filter; %ld of them reclaimed when their connection ended)",
+               (long)(iobuffer_live_count() + held), (long)held);
 }
 
 /* The worker whose loop runs on the calling thread, or NULL (the main

@@ -224,6 +224,7 @@ struct connection {
     BOOL dgram;                    /* a UDP connection (udp.c): datagram ends, ExternalAddress */
     void *udp;                     /* udp.c's per-connection state; loop thread only */
     fx_rec *rec;                   /* [host] record: this connection's script (record.c) */
+    struct iobuffer_charge charge; /* host buffers made for it (HOST-900) */
 };
 
 static inline IFWXConnection *connection_iface(struct connection *c) { return &c->IFWXConnection_iface; }
@@ -339,6 +340,7 @@ struct completion {
     long set_size;                 /* >= 0: SetDataSize(buffer) before delivery */
     int ext_len;                   /* > 0: CompleteAsyncIO's ExternalAddress (UDP receives) */
     unsigned char ext[28];         /* Win32 layout */
+    IFWXIOBuffer *pinned;          /* iobuffer_pin'ed by the operation; unpinned at delivery */
 };
 /* Appends cp (connection lock held). Delivery frees it with free(): a
  * record is the first member of the allocation it lives in, so the

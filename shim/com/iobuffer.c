@@ -12,10 +12,20 @@
  * Heap buffers of the socket read size come from a per-thread cache on the
  * threads that ask for one (the workers): the data path then neither
  * allocates nor frees per read (issue 6).
+ *
+ * Reclaiming (HOST-900): heap buffers of IOBUFFER_POOL_SIZE bytes or more
+ * keep their data in whole pages of their own (fxpages.h). Host buffers
+ * are charged to the connection they were made for; when it has ended,
+ * what filter code still references is reclaimed: the object stays (its
+ * header, so a late Release or method call is safe and answers
+ * FWX_E_TERMINATING) but its pages go back to the system and fault when
+ * touched, and are never reused. Smaller heap buffers live inline and are
+ * only marked (their memory stays: freeing it could corrupt the heap).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include <stdlib.h>
 #include <string.h>
+#include "fxpages.h"
 #include "guard.h"
 #include "loader.h"
 
@@ -31,11 +41,63 @@ struct iobuffer {
     DWORD size;
     IFWXIOBuffer *original;       /* window buffers: the buffer viewed */
     struct fx_filter *owner;      /* counted in owner->live_buffers, or NULL */
-    BYTE inline_data[];           /* heap buffers */
+    BYTE *block;                  /* page-backed heap buffers: data's pages (fxpages.h) */
+    /* Charge (under stripe_lock[stripe]): the connection's list. */
+    struct iobuffer_charge *charge;
+    struct iobuffer *cnext, **cpprev;
+    unsigned stripe;              /* NO_STRIPE: never charged */
+    LONG pins;                    /* host operations holding a raw pointer into data */
+    volatile LONG reclaimed;      /* set once, under the stripe lock */
+    BYTE inline_data[];           /* small heap buffers */
 };
 
+#define NO_STRIPE ~0u
+#define STRIPES 64
+
 static LONG iobuffer_live;
+static LONG reclaimed_total, reclaimed_held, reclaimed_held_bytes;
+static LONG stripe_lock[STRIPES];
+static struct fx_tls charge_tls = FX_TLS_INIT;
 static BOOL cache_put(struct iobuffer *b);
+
+/* Leaf spin locks: nothing but list work (and a reclaim's two syscalls)
+ * runs under them. */
+static void stripe_enter(unsigned i)
+{
+    for (int spins = 0; InterlockedCompareExchange(&stripe_lock[i], 1, 0); spins++)
+        if (spins > 64)
+            SwitchToThread();
+}
+
+static void stripe_leave(unsigned i)
+{
+    InterlockedExchange(&stripe_lock[i], 0);
+}
+
+/* Out of its charge's list, if in one; returns whether it was reclaimed. */
+static BOOL uncharge(struct iobuffer *b)
+{
+    BOOL reclaimed;
+    if (b->stripe == NO_STRIPE)
+        return FALSE;
+    stripe_enter(b->stripe);
+    if (b->charge) {
+        if (b->cnext)
+            b->cnext->cpprev = b->cpprev;
+        *b->cpprev = b->cnext;
+        b->charge = NULL;
+    }
+    reclaimed = b->reclaimed;
+    stripe_leave(b->stripe);
+    return reclaimed;
+}
+
+static void iobuffer_destroy(struct iobuffer *b)
+{
+    if (b->block)
+        fx_pages_free(b->block, b->capacity);
+    free(b);
+}
 
 static const IFWXIOBufferVtbl iobuffer_vtbl;
 
@@ -76,11 +138,18 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
     if (ref == 0) {
         if (buf->original)
             GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
+        if (uncharge(buf)) {
+            /* Counted out of the live gauges when it was reclaimed. */
+            InterlockedDecrement(&reclaimed_held);
+            InterlockedExchangeAdd(&reclaimed_held_bytes, -(LONG)sizeof(*buf));
+            iobuffer_destroy(buf);     /* its pages are never reused */
+            return 0;
+        }
         InterlockedDecrement(&iobuffer_live);
         if (buf->owner)
             InterlockedDecrement(&buf->owner->live_buffers);
         if (!cache_put(buf))
-            free(buf);
+            iobuffer_destroy(buf);
     } else if (ref < 0) {
         /* A filter released more than it owned. Keep the object (leaking
          * it) rather than free it twice. */
@@ -95,6 +164,11 @@ static HRESULT WINAPI iobuffer_GetBufferAndSize(IFWXIOBuffer *iface, BYTE **data
     struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
     if (!data || !size)
         return E_POINTER;
+    if (buf->reclaimed) {
+        *data = NULL;
+        *size = 0;
+        return FWX_E_TERMINATING;
+    }
     *data = buf->data;
     *size = buf->size;
     return S_OK;
@@ -103,6 +177,8 @@ static HRESULT WINAPI iobuffer_GetBufferAndSize(IFWXIOBuffer *iface, BYTE **data
 static HRESULT WINAPI iobuffer_SetDataSize(IFWXIOBuffer *iface, DWORD size)
 {
     struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
+    if (buf->reclaimed)
+        return FWX_E_TERMINATING;
     if (size > buf->capacity)
         return E_INVALIDARG;
     buf->size = size;
@@ -119,6 +195,8 @@ static HRESULT WINAPI iobuffer_Append(IFWXIOBuffer *iface, const void *src, ULON
         *written = 0;
     if (!src && count)
         return E_POINTER;
+    if (buf->reclaimed)
+        return FWX_E_TERMINATING;
     /* Const memory is the caller's; a window shows another buffer's data,
      * which only that buffer's allocator may change (reference 8.2.4). */
     if (buf->kind != IOBUF_HEAP)
@@ -143,6 +221,8 @@ static HRESULT WINAPI iobuffer_ReadAt(IFWXIOBuffer *iface, ULONG offset, void *d
         *read = 0;
     if (!dst && count)
         return E_POINTER;
+    if (buf->reclaimed)
+        return FWX_E_TERMINATING;
     if (offset > buf->size)
         return E_INVALIDARG;
     n = buf->size - offset;
@@ -167,6 +247,8 @@ static HRESULT WINAPI iobuffer_SendToBuffer(IFWXIOBuffer *iface, IFWXIOBuffer *d
         *copied = 0;
     if (!dest)
         return E_POINTER;
+    if (buf->reclaimed)
+        return FWX_E_TERMINATING;
     if (offset > buf->size || count > buf->size - offset)
         return E_INVALIDARG;
     n = count;
@@ -189,6 +271,10 @@ static HRESULT WINAPI iobuffer_GetBufferSizes(IFWXIOBuffer *iface, DWORD *alloca
     struct iobuffer *buf = impl_from_IFWXIOBuffer(iface);
     if (!allocated || !actual)
         return E_POINTER;
+    if (buf->reclaimed) {
+        *allocated = *actual = 0;
+        return FWX_E_TERMINATING;
+    }
     *allocated = buf->capacity;
     *actual = buf->size;
     return S_OK;
@@ -213,11 +299,36 @@ static const IFWXIOBufferVtbl iobuffer_vtbl = {
 /* ------------------------------------------------------------ thread cache */
 
 /* A worker keeps up to CACHE_MAX released read-size buffers (1 MiB) for its
- * next reads. Buffers released on other threads (a filter's own) go back to
- * the heap; a buffer allocated by one worker and released by another moves
- * to that worker's cache, which is fine: the cache is per thread, not per
- * owner. Cached buffers are not "live" (the leak counters ignore them). */
+ * next reads, header and data block together, reused as they are. Buffers
+ * released on other threads (a filter's own), or beyond a full cache, go to
+ * the shared pool below (or are unmapped when it is full); a buffer
+ * allocated by one worker and released by another moves to that worker's
+ * cache, which is fine: the cache is per thread, not per owner. Cached
+ * buffers are not "live" (the leak counters ignore them) and never
+ * reclaimed ones (HOST-900). */
 #define CACHE_MAX 16
+/* Beyond that, up to SHARED_MAX more wait in one pool for every thread (8
+ * MiB): with many connections in flight a worker's 16 run out, and a fresh
+ * 64 KiB block costs an mmap, a munmap and a page fault per page. */
+#define SHARED_MAX 128
+
+static struct {
+    LONG lock;
+    struct iobuffer *free;      /* linked through ->original */
+    unsigned count;
+} shared;
+
+static void shared_enter(void)
+{
+    for (int spins = 0; InterlockedCompareExchange(&shared.lock, 1, 0); spins++)
+        if (spins > 64)
+            SwitchToThread();
+}
+
+static void shared_leave(void)
+{
+    InterlockedExchange(&shared.lock, 0);
+}
 
 struct thread_cache {
     struct iobuffer *free;      /* linked through ->original */
@@ -240,7 +351,7 @@ void iobuffer_thread_cache_free(void)
     while (tc->free) {
         struct iobuffer *b = tc->free;
         tc->free = (struct iobuffer *)b->original;
-        free(b);
+        iobuffer_destroy(b);
     }
     free(tc);
     fx_tls_set(&cache_tls, NULL);
@@ -249,42 +360,89 @@ void iobuffer_thread_cache_free(void)
 static struct iobuffer *cache_take(size_t inline_size)
 {
     struct thread_cache *tc;
-    struct iobuffer *b;
-    if (inline_size != IOBUFFER_POOL_SIZE || !(tc = fx_tls_get(&cache_tls)) || !(b = tc->free))
+    struct iobuffer *b = NULL;
+    if (inline_size != IOBUFFER_POOL_SIZE)
         return NULL;
-    tc->free = (struct iobuffer *)b->original;
-    tc->count--;
+    if ((tc = fx_tls_get(&cache_tls)) && (b = tc->free)) {
+        tc->free = (struct iobuffer *)b->original;
+        tc->count--;
+        return b;
+    }
+    if (!shared.free)           /* a racy peek: an empty pool costs no lock */
+        return NULL;
+    shared_enter();
+    if ((b = shared.free)) {
+        shared.free = (struct iobuffer *)b->original;
+        shared.count--;
+    }
+    shared_leave();
     return b;
 }
 
 static BOOL cache_put(struct iobuffer *b)
 {
     struct thread_cache *tc;
-    if (b->kind != IOBUF_HEAP || b->data != b->inline_data || b->capacity != IOBUFFER_POOL_SIZE ||
-        !(tc = fx_tls_get(&cache_tls)) || tc->count >= CACHE_MAX)
+    BOOL kept = FALSE;
+    if (b->kind != IOBUF_HEAP || !b->block || b->capacity != IOBUFFER_POOL_SIZE || b->reclaimed)
         return FALSE;
-    b->original = (IFWXIOBuffer *)tc->free;
-    tc->free = b;
-    tc->count++;
-    return TRUE;
+    if ((tc = fx_tls_get(&cache_tls)) && tc->count < CACHE_MAX) {
+        b->original = (IFWXIOBuffer *)tc->free;
+        tc->free = b;
+        tc->count++;
+        return TRUE;
+    }
+    shared_enter();
+    if (shared.count < SHARED_MAX) {
+        b->original = (IFWXIOBuffer *)shared.free;
+        shared.free = b;
+        shared.count++;
+        kept = TRUE;
+    }
+    shared_leave();
+    return kept;
 }
 
-static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t inline_size)
+/* Heap buffers this large get pages of their own (reclaimable); smaller
+ * ones live inline, after the header. */
+#define PAGED_MIN IOBUFFER_POOL_SIZE
+
+static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t size)
 {
-    struct iobuffer *buf = kind == IOBUF_HEAP ? cache_take(inline_size) : NULL;
-    if (!buf && !(buf = malloc(sizeof(*buf) + inline_size)))
-        return NULL;
+    BOOL paged = kind == IOBUF_HEAP && size >= PAGED_MIN;
+    struct iobuffer *buf = kind == IOBUF_HEAP ? cache_take(size) : NULL;
+    struct iobuffer_charge *ch;
+
+    if (!buf) {
+        if (!(buf = malloc(sizeof(*buf) + (paged ? 0 : size))))
+            return NULL;
+        buf->block = NULL;
+        if (paged && !(buf->block = fx_pages_alloc(size))) {
+            free(buf);
+            return NULL;
+        }
+    }
+    /* A cached block is reused as it is: its old bytes stay until
+     * overwritten, as with the heap (size 0 hides them). */
     buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl;
     buf->ref = 1;
     buf->kind = kind;
-    buf->data = buf->inline_data;
-    buf->capacity = (DWORD)inline_size;
+    buf->data = buf->block ? buf->block : buf->inline_data;
+    buf->capacity = (DWORD)size;
     buf->size = 0;
     buf->original = NULL;
+    buf->charge = NULL;
+    buf->cnext = NULL;
+    buf->cpprev = NULL;
+    buf->stripe = NO_STRIPE;
+    buf->pins = 0;
+    buf->reclaimed = 0;
     /* Made inside a filter's call (CreateBuffer, ...): that filter's. */
     if ((buf->owner = guard_current_filter()))
         InterlockedIncrement(&buf->owner->live_buffers);
     InterlockedIncrement(&iobuffer_live);
+    /* ... and, inside a connection's call, that connection's. */
+    if ((ch = fx_tls_get(&charge_tls)))
+        iobuffer_charge(&buf->IFWXIOBuffer_iface, ch);
     return buf;
 }
 
@@ -355,6 +513,8 @@ HRESULT iobuffer_data(IFWXIOBuffer *iface, BYTE **data, DWORD *size, DWORD *capa
     HRESULT hr;
 
     if (buf) {
+        if (buf->reclaimed)
+            return FWX_E_TERMINATING;
         *data = buf->data;
         *size = buf->size;
         *capacity = buf->capacity;
@@ -419,4 +579,126 @@ HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size)
         return iobuffer_SetDataSize(buf, size);
     GUARDED_CALL(hr, NULL, "IFWXIOBuffer", "SetDataSize", IFWXIOBuffer_SetDataSize(buf, size));
     return hr;
+}
+
+/* ------------------------------------------------------------ charging */
+
+void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id)
+{
+    ch->head = NULL;
+    ch->stripe = (unsigned)(id % STRIPES);
+}
+
+void iobuffer_charge(IFWXIOBuffer *iface, struct iobuffer_charge *ch)
+{
+    struct iobuffer *b = unsafe_impl(iface);
+
+    if (!b || !ch || b->stripe != NO_STRIPE)
+        return;
+    stripe_enter(ch->stripe);
+    b->stripe = ch->stripe;
+    b->charge = ch;
+    b->cnext = ch->head;
+    b->cpprev = &ch->head;
+    if (ch->head)
+        ch->head->cpprev = &b->cnext;
+    ch->head = b;
+    stripe_leave(ch->stripe);
+}
+
+struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch)
+{
+    struct iobuffer_charge *old = fx_tls_get(&charge_tls);
+    fx_tls_set(&charge_tls, ch);
+    return old;
+}
+
+void iobuffer_pin(IFWXIOBuffer *iface, int delta)
+{
+    /* A window's data is its original's: pin down the chain of host
+     * buffers (the window holds a reference on each, so they stay). */
+    for (struct iobuffer *b = unsafe_impl(iface); b; b = unsafe_impl(b->original))
+        InterlockedExchangeAdd(&b->pins, delta);
+}
+
+struct reclaim_tally {
+    struct fx_filter *owner;
+    unsigned buffers, kept;        /* reclaimed; of them, small ones whose memory stays */
+    unsigned long long bytes;      /* data bytes returned to the system */
+};
+
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim)
+{
+    struct reclaim_tally tally[8];
+    unsigned ntally = 0, pinned = 0;
+    struct iobuffer *b, *next;
+
+    memset(tally, 0, sizeof(tally));
+    stripe_enter(ch->stripe);
+    for (b = ch->head; b; b = next) {
+        next = b->cnext;
+        b->charge = NULL;
+        b->cnext = NULL;
+        b->cpprev = NULL;
+        /* ref 0: a Release is on its way to free it (it waits for this
+         * lock and finds it uncharged). Pinned: another connection's
+         * queued operation reads it; it stays whole. */
+        if (!reclaim || InterlockedCompareExchange(&b->ref, 0, 0) <= 0 || b->reclaimed)
+            continue;
+        if (b->pins > 0) {
+            pinned++;
+            continue;
+        }
+        b->reclaimed = 1;
+        struct reclaim_tally *t = NULL;
+        for (unsigned i = 0; i < ntally && !t; i++)
+            if (tally[i].owner == b->owner)
+                t = &tally[i];
+        if (!t && ntally < ARRAYSIZE(tally)) {
+            t = &tally[ntally++];
+            t->owner = b->owner;
+        }
+        if (!t) {               /* more filters than slots: the last one sums them */
+            t = &tally[ARRAYSIZE(tally) - 1];
+            t->owner = NULL;
+        }
+        t->buffers++;
+        if (b->block && fx_pages_reclaim(b->block, b->capacity) == 0)
+            t->bytes += fx_pages_round(b->capacity);
+        else
+            t->kept++;
+        /* Out of the live gauges: the leak is now only its header. */
+        InterlockedDecrement(&iobuffer_live);
+        if (b->owner) {
+            InterlockedDecrement(&b->owner->live_buffers);
+            InterlockedIncrement(&b->owner->reclaimed_buffers);
+        }
+        InterlockedIncrement(&reclaimed_total);
+        InterlockedIncrement(&reclaimed_held);
+        InterlockedExchangeAdd(&reclaimed_held_bytes, (LONG)sizeof(*b));
+    }
+    ch->head = NULL;
+    stripe_leave(ch->stripe);
+
+    for (unsigned i = 0; i < ntally; i++)
+        fx_log(FX_LOG_NOTICE, "%s: reclaimed %u buffer(s) filter %s still held after its session "
+               "ended (%llu bytes returned%s; %u-byte headers kept until released)",
+               what, tally[i].buffers, fx_filter_name(tally[i].owner),
+               tally[i].bytes, tally[i].kept ? ", small buffers' memory kept" : "",
+               (unsigned)sizeof(*b));
+    if (pinned)
+        fx_log(FX_LOG_NOTICE, "%s: %u buffer(s) still queued on another connection were not "
+               "reclaimed", what, pinned);
+}
+
+LONG iobuffer_reclaimed_count(void)
+{
+    return InterlockedCompareExchange(&reclaimed_total, 0, 0);
+}
+
+LONG iobuffer_reclaimed_held(LONG *bytes)
+{
+    if (bytes)
+        *bytes = InterlockedCompareExchange(&reclaimed_held_bytes, 0, 0);
+    return InterlockedCompareExchange(&reclaimed_held, 0, 0);
 }

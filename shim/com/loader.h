@@ -30,6 +30,9 @@ struct fx_filter {
     LONG live_buffers;
     LONG live_sockets;
     LONG live_sessions;
+    /* Host buffers it still referenced when their connection ended, whose
+     * memory the host took back (HOST-900): a total, not a gauge. */
+    LONG reclaimed_buffers;
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */

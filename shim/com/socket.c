@@ -144,14 +144,16 @@ static void op_complete(struct connection *c, struct op *op, BOOL ok, DWORD err,
     completion_push(c, cp);     /* freed after delivery, with the op around it */
 }
 
-/* A host buffer holding a copy of len bytes. NULL on out of memory. */
-static IFWXIOBuffer *host_copy(const BYTE *data, DWORD len)
+/* A host buffer holding a copy of len bytes, charged to c. NULL on out of
+ * memory. */
+static IFWXIOBuffer *host_copy(struct connection *c, const BYTE *data, DWORD len)
 {
     IFWXIOBuffer *buf;
     BYTE *dst;
     DWORD size, cap;
     if (FAILED(iobuffer_create(len, &buf)))
         return NULL;
+    iobuffer_charge(buf, &c->charge);
     iobuffer_data(buf, &dst, &size, &cap);
     memcpy(dst, data, len);
     IFWXIOBuffer_SetDataSize(buf, len);
@@ -231,6 +233,7 @@ static void net_pump_recvs(struct sock *s)
             if (FAILED(iobuffer_create(SOCK_READ_SIZE, &buf)))
                 return;    /* out of memory: retry on the next pass */
             iobuffer_set_owner(buf, op->owner);
+            iobuffer_charge(buf, &c->charge);
             iobuffer_data(buf, &data, &size, &cap);
         }
         if (!s->read_eof) {
@@ -308,6 +311,8 @@ static void pipe_pump(struct sock *s)
             IFWXIOBuffer *empty = recv->buf;
             if (!empty && FAILED(iobuffer_create(0, &empty)))
                 return;
+            if (!recv->buf)
+                iobuffer_charge(empty, &c->charge);
             opq_pop(&s->recvs);
             op_complete(c, recv, TRUE, 0, empty, 0);
             continue;
@@ -328,7 +333,7 @@ static void pipe_pump(struct sock *s)
                  * the send op's reference moves to the receiver. */
                 out = send->buf;
                 send->buf = NULL;
-            } else if (!(out = host_copy(send->data + s->rx_offset, size - s->rx_offset))) {
+            } else if (!(out = host_copy(c, send->data + s->rx_offset, size - s->rx_offset))) {
                 return;
             }
             s->rx_offset = size;
@@ -358,12 +363,13 @@ static void pipe_pump(struct sock *s)
 /* ------------------------------------------------------------ datagram ends */
 
 /* A host-made op holding one received datagram, from win_ext. */
-static struct op *dgram_op(const void *data, DWORD len, const void *win_ext, int ext_len)
+static struct op *dgram_op(struct connection *c, const void *data, DWORD len,
+                           const void *win_ext, int ext_len)
 {
     struct op *op = calloc(1, sizeof(*op));
     if (!op)
         return NULL;
-    if (!(op->buf = host_copy(data, len))) {
+    if (!(op->buf = host_copy(c, data, len))) {
         free(op);
         return NULL;
     }
@@ -440,7 +446,7 @@ static void dgram_pump_reads(struct sock *s)
         } else if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0) {
             winlen = 0;
         }
-        struct op *op = dgram_op(buf, (DWORD)n, &win, winlen);
+        struct op *op = dgram_op(c, buf, (DWORD)n, &win, winlen);
         if (!op)
             return;
         if (s->end == 0)
@@ -503,7 +509,7 @@ BOOL sock_dgram_push(struct sock *s, const void *data, DWORD len, const void *wi
 
     EnterCriticalSection(&c->lock);
     if (!s->dead && !s->closed && s->rx_count < DGRAM_RX_MAX &&
-        (op = dgram_op(data, len, win_ext, ext_len))) {
+        (op = dgram_op(c, data, len, win_ext, ext_len))) {
         opq_push(&s->rx, op);
         s->rx_count++;
         c->bytes_in += len;
@@ -651,6 +657,9 @@ static HRESULT op_prepare(struct sock *s, IFWXIOBuffer *buf, IFWXIOCompletion *s
     op->user = user;
     op->owner = caller_filter(s);
     iobuffer_ref(buf, +1);
+    /* The op keeps op->data: the buffer must stay whole until delivery. */
+    iobuffer_pin(buf, +1);
+    op->record.pinned = buf;
     if (sink)
         GUARDED_VOID(op->owner, "IFWXIOCompletion", "AddRef", IFWXIOCompletion_AddRef(sink));
     *out = op;
@@ -659,6 +668,7 @@ static HRESULT op_prepare(struct sock *s, IFWXIOBuffer *buf, IFWXIOCompletion *s
 
 static void op_discard(struct op *op)
 {
+    iobuffer_pin(op->record.pinned, -1);
     iobuffer_ref(op->buf, -1);
     if (op->sink)
         GUARDED_VOID(op->owner, "IFWXIOCompletion", "Release", IFWXIOCompletion_Release(op->sink));

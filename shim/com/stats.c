@@ -53,7 +53,7 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
 
 enum rule_field { R_CONNS, R_LIVE, R_DENIALS, R_REFUSED, R_BYTES_IN, R_BYTES_OUT };
 enum filter_field { F_SESSIONS, F_DENIALS, F_FAULTS, F_DISABLED, F_LIVE_BUFFERS, F_LIVE_SOCKETS,
-                    F_LIVE_SESSIONS };
+                    F_LIVE_SESSIONS, F_RECLAIMED };
 
 static long long rule_value(struct rule *r, enum rule_field k)
 {
@@ -78,6 +78,7 @@ static long long filter_value(struct fx_filter *f, enum filter_field k)
     case F_LIVE_BUFFERS: return read32(&f->live_buffers);
     case F_LIVE_SOCKETS: return read32(&f->live_sockets);
     case F_LIVE_SESSIONS: return read32(&f->live_sessions);
+    case F_RECLAIMED: return read32(&f->reclaimed_buffers);
     }
     return 0;
 }
@@ -100,6 +101,7 @@ static void prometheus(FILE *f, struct host *h)
         { "filter_buffers_live", "gauge", "Host I/O buffers the filter holds (made by its calls or for its Recv); only growing means a leak.", F_LIVE_BUFFERS },
         { "filter_network_sockets_live", "gauge", "Network sockets (IFWXNetworkSocket) the filter created and still holds.", F_LIVE_SOCKETS },
         { "filter_sessions_live", "gauge", "Sessions the filter is attached to now.", F_LIVE_SESSIONS },
+        { "filter_buffers_reclaimed_total", "counter", "Host I/O buffers the filter still held when their connection ended, whose memory the host took back.", F_RECLAIMED },
     };
 
     for (size_t m = 0; m < ARRAYSIZE(rm); m++) {
@@ -128,6 +130,12 @@ static void prometheus(FILE *f, struct host *h)
     fprintf(f, "fwxshim_sessions_live %ld\n", (long)read32(&h->live_sessions));
     head(f, "host_buffers_live", "gauge", "Live host I/O buffers (IFWXIOBuffer objects of the host).");
     fprintf(f, "fwxshim_host_buffers_live %ld\n", (long)iobuffer_live_count());
+    LONG held_bytes, held = iobuffer_reclaimed_held(&held_bytes);
+    head(f, "host_buffers_reclaimed_total", "counter", "Host I/O buffers reclaimed from filters when their connection ended.");
+    fprintf(f, "fwxshim_host_buffers_reclaimed_total %ld\n", (long)iobuffer_reclaimed_count());
+    head(f, "host_reclaimed_headers_bytes", "gauge", "Memory still held by reclaimed buffers that filters never released (their headers).");
+    fprintf(f, "fwxshim_host_reclaimed_headers_bytes %ld\n", (long)held_bytes);
+    (void)held;
     head(f, "faults_total", "counter", "Exceptions caught in filter code, over all filters.");
     fprintf(f, "fwxshim_faults_total %ld\n", (long)guard_fault_total());
     head(f, "workers", "gauge", "Worker threads.");
@@ -138,13 +146,15 @@ static void prometheus(FILE *f, struct host *h)
 
 static void table(FILE *f, struct host *h)
 {
+    LONG held_bytes, held = iobuffer_reclaimed_held(&held_bytes);
     fprintf(f, "fwxhost %s (%s-bit host), up %lld s, %d worker(s)\n", FWX_VERSION,
             sizeof(void *) == 8 ? "64" : "32", (long long)(time(NULL) - started), h->nworkers);
     fprintf(f, "host: connections %ld total, %ld live, %ld denied; sessions %ld live; "
-            "host buffers %ld live; faults %ld\n",
+            "host buffers %ld live; faults %ld; reclaimed buffers %ld (%ld headers held, %ld bytes)\n",
             (long)read32(&h->total_connections), (long)read32(&h->live_connections),
             (long)read32(&h->denied_connections), (long)read32(&h->live_sessions),
-            (long)iobuffer_live_count(), (long)guard_fault_total());
+            (long)iobuffer_live_count(), (long)guard_fault_total(),
+            (long)iobuffer_reclaimed_count(), (long)held, (long)held_bytes);
     fprintf(f, "\n%-20s %-8s %11s %6s %8s %8s %18s %16s\n", "rule", "type", "connections", "live",
             "denials", "refused", "bytes-from-clients", "bytes-to-clients");
     for (int r = 0; r < h->nrules; r++) {
@@ -156,15 +166,15 @@ static void table(FILE *f, struct host *h)
     }
     /* Columns after "state": what the filter holds now (live host
      * objects); appended so the older columns keep their places. */
-    fprintf(f, "\n%-20s %8s %8s %7s  %-8s %12s %12s %13s\n", "filter", "sessions", "denials",
-            "faults", "state", "live-buffers", "live-sockets", "live-sessions");
+    fprintf(f, "\n%-20s %8s %8s %7s  %-8s %12s %12s %13s %9s\n", "filter", "sessions", "denials",
+            "faults", "state", "live-buffers", "live-sockets", "live-sessions", "reclaimed");
     for (int i = 0; i < h->nfilters; i++) {
         struct fx_filter *fl = &h->filters[i];
-        fprintf(f, "%-20s %8lld %8lld %7lld  %-8s %12lld %12lld %13lld\n", fx_filter_name(fl),
+        fprintf(f, "%-20s %8lld %8lld %7lld  %-8s %12lld %12lld %13lld %9lld\n", fx_filter_name(fl),
                 filter_value(fl, F_SESSIONS), filter_value(fl, F_DENIALS),
                 filter_value(fl, F_FAULTS), filter_value(fl, F_DISABLED) ? "disabled" : "enabled",
                 filter_value(fl, F_LIVE_BUFFERS), filter_value(fl, F_LIVE_SOCKETS),
-                filter_value(fl, F_LIVE_SESSIONS));
+                filter_value(fl, F_LIVE_SESSIONS), filter_value(fl, F_RECLAIMED));
     }
     if (!h->nfilters)
         fprintf(f, "(no filters)\n");

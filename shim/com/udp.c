@@ -74,6 +74,7 @@ struct udp_rule {
     unsigned nclients;
     unsigned long long dropped;
     BOOL full_logged;
+    BOOL max_logged;               /* max-sessions reached: logged once until it is not */
     BOOL outbound;
     BOOL loop_logged;
     unsigned listen_port;              /* host order */
@@ -285,6 +286,17 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return NULL;
     }
     ur->full_logged = FALSE;
+    /* [host] max-sessions counts UDP clients too (HOST-901): a flood of
+     * source addresses would otherwise make connections without bound. */
+    unsigned max = the_host->config->host.max_sessions;
+    if ((unsigned)InterlockedCompareExchange(&the_host->live_connections, 0, 0) >= max) {
+        if (!ur->max_logged)
+            fx_log(FX_LOG_WARN, "rule %s: max-sessions (%u) reached; datagrams of new UDP "
+                   "clients (%s) are dropped until some sessions end", rname(ur), max, who);
+        ur->max_logged = TRUE;
+        return NULL;
+    }
+    ur->max_logged = FALSE;
     /* Publishing: the published server's session. Outbound: the client's
      * own, one per client IP address, as for TCP (HOST-001). */
     struct session *s = rule->session;

@@ -32,7 +32,7 @@ static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
     "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
-    "restart-limit", "restart-delay", "reload-drain", "session-timeout", NULL
+    "restart-limit", "restart-delay", "reload-drain", "session-timeout", "reclaim-leaks", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -262,6 +262,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.restart_limit = 5;
     cfg->host.restart_delay = 1;
     cfg->host.reload_drain = 300;
+    cfg->host.reclaim_leaks = 1;
     return cfg;
 }
 
@@ -483,6 +484,11 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "a number from 1 to 1000000, or 0 for never disabling",
                                 msg, msglen);
         h->max_faults = (unsigned)v;
+    } else if (strcasecmp(key, "reclaim-leaks") == 0) {
+        int b = fx_parse_bool(value);
+        if (b < 0)
+            return fx_bad_value(key, value, "yes, no, true, false, 1 or 0", msg, msglen);
+        h->reclaim_leaks = b;
     } else if (strcasecmp(key, "on-disabled-filter") == 0) {
         if (strcasecmp(value, "refuse") == 0)
             h->on_disabled = FX_DISABLED_REFUSE;

@@ -85,6 +85,7 @@ typedef struct fx_host_conf {
     unsigned max_faults;      /* faults before a filter is disabled; 0 = never */
     enum fx_on_disabled on_disabled;   /* what a disabled filter's connections get */
     unsigned hang_timeout;    /* seconds before the watchdog reports a filter call; 0 = off */
+    int reclaim_leaks;        /* take back buffers filters hold when their connection ends (default 1) */
     unsigned secondary_timeout; /* seconds an anticipated action with FWX_FLAG_TIMEOUT waits */
     char *control;            /* the control socket (fxctl.h); NULL = the default path */
     char *record;             /* fwxhost --record: directory for session scripts; NULL = off */

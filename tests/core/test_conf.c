@@ -238,6 +238,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->host.max_faults, 5);
     assert_int_equal(c->host.on_disabled, FX_DISABLED_REFUSE);
     assert_int_equal(c->host.hang_timeout, 30);
+    assert_int_equal(c->host.reclaim_leaks, 1);
     assert_int_equal(c->nfilters, 0);
     fx_config_free(c);
 }
@@ -275,6 +276,15 @@ static void test_fault_keys(void **state)
     assert_int_equal(fx_config_set(c, "host", "hang-timeout", "-2", err, sizeof(err)), -1);
     assert_string_equal(err, "bad value '-2' for 'hang-timeout' (expected seconds from 1 to 86400, "
                              "or 0 for no watchdog)");
+    /* reclaim-leaks (HOST-900): a boolean, on by default. */
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "no", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reclaim_leaks, 0);
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "Yes", err, sizeof(err)), 0);
+    assert_int_equal(c->host.reclaim_leaks, 1);
+    assert_int_equal(fx_config_set(c, "host", "reclaim-leaks", "sometimes", err, sizeof(err)), -1);
+    assert_string_equal(err, "bad value 'sometimes' for 'reclaim-leaks' (expected yes, no, true, "
+                             "false, 1 or 0)");
+    assert_int_equal(c->host.reclaim_leaks, 1);
     fx_config_free(c);
 }
 
@@ -372,7 +382,7 @@ static void test_err_unknown_key(void **state)
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
                  "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout, "
-                 "restart-limit, restart-delay, reload-drain, session-timeout)");
+                 "restart-limit, restart-delay, reload-drain, session-timeout, reclaim-leaks)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",

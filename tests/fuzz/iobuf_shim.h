@@ -55,6 +55,15 @@ typedef const IID *REFIID;
 #define InterlockedIncrement(p) __atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST)
 #define InterlockedDecrement(p) __atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST)
 #define InterlockedExchange(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#define InterlockedExchangeAdd(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+static inline LONG InterlockedCompareExchange(volatile LONG *p, LONG v, LONG cmp)
+{
+    __atomic_compare_exchange_n(p, &cmp, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return cmp;
+}
+#define SwitchToThread() ((void)0)
+#define ARRAYSIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define FWX_E_TERMINATING ((HRESULT)0xC0040001u)
 
 static const IID IID_IUnknown = {0x00000000, 0, 0, {0xC0, 0, 0, 0, 0, 0, 0, 0x46}};
 static const IID IID_IFWXIOBuffer = {0x0f0ed5e1, 0xf1f1, 0x4f1b, {1, 2, 3, 4, 5, 6, 7, 8}};
@@ -98,7 +107,12 @@ void iobuffer_thread_cache_init(void);
 void iobuffer_thread_cache_free(void);
 
 /* The filter whose call is running: the harness plays one filter. */
-struct fx_filter { LONG live_buffers; };
+struct fx_filter { LONG live_buffers, reclaimed_buffers; };
+static inline const char *fx_filter_name(const struct fx_filter *f)
+{
+    (void)f;
+    return "harness";
+}
 static struct fx_filter *shim_current_filter;
 static inline struct fx_filter *guard_current_filter(void)
 {
@@ -121,5 +135,17 @@ BOOL iobuffer_is_host(IFWXIOBuffer *buf);
 void iobuffer_ref(IFWXIOBuffer *buf, int delta);
 HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
 void iobuffer_set_owner(IFWXIOBuffer *buf, struct fx_filter *owner);
+struct iobuffer;
+struct iobuffer_charge {           /* as shim/com/fwxhost.h */
+    struct iobuffer *head;
+    unsigned stripe;
+};
+void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
+void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
+struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
+void iobuffer_pin(IFWXIOBuffer *buf, int delta);
+void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
+LONG iobuffer_reclaimed_count(void);
+LONG iobuffer_reclaimed_held(LONG *bytes);
 
 #endif /* FX_IOBUF_SHIM_H */

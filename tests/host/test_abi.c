@@ -685,6 +685,121 @@ static void test_buffer_thread_cache(void **state)
     assert_int_equal(IFWXIOBuffer_Release(a), 0);
 }
 
+/* The protection of the mapping holding addr, from /proc/self/maps ("rw-p",
+ * "---p"; "" if none): cmocka owns SIGSEGV here, so probing by touching is out. */
+static const char *page_perms(const void *addr, char out[8])
+{
+    char line[512];
+    FILE *f = fopen("/proc/self/maps", "r");
+    out[0] = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        unsigned long long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) == 3 &&
+            (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+            strcpy(out, perms);
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    return out;
+}
+
+/* HOST-900: a buffer still referenced when its charge (connection) is
+ * reclaimed answers FWX_E_TERMINATING from every method, leaves the live
+ * count, and its page-backed data can no longer be read; its header goes
+ * when the last reference does. A pinned buffer (a queued host operation)
+ * and one released before the walk are left alone; a small one is marked
+ * but keeps its memory. */
+static void test_buffer_reclaim(void **state)
+{
+    struct iobuffer_charge ch;
+    IFWXIOBuffer *big = NULL, *little = NULL, *pinned = NULL, *gone = NULL, *win = NULL;
+    BYTE *data = NULL, *big_data = NULL, *little_data = NULL, *pinned_data = NULL, byte;
+    DWORD size, cap, alloc;
+    LONG live, reclaimed, held, held_bytes, bytes_after;
+    char perms[8];
+    ULONG n;
+    (void)state;
+
+    iobuffer_charge_init(&ch, 7);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &big), S_OK);
+    assert_int_equal(iobuffer_create(100, &little), S_OK);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &pinned), S_OK);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &gone), S_OK);
+    iobuffer_charge(big, &ch);
+    iobuffer_charge(little, &ch);
+    iobuffer_charge(pinned, &ch);
+    iobuffer_charge(gone, &ch);
+    /* Windows made while the charge is this thread's are charged too. */
+    assert_ptr_equal(iobuffer_charge_enter(&ch), NULL);
+    assert_int_equal(IFWXIOBuffer_Append(big, "abc", 3, NULL), S_OK);
+    assert_int_equal(iobuffer_create_window(big, 0, 3, &win), S_OK);
+    assert_ptr_equal(iobuffer_charge_enter(NULL), &ch);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(big, &big_data, &size), S_OK);
+    assert_string_equal(page_perms(big_data, perms), "rw-p");
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(little, &little_data, &size), S_OK);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(pinned, &pinned_data, &size), S_OK);
+    iobuffer_pin(pinned, +1);
+    assert_int_equal(IFWXIOBuffer_Release(gone), 0);
+    {
+        /* Pinning a window pins its original too (its data lives there). */
+        struct iobuffer_charge ch2;
+        IFWXIOBuffer *orig = NULL, *view = NULL;
+        BYTE *orig_data;
+        LONG before = iobuffer_reclaimed_count();
+        iobuffer_charge_init(&ch2, 8);
+        assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &orig), S_OK);
+        assert_int_equal(IFWXIOBuffer_Append(orig, "xyz", 3, NULL), S_OK);
+        assert_int_equal(iobuffer_create_window(orig, 1, 2, &view), S_OK);
+        iobuffer_charge(orig, &ch2);
+        assert_int_equal(IFWXIOBuffer_GetBufferAndSize(orig, &orig_data, &size), S_OK);
+        iobuffer_pin(view, +1);
+        iobuffer_reclaim(&ch2, "test_buffer_reclaim (window)", TRUE);
+        assert_int_equal(iobuffer_reclaimed_count(), before);
+        assert_string_equal(page_perms(orig_data, perms), "rw-p");
+        iobuffer_pin(view, -1);
+        assert_int_equal(IFWXIOBuffer_Release(view), 0);
+        assert_int_equal(IFWXIOBuffer_Release(orig), 0);
+    }
+
+    live = iobuffer_live_count();
+    reclaimed = iobuffer_reclaimed_count();
+    held = iobuffer_reclaimed_held(&held_bytes);
+    iobuffer_reclaim(&ch, "test_buffer_reclaim", TRUE);
+    assert_ptr_equal(ch.head, NULL);
+    /* big, little and the window; not the pinned one. */
+    assert_int_equal(iobuffer_reclaimed_count(), reclaimed + 3);
+    assert_int_equal(iobuffer_live_count(), live - 3);
+    assert_int_equal(iobuffer_reclaimed_held(&bytes_after), held + 3);
+    assert_true(bytes_after > held_bytes);
+
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(big, &data, &size), FWX_E_TERMINATING);
+    assert_ptr_equal(data, NULL);
+    assert_int_equal(IFWXIOBuffer_GetBufferSizes(big, &alloc, &size), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_Append(big, "x", 1, &n), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_ReadAt(big, 0, &byte, 1, &n), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_SetDataSize(big, 1), FWX_E_TERMINATING);
+    assert_int_equal(iobuffer_data(big, &data, &size, &cap), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(win, &data, &size), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(little, &data, &size), FWX_E_TERMINATING);
+    /* The raw pointers: the big one's pages are gone, the little one's memory stays. */
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(pinned, &data, &size), S_OK);
+    assert_string_equal(page_perms(pinned_data, perms), "rw-p");
+    byte = little_data[0];                                  /* readable: memory kept */
+    assert_string_equal(page_perms(big_data, perms), "---p");
+    assert_string_equal(page_perms(big_data + IOBUFFER_POOL_SIZE - 1, perms), "---p");
+
+    assert_int_equal(IFWXIOBuffer_Release(win), 0);
+    assert_int_equal(IFWXIOBuffer_Release(big), 0);
+    assert_int_equal(IFWXIOBuffer_Release(little), 0);
+    assert_int_equal(iobuffer_reclaimed_held(NULL), held);
+    iobuffer_pin(pinned, -1);
+    assert_int_equal(IFWXIOBuffer_Release(pinned), 0);
+    assert_int_equal(iobuffer_live_count(), live - 4);
+}
+
 static void test_buffer_create_huge_fails_cleanly(void **state)
 {
     static const DWORD sizes[] = { 0xFFFFFFFFu, 0x80000000u, 0x7FFFFFFFu, 0x40000001u,
@@ -1636,6 +1751,7 @@ int main(void)
         BUF_TEST(test_buffer_create_empty),
         BUF_TEST(test_buffer_create_huge_fails_cleanly),
         BUF_TEST(test_buffer_thread_cache),
+        BUF_TEST(test_buffer_reclaim),
         BUF_TEST(test_buffer_append_partial),
         BUF_TEST(test_buffer_null_pointers),
         BUF_TEST(test_buffer_read_at),
