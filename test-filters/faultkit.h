@@ -135,6 +135,9 @@ typedef struct {
     FwxFilterHookEvents hooks;
 } Filter;
 
+/* The firewall FilterInit received (the Filter object holds the reference). */
+static IFWXFirewall *fk_firewall;
+
 static HRESULT session_filter_create(IFWXSession *session, IFWXSessionFilter **out);
 static HRESULT data_filter_create(IFWXDataFilter **out);
 
@@ -181,6 +184,7 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
 
     IFWXFirewall_AddRef(firewall);
     filter->firewall = firewall;
+    fk_firewall = firewall;
     filter->hooks.dwGlobalEvents = fk_hook_events();
     filter->hooks.dwNumPortRanges = 0;
     filter->hooks.PortRangeEvents = NULL;

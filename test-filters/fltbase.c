@@ -202,7 +202,11 @@ STDAPI DllCanUnloadNow(void)
  * filters, and S_OK keeps regsvr32-style tooling content meanwhile. */
 STDAPI DllRegisterServer(void)
 {
+#ifdef FWX_SELF_REGISTER
+    return fwx_self_register();
+#else
     return S_OK;
+#endif
 }
 
 STDAPI DllUnregisterServer(void)

@@ -39,6 +39,12 @@ extern const char fwx_filter_name[];
  * interface riid on it. Called by the class factory; aggregation is already refused. */
 HRESULT fwx_filter_create(REFIID riid, void **ppv);
 
+#ifdef FWX_SELF_REGISTER
+/* Built with -DFWX_SELF_REGISTER: DllRegisterServer calls this, which registers the
+ * filter through IFWXFilterAdmin as ISA 2000 filters do (passreg, tests/abi.sh). */
+HRESULT fwx_self_register(void);
+#endif
+
 /* ---------------------------------------------------------------- provided by fltbase.c */
 
 /* The DLL's module handle, set in DllMain. */

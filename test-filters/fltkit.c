@@ -93,7 +93,13 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
 {
     KitFilter *filter = impl_from_IFWXFilter(iface);
 
+#ifdef FWX_PROFILE_TMG
+    /* ISA 2004/2006/TMG (-DFWX_PROFILE_TMG, tests/abi.sh profiles): ppHooks points to the
+     * host's structure ({dwGlobalEvents}), which we fill; untouched it means none. */
+    FwxFilterHookEvents *host_hooks = (FwxFilterHookEvents *)ppHooks;
+#else
     *ppHooks = NULL;
+#endif
     filter->hooks.dwGlobalEvents = filter->cls->events;
     filter->hooks.dwNumPortRanges = 0;
     filter->hooks.PortRangeEvents = NULL;
@@ -103,7 +109,11 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
 
     IFWXFirewall_AddRef(firewall);
     filter->firewall = firewall;
+#ifdef FWX_PROFILE_TMG
+    host_hooks->dwGlobalEvents = filter->hooks.dwGlobalEvents;
+#else
     *ppHooks = &filter->hooks;
+#endif
     return S_OK;
 }
 
@@ -139,7 +149,9 @@ static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXS
     HRESULT hr;
 
     *ppSessionFilter = NULL;
-    *ppHooks = NULL;
+#ifndef FWX_PROFILE_TMG
+    *ppHooks = NULL;   /* tmg: the host's structure, filled below */
+#endif
     if (!firewall)   /* shut down, disabled, or never initialised */
         return FWX_E_TERMINATING;
     observe_simple(filter, KIT_CALL_ATTACH_TO_SESSION);
@@ -168,7 +180,14 @@ static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXS
         CoTaskMemFree(hooks);
         return hr;
     }
+#ifdef FWX_PROFILE_TMG
+    if (hooks) {
+        ((FwxFilterHookEvents *)ppHooks)->dwGlobalEvents = hooks->dwGlobalEvents;
+        CoTaskMemFree(hooks);
+    }
+#else
     *ppHooks = hooks;
+#endif
     return S_OK;
 }
 

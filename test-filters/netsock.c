@@ -3,6 +3,8 @@
  * IFWXFirewall::CreateNetworkSocket instead of filtering other people's
  * connections, as an ISA 2000 filter with a protocol of its own (a proxy that
  * connects out, a service that listens) would. It hooks no events.
+ * Built twice: netsock.dll (ISA 2000) and netsocktmg.dll (-DFWX_PROFILE_TMG, against
+ * gen/tmg/wspfwext.h, where SetSockOpt comes before GetSockOpt as in TMG).
  *
  * Behaviour, set by the environment once, in FilterInit:
  *

@@ -22,58 +22,16 @@
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
 set -u
 
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_WHAT="connector protocol through fwxhost in network namespaces"
+TL_KEEP=${CONNECTOR_TEST_KEEP:-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-connector
 PEER=$B/tests/peers/connpeer
 K=12 BYTES=262144
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 25 "$x" | sed 's/^/#   | /'; done; }
-skip_all() { echo "ok 1 # SKIP connector protocol through fwxhost in network namespaces: $1"; echo "1..1"; exit 0; }
-
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for tool in ip iptables timeout; do
-    command -v $tool > /dev/null || missing="$missing $tool"
-done
-[ -n "$missing" ] && skip_all "needs$missing"
+tl_require root ip iptables timeout
 [ -x "$PEER" ] || { echo "not ok 1 - tests/peers/connpeer is not built"; echo "1..1"; exit 1; }
-
-T=$(mktemp -d /tmp/fwx-connector.XXXXXX) || exit 99
 chmod 755 "$T"
-nc=fwxconc$$ ng=fwxcong$$ nsv=fwxcons$$
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    for x in "$nc" "$ng" "$nsv"; do ip netns del "$x" 2> /dev/null; done
-    ip link del fxkc$$ 2> /dev/null
-    ip link del fxks$$ 2> /dev/null
-    [ -n "${CONNECTOR_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-CLIENT=10.202.1.2 GW_IN=10.202.1.1 GW_OUT=10.202.2.1 SERVER=10.202.2.2
-topology() {
-    ip netns add "$nc" && ip netns add "$ng" && ip netns add "$nsv" || return 1
-    ip link add fxkc$$ type veth peer name fxkg$$ || return 1
-    ip link add fxks$$ type veth peer name fxkt$$ || return 1
-    ip link set fxkc$$ netns "$nc" && ip link set fxkg$$ netns "$ng" &&
-    ip link set fxkt$$ netns "$ng" && ip link set fxks$$ netns "$nsv" || return 1
-    ip -n "$nc" addr add $CLIENT/24 dev fxkc$$ && ip -n "$nc" link set fxkc$$ up &&
-    ip -n "$nc" link set lo up && ip -n "$nc" route add default via $GW_IN || return 1
-    ip -n "$ng" addr add $GW_IN/24 dev fxkg$$ && ip -n "$ng" link set fxkg$$ up &&
-    ip -n "$ng" addr add $GW_OUT/24 dev fxkt$$ && ip -n "$ng" link set fxkt$$ up &&
-    ip -n "$ng" link set lo up || return 1
-    ip -n "$nsv" addr add $SERVER/24 dev fxks$$ && ip -n "$nsv" link set fxks$$ up &&
-    ip -n "$nsv" link set lo up && ip -n "$nsv" route add default via $GW_OUT || return 1
-    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
-}
-topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+tl_topology fxk 10.202 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
 if ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER --dport 7000 \
         -j REDIRECT --to-ports 2221 2> "$T/ipt.err" ||
    ! ip netns exec "$ng" iptables -t nat -A PREROUTING -i fxkg$$ -p tcp -d $SERVER --dport 7002 \
@@ -128,21 +86,7 @@ type = outbound
 listen = *:2222
 secondary-only = yes
 EOF
-: > "$log"
-    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/conn-$f.ini" 2> "$log" &
-    HOST_PID=$!
-    pids+=($HOST_PID)
-    for _ in $(seq 1 150); do
-        [ "$(grep -c 'fwxhost: ready' "$log")" = 4 ] && return 0
-        kill -0 $HOST_PID 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-stop_host() {
-    kill -TERM $HOST_PID 2> /dev/null
-    wait $HOST_PID 2> /dev/null
-    HOST_RC=$?
+    ns_host "$ng" "$T/conn-$f.ini" "$log" 4 "$@"
 }
 client() {  # OUT ADDR:PORT [connpeer options]
     local out=$1 addr=$2
@@ -153,7 +97,7 @@ client() {  # OUT ADDR:PORT [connpeer options]
 for f in $FLAVOURS; do
     log=$T/host-$f.log
     if ! start_host $f "$log"; then
-        not_ok "$f: fwxhost with the connector filter starts in the gateway namespace" "$log"
+        fail "$f: fwxhost with the connector filter starts in the gateway namespace" "$log"
         continue
     fi
     for setup in publish securenat; do
@@ -162,7 +106,7 @@ for f in $FLAVOURS; do
         if client "$out" $addr --inbound $K --outbound $K --bytes $BYTES --seed 11 --timeout 20; then
             ok "$f $setup: $K inbound + $K outbound secondary connections at once, $BYTES bytes each way, intact"
         else
-            not_ok "$f $setup: $K inbound + $K outbound secondary connections intact" "$out" "$log"
+            fail "$f $setup: $K inbound + $K outbound secondary connections intact" "$out" "$log"
         fi
     done
     stop_host
@@ -175,7 +119,7 @@ for f in $FLAVOURS; do
        [ "$retro_none" -ge $((2 * K)) ] && [ "$retro_ours" -ge $((2 * K)) ] && [ "$HOST_RC" = 0 ]; then
         ok "$f: $est fwx_EstablishedConnection with the filter's context, $binds binds; RetroactiveAllowBind fails without a bind and finds BindForClient's; clean exit"
     else
-        not_ok "$f: events and binds (established $est, foreign $bad, binds $binds, retroactive without bind $retro_none, on ours $retro_ours, exit $HOST_RC)" "$log"
+        fail "$f: events and binds (established $est, foreign $bad, binds $binds, retroactive without bind $retro_none, on ours $retro_ours, exit $HOST_RC)" "$log"
     fi
 
     # Cancelled OPEN actions: the client's connections are refused, in both set-ups.
@@ -190,17 +134,17 @@ for f in $FLAVOURS; do
                [ "$(grep -c 'cancelled by the filter' "$log")" -ge 2 ]; then
                 ok "$f $setup: cancelled OPEN actions refuse the connections ($(grep -m1 'OPEN seed' "$out" | cut -c1-90))"
             else
-                not_ok "$f $setup: cancelled OPEN actions refuse the connections (client exit $rc)" "$out" "$log"
+                fail "$f $setup: cancelled OPEN actions refuse the connections (client exit $rc)" "$out" "$log"
             fi
         done
         stop_host
         if ! grep -q 'established data connection' "$log"; then
             ok "$f: no fwx_EstablishedConnection for cancelled actions"
         else
-            not_ok "$f: no fwx_EstablishedConnection for cancelled actions" "$log"
+            fail "$f: no fwx_EstablishedConnection for cancelled actions" "$log"
         fi
     else
-        not_ok "$f: fwxhost starts (cancel run)" "$log"
+        fail "$f: fwxhost starts (cancel run)" "$log"
     fi
 
     # A bind unused for secondary-timeout (1 s) refuses the server's late connection.
@@ -215,10 +159,10 @@ for f in $FLAVOURS; do
            ! grep -q 'established data connection' "$log"; then
             ok "$f: a BindForClient bind unused for secondary-timeout refuses the late connection"
         else
-            not_ok "$f: a BindForClient bind unused for secondary-timeout refuses the late connection (client exit $rc)" "$out" "$log"
+            fail "$f: a BindForClient bind unused for secondary-timeout refuses the late connection (client exit $rc)" "$out" "$log"
         fi
     else
-        not_ok "$f: fwxhost starts (expiry run)" "$log"
+        fail "$f: fwxhost starts (expiry run)" "$log"
     fi
     HOST_EXTRA=
 
@@ -253,17 +197,16 @@ path = $B/filters/$f/sessionlog.dll"
            [ "$est1" = 0 ] && grep -q 'nothing connected' "$out"; then
             ok "$f: a BindForClient bind of a session that expired (session-timeout = 1) refuses the server's late connection"
         else
-            not_ok "$f: a BindForClient bind of an expired session refuses the late connection (client exit $rc, established $est1)" "$out" "$log"
+            fail "$f: a BindForClient bind of an expired session refuses the late connection (client exit $rc, established $est1)" "$out" "$log"
         fi
         if [ $rc2 = 0 ] && [ "$order" = yes ]; then
             ok "$f: the expired session's filters got Detach; the client's next connection got a new session (AttachToSession) and worked"
         else
-            not_ok "$f: Detach then a fresh AttachToSession after expiry (client exit $rc2, order $order)" "$out2" "$slf" "$log"
+            fail "$f: Detach then a fresh AttachToSession after expiry (client exit $rc2, order $order)" "$out2" "$slf" "$log"
         fi
     else
-        not_ok "$f: fwxhost starts (session expiry run)" "$log"
+        fail "$f: fwxhost starts (session expiry run)" "$log"
     fi
     HOST_EXTRA= FILTER_EXTRA=
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

@@ -14,55 +14,15 @@
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
 set -u
 
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 20 "$x" | sed 's/^/#   | /'; done; }
-
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for tool in ip iptables setpriv; do
-    command -v $tool > /dev/null || missing="$missing $tool"
-done
-if [ -n "$missing" ]; then
-    echo "ok 1 # SKIP outbound emulation in a network namespace: needs$missing"
-    echo "1..1"
-    exit 0
-fi
-
-T=$(mktemp -d /tmp/fwx-emulation.XXXXXX) || exit 99
+TL_WHAT="outbound emulation in a network namespace"
+TL_TAIL=20
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-emulation
+tl_require root ip iptables setpriv
 chmod 755 "$T"
-ns=fwxemu$$
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    ip netns del "$ns" 2> /dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-inns() { ip netns exec "$ns" "$@"; }
-
-if ! ip netns add "$ns" 2> "$T/netns.err" || ! inns ip link set lo up; then
-    echo "ok 1 # SKIP outbound emulation: cannot create a network namespace ($(cat "$T/netns.err"))"
-    echo "1..1"
-    exit 0
-fi
-if ! inns iptables -t nat -A OUTPUT -p tcp -d 127.0.0.3 --dport 8080 \
-        -m owner --uid-owner 65534 -j REDIRECT --to-ports 3128 2> "$T/ipt.err"; then
-    echo "ok 1 # SKIP outbound emulation: iptables NAT unavailable here ($(cat "$T/ipt.err"))"
-    echo "1..1"
-    exit 0
-fi
-
-peer=$B/tests/peers/fxpeer
-[ -x "$peer" ] || { echo "not ok 1 - tests/peers/fxpeer is not built"; exit 1; }
+tl_outbound_ns fwxemu
+tl_fxpeer
+peer=$FXPEER
 
 for f in $FLAVOURS; do
     log=$T/host-$f.log
@@ -101,7 +61,7 @@ EOF
             > "$T/client-$f.log" 2>&1 && [ "$(cat "$out")" = "emulated:hello emulator" ]; then
         ok "$f: the emulator answered a connect to a closed port ($(cat "$out"))"
     else
-        not_ok "$f: the emulator answers a connect to a closed port" "$T/client-$f.log" "$out" "$log"
+        fail "$f: the emulator answers a connect to a closed port" "$T/client-$f.log" "$out" "$log"
     fi
     # Inbound: a publishing rule whose target (port 9) nothing serves.
     out=$T/reply-in-$f.txt
@@ -109,7 +69,7 @@ EOF
             > "$T/client-in-$f.log" 2>&1 && [ "$(cat "$out")" = "emulated:hello inbound" ]; then
         ok "$f: inbound emulation (EmulateConnection) answered a client of a publishing rule ($(cat "$out"))"
     else
-        not_ok "$f: inbound emulation answers a client of a publishing rule" "$T/client-in-$f.log" "$out" "$log"
+        fail "$f: inbound emulation answers a client of a publishing rule" "$T/client-in-$f.log" "$out" "$log"
     fi
     kill -TERM $hp
     wait $hp
@@ -127,7 +87,7 @@ EOF
        ! grep -q 'connect to target' "$log"; then
         ok "$f: inbound emulation: one emulator per connection (FWX_E_ALREADY_EMULATED), no connect to the target"
     else
-        not_ok "$f: inbound emulation calls (missing:$missing_in)" "$log"
+        fail "$f: inbound emulation calls (missing:$missing_in)" "$log"
     fi
     checks=(
         "SetProtocol(FWX_FLAG_EMULATE_PROTOCOL): 0x00000000"
@@ -147,8 +107,7 @@ EOF
        ! grep -q 'connect to target' "$log" && [ $rc = 0 ]; then
         ok "$f: one emulator per connection (FWX_E_ALREADY_EMULATED), SetSocketName once, no connect to the destination, clean exit"
     else
-        not_ok "$f: emulation calls (missing:$missing_lines; exit $rc)" "$log"
+        fail "$f: emulation calls (missing:$missing_lines; exit $rc)" "$log"
     fi
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

@@ -21,63 +21,23 @@
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
 set -u
 
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_WHAT="FTP through fwxhost in network namespaces"
+TL_KEEP=${FTP_TEST_KEEP:-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-ftp
 VSFTPD=${VSFTPD:-/usr/sbin/vsftpd}
 SIZE_MB=${FTP_TEST_MB:-10}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 25 "$x" | sed 's/^/#   | /'; done; }
-skip_all() { echo "ok 1 # SKIP FTP through fwxhost in network namespaces: $1"; echo "1..1"; exit 0; }
-
 missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for tool in ip iptables curl sha256sum timeout; do
-    command -v $tool > /dev/null || missing="$missing $tool"
-done
+tl_missing root ip iptables curl sha256sum timeout
 [ -x "$VSFTPD" ] || missing="$missing vsftpd"
 # vsftpd enters its anonymous user's home first: the Debian package's "ftp" user has one.
 FTP_USER=${FTP_USER:-ftp}
 id "$FTP_USER" > /dev/null 2>&1 || missing="$missing user-$FTP_USER"
 [ -n "$missing" ] && skip_all "needs$missing"
-
-T=$(mktemp -d /tmp/fwx-ftp.XXXXXX) || exit 99
 chmod 755 "$T"
-nc=fwxftpc$$ ng=fwxftpg$$ nsv=fwxftps$$
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    for x in "$nc" "$ng" "$nsv"; do ip netns del "$x" 2> /dev/null; done
-    ip link del fxfc$$ 2> /dev/null
-    ip link del fxfs$$ 2> /dev/null
-    [ -n "${FTP_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
 
 # ---------------------------------------------------------------- topology
-CLIENT=10.201.1.2 GW_IN=10.201.1.1 GW_OUT=10.201.2.1 SERVER=10.201.2.2
-topology() {
-    ip netns add "$nc" && ip netns add "$ng" && ip netns add "$nsv" || return 1
-    ip link add fxfc$$ type veth peer name fxfg$$ || return 1
-    ip link add fxfs$$ type veth peer name fxft$$ || return 1
-    ip link set fxfc$$ netns "$nc" && ip link set fxfg$$ netns "$ng" &&
-    ip link set fxft$$ netns "$ng" && ip link set fxfs$$ netns "$nsv" || return 1
-    ip -n "$nc" addr add $CLIENT/24 dev fxfc$$ && ip -n "$nc" link set fxfc$$ up &&
-    ip -n "$nc" link set lo up && ip -n "$nc" route add default via $GW_IN || return 1
-    ip -n "$ng" addr add $GW_IN/24 dev fxfg$$ && ip -n "$ng" link set fxfg$$ up &&
-    ip -n "$ng" addr add $GW_OUT/24 dev fxft$$ && ip -n "$ng" link set fxft$$ up &&
-    ip -n "$ng" link set lo up || return 1
-    ip -n "$nsv" addr add $SERVER/24 dev fxfs$$ && ip -n "$nsv" link set fxfs$$ up &&
-    ip -n "$nsv" link set lo up && ip -n "$nsv" route add default via $GW_OUT || return 1
-    # No forwarding: only fwxhost joins the two sides.
-    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
-}
-topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+tl_topology fxf 10.201 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
 
 # ---------------------------------------------------------------- vsftpd
 mkdir -p "$T/root/pub" "$T/empty"
@@ -126,7 +86,7 @@ done
 
 # The gateway really is the only path: without fwxhost the client reaches nothing.
 if ip netns exec "$nc" timeout 3 bash -c "exec 3<>/dev/tcp/$SERVER/21" 2> /dev/null; then
-    not_ok "topology: the client cannot reach the server except through fwxhost"
+    fail "topology: the client cannot reach the server except through fwxhost"
 else
     ok "topology: the client cannot reach the server directly (gateway forwards nothing)"
 fi
@@ -168,21 +128,7 @@ type = outbound
 listen = *:2222
 secondary-only = yes
 EOF
-: > "$log"
-    env FWX_FILTER_TRACE=1 "$@" ip netns exec "$ng" "$B/bin/fwxhost" --config "$T/ftp-$f.ini" 2> "$log" &
-    HOST_PID=$!
-    pids+=($HOST_PID)
-    for _ in $(seq 1 150); do
-        [ "$(grep -c 'fwxhost: ready' "$log")" = 3 ] && return 0
-        kill -0 $HOST_PID 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-stop_host() {
-    kill -TERM $HOST_PID 2> /dev/null
-    wait $HOST_PID 2> /dev/null
-    HOST_RC=$?
+    ns_host "$ng" "$T/ftp-$f.ini" "$log" 3 "$@"
 }
 
 incl() { ip netns exec "$nc" "$@"; }
@@ -228,7 +174,7 @@ transfers() {   # FLAVOUR SETUP URL LOG
             ms=$((($(date +%s%N) - t0) / 1000000))
             ok "$f $setup $what: $SIZE_MB MiB download byte-identical ($ms ms)"
         else
-            not_ok "$f $setup $what: $SIZE_MB MiB download byte-identical" "$T/curl-$f-$setup-$mode-down.err" "$log"
+            fail "$f $setup $what: $SIZE_MB MiB download byte-identical" "$T/curl-$f-$setup-$mode-down.err" "$log"
         fi
         dest=pub/up-$f-$setup-$mode.bin
         t0=$(date +%s%N)
@@ -237,7 +183,7 @@ transfers() {   # FLAVOUR SETUP URL LOG
             ms=$((($(date +%s%N) - t0) / 1000000))
             ok "$f $setup $what: $SIZE_MB MiB upload byte-identical ($ms ms)"
         else
-            not_ok "$f $setup $what: $SIZE_MB MiB upload byte-identical" "$T/curl-$f-$setup-$mode-up.err" "$log"
+            fail "$f $setup $what: $SIZE_MB MiB upload byte-identical" "$T/curl-$f-$setup-$mode-up.err" "$log"
         fi
     done
 }
@@ -245,7 +191,7 @@ transfers() {   # FLAVOUR SETUP URL LOG
 for f in $FLAVOURS; do
     log=$T/host-$f.log
     if ! start_host $f "$log"; then
-        not_ok "$f: fwxhost with ftpproxy starts in the gateway namespace" "$log"
+        fail "$f: fwxhost with ftpproxy starts in the gateway namespace" "$log"
         continue
     fi
     transfers $f publish ftp://$GW_IN:2121 "$log"
@@ -269,7 +215,7 @@ for f in $FLAVOURS; do
         if [ $good = 16 ]; then
             ok "$f $setup: 16 parallel downloads (8 passive, 8 active) byte-identical"
         else
-            not_ok "$f $setup: 16 parallel downloads byte-identical ($good good)" "$T/par-$f-$setup-1.err" "$log"
+            fail "$f $setup: 16 parallel downloads byte-identical ($good good)" "$T/par-$f-$setup-1.err" "$log"
         fi
     done
     # A connection nobody anticipated does not pass the secondary-only rule.
@@ -284,13 +230,13 @@ for f in $FLAVOURS; do
        [ "$bad" = 0 ] && [ "$HOST_RC" = 0 ]; then
         ok "$f: $redirects redirects, $allows allowed connects, $binds binds, $est fwx_EstablishedConnection with the filter's own context, clean exit"
     else
-        not_ok "$f: actions registered and fwx_EstablishedConnection delivered with the context (redirects $redirects, allows $allows, binds $binds, established $est, foreign $bad, exit $HOST_RC)" "$log"
+        fail "$f: actions registered and fwx_EstablishedConnection delivered with the context (redirects $redirects, allows $allows, binds $binds, established $est, foreign $bad, exit $HOST_RC)" "$log"
     fi
     if grep -q "to $SERVER:4444 refused: no filter anticipated it (secondary-only)" "$log" &&
        ! grep -q '^1[3-9][0-9]$' "$T/stray-$f.out"; then
         ok "$f: a connection no filter anticipated is refused by the secondary-only rule"
     else
-        not_ok "$f: a connection no filter anticipated is refused by the secondary-only rule" "$T/stray-$f.out" "$log"
+        fail "$f: a connection no filter anticipated is refused by the secondary-only rule" "$T/stray-$f.out" "$log"
     fi
 
     # ---- a cancelled action refuses its connection
@@ -310,16 +256,16 @@ for f in $FLAVOURS; do
                grep -q "$action #[0-9]* .*cancelled by the filter" "$log"; then
                 ok "$f $setup: a cancelled $action refuses the data connection (twice)"
             else
-                not_ok "$f $setup: a cancelled $action refuses the data connection" "$o" "$log"
+                fail "$f $setup: a cancelled $action refuses the data connection" "$o" "$log"
             fi
         done
         if [ $rc != 0 ] && [ ! -s "$T/got.bin" ] && ! grep -q 'established data connection' "$log"; then
             ok "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc), no connection established"
         else
-            not_ok "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc)" "$T/curl-$f-cancel.err" "$log"
+            fail "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc)" "$T/curl-$f-cancel.err" "$log"
         fi
     else
-        not_ok "$f: fwxhost starts (cancel run)" "$log"
+        fail "$f: fwxhost starts (cancel run)" "$log"
     fi
 
     # ---- an expired action refuses its connection; a fresh one still works
@@ -337,13 +283,12 @@ for f in $FLAVOURS; do
                grep -q "$action #[0-9]* .*expired (secondary-timeout)" "$log"; then
                 ok "$f $setup: an expired $action (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted"
             else
-                not_ok "$f $setup: an expired $action refuses the late data connection" "$o" "$log"
+                fail "$f $setup: an expired $action refuses the late data connection" "$o" "$log"
             fi
         done
     else
-        not_ok "$f: fwxhost starts (expiry run)" "$log"
+        fail "$f: fwxhost starts (expiry run)" "$log"
     fi
     HOST_EXTRA=
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

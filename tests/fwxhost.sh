@@ -21,142 +21,9 @@
 #     FWX_SRCDIR=/work/main FWX_FLAVOURS="x86 x64" bash ../tests/fwxhost.sh
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-
-makevar() { sed -n "s/^$1 = //p" "$B/Makefile" 2> /dev/null | head -n 1; }
-WINE32=${FWX_WINE32:-$(makevar WINE32)}
-WINE64=${FWX_WINE64:-$(makevar WINE64)}
-: "${WINE32:=$(command -v wine || echo wine)}"
-: "${WINE64:=$(command -v wine64 || echo wine64)}"
-
-T=$(mktemp -d /tmp/fwxhost-test.XXXXXX) || exit 99
-pids=()          # every background process we started and have not reaped
-t_start=$SECONDS
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    pids=()
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-forget_pid() {  # PID: reaped by the caller
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-# ---------------------------------------------------------------- TAP
-n=0 failed=0 skipped=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-skip() { n=$((n + 1)); skipped=$((skipped + 1)); echo "ok $n # SKIP $1"; }
-not_ok() {  # DESC WHY [FILE...]: the files are shown (tail) as diagnostics
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why" | sed '2,$s/^/#   /'
-    for f in "$@"; do
-        [ -s "$f" ] || continue
-        echo "#   --- ${f#"$T"/} (last 25 lines)"
-        grep -v 'INFO: conn [0-9]* rule [^:]*: \(accepted\|closed,\)' "$f" | tail -n 25 | sed 's/^/#   | /'
-    done
-}
-result() {  # DESC WHY [FILE...]: ok when WHY is empty
-    if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi
-}
-note() { echo "# $*"; }
-
-# ---------------------------------------------------------------- fxpeer
-FXPEER=$B/tests/peers/fxpeer
-if [ ! -x "$FXPEER" ]; then
-    FXPEER=$T/fxpeer
-    if ! gcc -O2 -Wall -Wextra -o "$FXPEER" "$S/tests/peers/fxpeer.c" -lpthread 2> "$T/fxpeer.build"; then
-        echo "Bail out! cannot build fxpeer:"; cat "$T/fxpeer.build"; exit 99
-    fi
-fi
-
-# ---------------------------------------------------------------- ports
-# Below the ephemeral range (32768+), so no client socket can hold them;
-# the starting point depends on our pid so parallel runs rarely collide.
-next_port=$((20000 + ($$ * 7919 % 1200) * 10))
-port_busy() {
-    local hex
-    hex=$(printf ':%04X ' "$1")
-    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2> /dev/null
-}
-free_port() {   # sets PORT
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        port_busy $next_port || break
-    done
-    PORT=$next_port
-}
-
-# ---------------------------------------------------------------- processes
-wait_for() {    # FILE PATTERN PID SECONDS: 0 when PATTERN shows up in FILE
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-
-start_server() {    # LOG PORT SENDBYTES SEED: fxpeer server; sets SRV_PID
-    "$FXPEER" server --listen "127.0.0.1:$2" --send "$3" --seed "$4" > "$1" 2>&1 &
-    SRV_PID=$!
-    pids+=("$SRV_PID")
-    wait_for "$1" '^ready' $SRV_PID 10
-}
-
-stop_peer() {   # PID: SIGTERM a peer and reap it
-    kill -TERM "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-    forget_pid "$1"
-}
-
-# start_host LOG CMD...: runs fwxhost (any command line, env VAR=.. allowed
-# in front) with stderr in LOG; sets HOST_PID; 0 once it printed ready.
-start_host() {
-    local log=$1
-    shift
-    "$@" > "$log" 2>&1 &
-    HOST_PID=$!
-    pids+=("$HOST_PID")
-    wait_for "$log" '^fwxhost: ready' $HOST_PID 60
-}
-
-# stop_host PID: SIGTERM, wait (up to 30 s, then SIGKILL); sets HOST_RC.
-stop_host() {
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 300; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    if kill -0 "$1" 2> /dev/null; then
-        kill -KILL "$1" 2> /dev/null
-        wait "$1" 2> /dev/null
-        HOST_RC=killed
-    else
-        wait "$1"
-        HOST_RC=$?
-    fi
-    forget_pid "$1"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxhost
+tl_fxpeer
 
 # host_argv FLAVOUR: the direct winelib command of a flavour (no launcher),
 # for runs without any filter DLL the launcher could pick the flavour by.
@@ -434,40 +301,11 @@ test_sessionlog() {
 NGINX_PORT=
 start_nginx() {
     command -v nginx > /dev/null && command -v curl > /dev/null || return 1
-    mkdir -p "$T/nginx/www" "$T/nginx/logs"
+    mkdir -p "$T/nginx/www"
     head -c $((20 * 1024 * 1024)) /dev/urandom > "$T/nginx/www/big.bin"
     # nginx's workers run as nobody when we are root: let them read the files.
     chmod a+rx "$T" "$T/nginx" "$T/nginx/www" && chmod a+r "$T/nginx/www/big.bin"
-    free_port; NGINX_PORT=$PORT
-    local eopt=()
-    nginx -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$T/nginx/logs/error.log")
-    cat > "$T/nginx/nginx.conf" << EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $T/nginx/tmp-body;
-    proxy_temp_path $T/nginx/tmp-proxy;
-    fastcgi_temp_path $T/nginx/tmp-fcgi;
-    uwsgi_temp_path $T/nginx/tmp-uwsgi;
-    scgi_temp_path $T/nginx/tmp-scgi;
-    server { listen 127.0.0.1:$NGINX_PORT; root $T/nginx/www; }
-}
-EOF
-    nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
-    NGINX_PID=$!
-    pids+=("$NGINX_PID")
-    local i
-    for ((i = 0; i < 50; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
-        kill -0 $NGINX_PID 2> /dev/null || break
-        sleep 0.1
-    done
-    NGINX_PORT=
-    return 2
+    tl_nginx / || return 2
 }
 
 test_nginx() {
@@ -634,10 +472,7 @@ want bad && test_bad_common
 for fl in $FLAVOURS; do
     t0=$SECONDS
     note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
+    fwxhost_built $fl || continue
     want bulk && test_bulk $fl
     want rewrite && test_rewrite $fl
     want denyport && test_denyport $fl
@@ -647,6 +482,4 @@ for fl in $FLAVOURS; do
     note "flavour $fl: $((SECONDS - t0)) s"
 done
 [ -n "${NGINX_PID:-}" ] && stop_peer $NGINX_PID
-echo "1..$n"
-note "$((n - failed)) passed ($skipped skipped), $failed failed, $((SECONDS - t_start)) s"
-[ $failed -eq 0 ]
+tl_done

@@ -13,55 +13,12 @@
 # Runtime: about 5 s per flavour on x64 (2 cores); the same count on x86.
 # Prints TAP; exits 0 iff all passed.
 set -u
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
+TL_TAIL=15
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxinteg
 SESSIONS=${FWX_INTEGRITY_SESSIONS:-10000}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-FXPEER=$B/tests/peers/fxpeer
-
-T=$(mktemp -d /tmp/fwxinteg-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null; wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-n=0 failed=0
-result() {
-    n=$((n + 1))
-    if [ -z "$2" ]; then echo "ok $n - $1"; return; fi
-    failed=$((failed + 1)); echo "not ok $n - $1"; echo "#   $2"
-    local f; shift 2
-    for f in "$@"; do [ -s "$f" ] && tail -n 15 "$f" | sed 's/^/#   | /'; done
-}
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 3))
-free_port() { while :; do next_port=$((next_port + 1)); port_busy $next_port || break; done; PORT=$next_port; }
-wait_for() {
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() {
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 300; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-}
+tl_fxpeer
+stop() { stop_host "$1"; }    # PID: SIGTERM and reap
 field() { sed -n "s/.* $2 \([0-9]*\).*/\1/p" "$1" | tail -n 1; }   # FILE NAME
 
 for fl in $FLAVOURS; do
@@ -100,5 +57,4 @@ for fl in $FLAVOURS; do
     result "$fl $SESSIONS sessions through passthrough+cxxpass+passthrough, random chunks and half-closes: ${summary:-?}" \
         "${why#; }" "$clog" "$slog" "$hlog"
 done
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

@@ -20,56 +20,15 @@
 # 20000 holds 9850).
 # TAP; environment as for tests/fwxhost.sh.
 set -u
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_TAIL=12
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxlimits
 flavour=x64
 case " ${FWX_FLAVOURS:-x64} " in *" x64 "*) ;; *) flavour=x86 ;; esac
-FXPEER=$B/tests/peers/fxpeer
+tl_fxpeer
 HELD=${FWX_LIMITS_HELD:-10000}
 RSS_PER_CONN_KB=16
-
-T=$(mktemp -d /tmp/fwxlimits-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null; wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-n=0 failed=0
-result() {
-    n=$((n + 1))
-    if [ -z "$2" ]; then echo "ok $n - $1"; return; fi
-    failed=$((failed + 1)); echo "not ok $n - $1"; echo "#   $2"
-    local f; shift 2
-    for f in "$@"; do [ -s "$f" ] && grep -v 'INFO: conn' "$f" | tail -n 12 | sed 's/^/#   | /'; done
-}
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 7))
-free_port() { while :; do next_port=$((next_port + 1)); port_busy $next_port || break; done; PORT=$next_port; }
-wait_for() {
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() {
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 300; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-}
+stop() { stop_host "$1"; }    # PID: SIGTERM and reap
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status 2> /dev/null; }
 live() { "$B/bin/fwxhost" --stats --control "$T/ctl.sock" 2> /dev/null |
          sed -n 's/^host: connections [0-9]* total, \([0-9]*\) live.*/\1/p'; }
@@ -180,5 +139,4 @@ stop $sinkpid
 got=$(sed -n 's/^hold: accepted [0-9]*, open [0-9]*, bytes \([0-9]*\).*/\1/p' "$T/sink.log")
 [ "${got:-0}" -ge "${trickled:-1}" ] && result "the server received the trickled bytes ($got >= ${trickled:-0})" "" ||
     result "the server received the trickled bytes" "server got ${got:-?} bytes, clients trickled ${trickled:-?}" "$T/sink.log"
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

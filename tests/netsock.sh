@@ -27,127 +27,9 @@
 #     FWX_SRCDIR=/work/main FWX_FLAVOURS="x86 x64" bash ../tests/netsock.sh
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-
-T=$(mktemp -d /tmp/fwx-netsock-test.XXXXXX) || exit 99
-pids=()          # every background process we started and have not reaped
-t_start=$SECONDS
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    pids=()
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-forget_pid() {  # PID: reaped by the caller
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-# ---------------------------------------------------------------- TAP
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {  # DESC WHY [FILE...]: the files are shown (tail) as diagnostics
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why" | sed '2,$s/^/#   /'
-    for f in "$@"; do
-        [ -s "$f" ] || continue
-        echo "#   --- ${f#"$T"/} (last 25 lines)"
-        tail -n 25 "$f" | sed 's/^/#   | /'
-    done
-}
-result() {  # DESC WHY [FILE...]: ok when WHY is empty
-    if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi
-}
-note() { echo "# $*"; }
-
-# ---------------------------------------------------------------- fxpeer
-FXPEER=$B/tests/peers/fxpeer
-if [ ! -x "$FXPEER" ]; then
-    FXPEER=$T/fxpeer
-    if ! gcc -O2 -Wall -Wextra -o "$FXPEER" "$S/tests/peers/fxpeer.c" -lpthread 2> "$T/fxpeer.build"; then
-        echo "Bail out! cannot build fxpeer:"; cat "$T/fxpeer.build"; exit 99
-    fi
-fi
-
-# ---------------------------------------------------------------- ports
-# Below the ephemeral range; the start depends on our pid so that parallel
-# runs (and tests/fwxhost.sh, which starts at 20000+) rarely collide.
-next_port=$((32000 - ($$ * 7919 % 900) * 10))
-port_busy() {
-    local hex
-    hex=$(printf ':%04X ' "$1")
-    grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2> /dev/null
-}
-free_port() {   # sets PORT
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32500 ] && next_port=22000
-        port_busy $next_port || break
-    done
-    PORT=$next_port
-}
-
-# ---------------------------------------------------------------- processes
-wait_for() {    # FILE PATTERN PID SECONDS: 0 when PATTERN shows up in FILE
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_peer() {   # PID: SIGTERM a peer and reap it
-    kill -TERM "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-    forget_pid "$1"
-}
-
-start_host() {  # LOG CMD...: sets HOST_PID; 0 once fwxhost printed ready
-    local log=$1
-    shift
-    "$@" > "$log" 2>&1 &
-    HOST_PID=$!
-    pids+=("$HOST_PID")
-    wait_for "$log" '^fwxhost: ready' $HOST_PID 60
-}
-
-stop_host() {   # PID: SIGTERM, wait (up to 20 s, then SIGKILL); sets HOST_RC, HOST_STOP_MS
-    local i t0
-    t0=$(date +%s%N)
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 200; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.05; done
-    if kill -0 "$1" 2> /dev/null; then
-        kill -KILL "$1" 2> /dev/null
-        wait "$1" 2> /dev/null
-        HOST_RC=killed
-    else
-        wait "$1"
-        HOST_RC=$?
-    fi
-    HOST_STOP_MS=$((($(date +%s%N) - t0) / 1000000))
-    forget_pid "$1"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-netsock
+tl_fxpeer
 
 wait_file() {   # FILE PID SECONDS: 0 once FILE exists
     local i
@@ -347,14 +229,9 @@ note "IFWXNetworkSocket end-to-end tests; flavours: $FLAVOURS; temp: $T"
 for fl in $FLAVOURS; do
     t0=$SECONDS
     note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
+    fwxhost_built $fl || continue
     test_client_and_echo $fl
     test_refused $fl
     note "flavour $fl: $((SECONDS - t0)) s"
 done
-echo "1..$n"
-note "$((n - failed)) passed, $failed failed, $((SECONDS - t_start)) s"
-[ $failed -eq 0 ]
+tl_done

@@ -13,67 +13,16 @@
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
 set -u
 
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for f in "$@"; do [ -f "$f" ] && tail -n 20 "$f" | sed 's/^/#   | /'; done; }
-
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for tool in ip iptables setpriv; do
-    command -v $tool > /dev/null || missing="$missing $tool"
-done
-if [ -n "$missing" ]; then
-    echo "ok 1 # SKIP outbound rule in a network namespace: needs$missing"
-    echo "1..1"
-    exit 0
-fi
-
-T=$(mktemp -d /tmp/fwx-outbound.XXXXXX) || exit 99
+TL_WHAT="outbound rule in a network namespace"
+TL_TAIL=20
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-outbound
+tl_require root ip iptables setpriv
 chmod 755 "$T"
-ns=fwxout$$
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    ip netns del "$ns" 2> /dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-# Foreground only: a backgrounded function is a subshell, and its pid is not
-# the process to signal.
-inns() { ip netns exec "$ns" "$@"; }
-
-if ! ip netns add "$ns" 2> "$T/netns.err" || ! inns ip link set lo up; then
-    echo "ok 1 # SKIP outbound rule: cannot create a network namespace ($(cat "$T/netns.err"))"
-    echo "1..1"
-    exit 0
-fi
 # Connections by uid 65534 to 127.0.0.3:8080 go to the host on 127.0.0.1:3128.
-if ! inns iptables -t nat -A OUTPUT -p tcp -d 127.0.0.3 --dport 8080 \
-        -m owner --uid-owner 65534 -j REDIRECT --to-ports 3128 2> "$T/ipt.err"; then
-    echo "ok 1 # SKIP outbound rule: iptables NAT unavailable here ($(cat "$T/ipt.err"))"
-    echo "1..1"
-    exit 0
-fi
-
-peer=$B/tests/peers/fxpeer
-[ -x "$peer" ] || { echo "not ok 1 - tests/peers/fxpeer is not built"; exit 1; }
-
-wait_ready() {  # LOG PID
-    for _ in $(seq 1 150); do
-        grep -q 'fwxhost: ready' "$1" && return 0
-        kill -0 "$2" 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+tl_outbound_ns fwxout
+tl_fxpeer
+peer=$FXPEER
 
 ip netns exec "$ns" "$peer" server --listen 127.0.0.3:8080 --send 300000 --seed 7 > "$T/server.log" 2>&1 &
 pids+=($!)
@@ -96,7 +45,7 @@ EOF
     hp=$!
     pids+=($hp)
     if ! wait_ready "$log" $hp; then
-        not_ok "$f outbound: fwxhost starts in the namespace" "$log"
+        fail "$f outbound: fwxhost starts in the namespace" "$log"
         continue
     fi
     if inns setpriv --reuid=65534 --regid=65534 --clear-groups \
@@ -104,14 +53,14 @@ EOF
             > "$T/client-$f.log" 2>&1; then
         ok "$f outbound: 20 redirected connections through sessionlog, byte-identical both ways ($(tail -n 1 "$T/client-$f.log"))"
     else
-        not_ok "$f outbound: redirected connections arrive intact" "$T/client-$f.log" "$log"
+        fail "$f outbound: redirected connections arrive intact" "$T/client-$f.log" "$log"
     fi
     # A connection straight to the host's port was not redirected: refused.
     inns "$peer" probe --connect 127.0.0.1:3128 --timeout 5 > "$T/probe-$f.log" 2>&1
     if grep -q 'received 0 bytes; closed' "$T/probe-$f.log" && grep -q 'was not redirected' "$log"; then
         ok "$f outbound: a connection that was not redirected is refused and logged"
     else
-        not_ok "$f outbound: a connection that was not redirected is refused and logged" "$T/probe-$f.log" "$log"
+        fail "$f outbound: a connection that was not redirected is refused and logged" "$T/probe-$f.log" "$log"
     fi
     kill -TERM $hp
     wait $hp
@@ -123,8 +72,7 @@ EOF
         # detached at once (HOST-003), hence at most 2.
         ok "$f outbound: fwx_Connect_Tcp in one client session for 20 connections, clean exit"
     else
-        not_ok "$f outbound: fwx_Connect_Tcp raised in one client session, exit 0 (was $rc)" "$slog" "$log"
+        fail "$f outbound: fwx_Connect_Tcp raised in one client session, exit 0 (was $rc)" "$slog" "$log"
     fi
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

@@ -20,79 +20,10 @@
 # Needs tcpdump (SKIP otherwise); b needs vsftpd, e dnsmasq and dig. Environment as tests/fwxhost.sh.
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxpcap
 R=$B/bin/fwxreplay
-FXPEER=$B/tests/peers/fxpeer
-
-T=$(mktemp -d /tmp/fwxpcap-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-forget_pid() {
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
-not_ok() {
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why"
-    for f in "$@"; do [ -s "$f" ] && tail -n 25 "$f" | sed 's/^/#   | /'; done
-}
-result() { if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi; }
-
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 6))
-free_port() {
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        grep -q "$(printf ':%04X ' $next_port)" /proc/net/tcp /proc/net/tcp6 2> /dev/null || break
-    done
-    PORT=$next_port
-}
-wait_for() {    # FILE PATTERN PID SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-
-# script_bytes PREFIX FILE: the bytes of every line starting with PREFIX.
-script_bytes() {
-    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
-                   "\\" => "\\", "\"" => "\"") }
-        next unless /^\Q$ENV{P}\E(.*)$/;
-        my $r = $1;
-        while ($r =~ /"((?:[^"\\]|\\.)*)"/g) {
-            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
-            print $s;
-        }' "$2"
-}
+tl_fxpeer
 
 # capture FILE FILTER CMD...: runs CMD while tcpdump writes FILE (loopback,
 # packet-buffered); 0 when both went well. Sets CAP_WHY.
@@ -357,5 +288,4 @@ for fl in $FLAVOURS; do
     unset FWX_DNSGUARD_LOG FWX_DNSGUARD_MAXNAME
 done
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

@@ -22,142 +22,23 @@
 # Needs nginx and curl (SKIP otherwise). Environment as tests/fwxhost.sh.
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-makevar() { sed -n "s/^$1 = //p" "$B/Makefile" 2> /dev/null | head -n 1; }
-WINE32=${FWX_WINE32:-$(makevar WINE32)}
-WINE64=${FWX_WINE64:-$(makevar WINE64)}
-FWXHOST=$B/bin/fwxhost
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxrecord
 R=$B/bin/fwxreplay
 
-T=$(mktemp -d /tmp/fwxrecord-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-forget_pid() {
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
-not_ok() {  # DESC WHY [FILE...]
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why"
-    for f in "$@"; do [ -s "$f" ] && tail -n 25 "$f" | sed 's/^/#   | /'; done
-}
-result() { if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi; }
-
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 3))
-free_port() {
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        grep -q "$(printf ':%04X ' $next_port)" /proc/net/tcp /proc/net/tcp6 2> /dev/null || break
-    done
-    PORT=$next_port
-}
-wait_for() {    # FILE PATTERN PID SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-start_host() {  # LOG CMD...: sets HOST_PID
-    local log=$1
-    shift
-    "$@" > "$log" 2>&1 &
-    HOST_PID=$!
-    pids+=("$HOST_PID")
-    wait_for "$log" '^fwxhost: ready' $HOST_PID 60
-}
-stop_host() {   # PID: SIGTERM, wait; sets HOST_RC
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 300; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    if kill -0 "$1" 2> /dev/null; then
-        kill -KILL "$1" 2> /dev/null; wait "$1" 2> /dev/null; HOST_RC=killed
-    else
-        wait "$1"; HOST_RC=$?
-    fi
-    forget_pid "$1"
-}
-
-# script_bytes PREFIX FILE: the bytes of every line starting with PREFIX
-# ("server: ", "client received: ", ...), strings joined and unescaped.
-script_bytes() {
-    P=$1 perl -ne 'BEGIN { binmode STDOUT; %e = (n => "\n", r => "\r", t => "\t", "0" => "\0",
-                   "\\" => "\\", "\"" => "\"") }
-        next unless /^\Q$ENV{P}\E(.*)$/;
-        my $r = $1;
-        while ($r =~ /"((?:[^"\\]|\\.)*)"/g) {
-            (my $s = $1) =~ s/\\(?:x([0-9A-Fa-f]{2})|(.))/defined $1 ? chr(hex $1) : $e{$2}/ge;
-            print $s;
-        }' "$2"
-}
 
 # ---------------------------------------------------------------- nginx
 NGINX_PORT= NGINX_WHY=
 start_nginx() {
     command -v nginx > /dev/null && command -v curl > /dev/null || { NGINX_WHY="nginx or curl not installed"; return 1; }
-    mkdir -p "$T/nginx/www" "$T/nginx/logs"
+    mkdir -p "$T/nginx/www"
     # 300 KiB of text (lines of different lengths) and 200 KiB of binary.
     seq 1 40000 | awk '{ printf "line %d %s\n", $1, substr("abcdefghijklmnopqrstuvwxyz<>&\"\\", 1, $1 % 31) }' |
         head -c 307200 > "$T/nginx/www/page.html"
     head -c 204800 /dev/urandom > "$T/nginx/www/blob.bin"
     echo "rewritten path reached nginx" > "$T/nginx/www/fwxshim-on-linux.html"
     chmod a+rx "$T" "$T/nginx" "$T/nginx/www" && chmod a+r "$T/nginx/www/"*
-    free_port; NGINX_PORT=$PORT
-    cat > "$T/nginx/nginx.conf" << EOF
-daemon off;
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $T/nginx/tmp-body;
-    proxy_temp_path $T/nginx/tmp-proxy;
-    fastcgi_temp_path $T/nginx/tmp-fcgi;
-    uwsgi_temp_path $T/nginx/tmp-uwsgi;
-    scgi_temp_path $T/nginx/tmp-scgi;
-    server { listen 127.0.0.1:$NGINX_PORT; root $T/nginx/www; }
-}
-EOF
-    local eopt=()
-    nginx -h 2>&1 | grep -q -- '^ *-e ' && eopt=(-e "$T/nginx/logs/error.log")
-    nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" "${eopt[@]}" > "$T/nginx/logs/stderr" 2>&1 &
-    pids+=($!)
-    local i
-    for ((i = 0; i < 50; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/page.html" && return 0
-        sleep 0.1
-    done
-    NGINX_WHY="nginx did not start"; NGINX_PORT=
-    return 1
+    tl_nginx /page.html || { NGINX_WHY="nginx did not start"; return 1; }
 }
 
 # check_session DESC SCRIPT FILE HEADERS BODY: the recording of one GET.
@@ -328,5 +209,4 @@ else
     not_ok "a missing record directory: exit 2 with a message" "exit $rc" "$T/bad.log"
 fi
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

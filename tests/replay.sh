@@ -21,29 +21,10 @@
 #     FWX_SRCDIR=/work/main FWX_FLAVOURS="x86 x64" bash ../tests/replay.sh
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
+TL_TAIL=30
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxreplay
 R=$B/bin/fwxreplay
-
-T=$(mktemp -d /tmp/fwxreplay-test.XXXXXX) || exit 99
-trap 'rm -rf "$T"' EXIT
-trap 'exit 99' INT TERM HUP
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {  # DESC WHY [FILE...]
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why"
-    for f in "$@"; do [ -s "$f" ] && tail -n 30 "$f" | sed 's/^/#   | /'; done
-}
 
 for fl in $FLAVOURS; do
     F=$B/filters/$fl
@@ -213,5 +194,4 @@ for fl in $FLAVOURS; do
     fi
 done
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

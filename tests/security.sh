@@ -21,66 +21,13 @@
 #
 # Environment as tests/fwxhost.sh (set by make check).
 set -u
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-
-T=$(mktemp -d /tmp/fwxsec-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
-not_ok() {
-    local f
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $1"
-    echo "#   $2"
-    shift 2
-    for f in "$@"; do [ -s "$f" ] && tail -n 15 "$f" | sed 's/^/#   | /'; done
-}
-result() { if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi; }
-
-FXPEER=$B/tests/peers/fxpeer
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 5))
-free_port() { while :; do next_port=$((next_port + 1)); port_busy $next_port || break; done; PORT=$next_port; }
+TL_TAIL=15
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxsec
+tl_fxpeer
 low_port=$((600 + $$ % 300))
 free_low_port() { while :; do low_port=$((low_port + 1)); [ $low_port -ge 1000 ] && low_port=600; port_busy $low_port || break; done; PORT=$low_port; }
-
-wait_for() {    # FILE PATTERN PID SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() {    # PID: SIGTERM and reap
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 200; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-}
-# run_refused LOG CMD...: the command must exit 2 without becoming ready.
+stop() { stop_host "$1" 20; }    # PID: SIGTERM and reap
 run_refused() {
     local log=$1 rc
     shift
@@ -246,5 +193,4 @@ uses=$(grep -n 'ExternalAddress' "$S"/shim/com/*.c "$S"/shim/core/*.c "$S"/shim/
 result "ExternalAddress is never read by the host (no trust decision can use it)" \
     "${uses:+used outside declarations: $uses}"
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

@@ -19,58 +19,16 @@
 # Environment as for tests/fwxhost.sh (FWX_BUILDDIR, FWX_FLAVOURS, WINEPREFIX).
 set -u
 
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_WHAT="splitter (inbound emulation) in network namespaces"
+TL_KEEP=${SPLITTER_TEST_KEEP:-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-splitter
 PEER=$B/tests/peers/fxpeer
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { local x; n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for x in "$@"; do [ -f "$x" ] && tail -n 25 "$x" | sed 's/^/#   | /'; done; }
-skip_all() { echo "ok 1 # SKIP splitter (inbound emulation) in network namespaces: $1"; echo "1..1"; exit 0; }
-
-missing=""
-[ "$(id -u)" = 0 ] || missing="root"
-for tool in ip timeout cmp head; do
-    command -v $tool > /dev/null || missing="$missing $tool"
-done
-[ -n "$missing" ] && skip_all "needs$missing"
+tl_require root ip timeout cmp head
 [ -x "$PEER" ] || { echo "not ok 1 - tests/peers/fxpeer is not built"; echo "1..1"; exit 1; }
-
-T=$(mktemp -d /tmp/fwx-splitter.XXXXXX) || exit 99
 chmod 755 "$T"
-nc=fwxspc$$ ng=fwxspg$$ nsv=fwxsps$$
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    for x in "$nc" "$ng" "$nsv"; do ip netns del "$x" 2> /dev/null; done
-    ip link del fxpc$$ 2> /dev/null
-    ip link del fxps$$ 2> /dev/null
-    [ -n "${SPLITTER_TEST_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-CLIENT=10.203.1.2 GW_IN=10.203.1.1 GW_OUT=10.203.2.1 ALPHA=10.203.2.2 BETA=10.203.2.3
-topology() {
-    ip netns add "$nc" && ip netns add "$ng" && ip netns add "$nsv" || return 1
-    ip link add fxpc$$ type veth peer name fxpg$$ || return 1
-    ip link add fxps$$ type veth peer name fxpt$$ || return 1
-    ip link set fxpc$$ netns "$nc" && ip link set fxpg$$ netns "$ng" &&
-    ip link set fxpt$$ netns "$ng" && ip link set fxps$$ netns "$nsv" || return 1
-    ip -n "$nc" addr add $CLIENT/24 dev fxpc$$ && ip -n "$nc" link set fxpc$$ up &&
-    ip -n "$nc" link set lo up && ip -n "$nc" route add default via $GW_IN || return 1
-    ip -n "$ng" addr add $GW_IN/24 dev fxpg$$ && ip -n "$ng" link set fxpg$$ up &&
-    ip -n "$ng" addr add $GW_OUT/24 dev fxpt$$ && ip -n "$ng" link set fxpt$$ up &&
-    ip -n "$ng" link set lo up || return 1
-    ip -n "$nsv" addr add $ALPHA/24 dev fxps$$ && ip -n "$nsv" addr add $BETA/24 dev fxps$$ &&
-    ip -n "$nsv" link set fxps$$ up && ip -n "$nsv" link set lo up &&
-    ip -n "$nsv" route add default via $GW_OUT || return 1
-    ip netns exec "$ng" sysctl -qw net.ipv4.ip_forward=0
-}
-topology 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+tl_topology fxp 10.203 10.203.2.3 2> "$T/netns.err" || skip_all "cannot build the namespaces ($(tr '\n' ' ' < "$T/netns.err"))"
+ALPHA=$SERVER BETA=10.203.2.3
 
 # The requests: a first line, then a payload of random bytes.
 mkreq() {  # FILE FIRSTLINE KIB
@@ -126,7 +84,7 @@ EOF
         sleep 0.1
     done
     if ! grep -q 'fwxhost: ready' "$log"; then
-        not_ok "$f: fwxhost with the splitter filter starts in the gateway namespace" "$log"
+        fail "$f: fwxhost with the splitter filter starts in the gateway namespace" "$log"
         for p in "${spids[@]}"; do kill -TERM $p; wait $p; done
         continue
     fi
@@ -152,14 +110,14 @@ EOF
        [ "$(cat "$d/beta1.reply")" = beta:ok ]; then
         ok "$f: three clients on one public port routed by their first line (alpha, beta, alpha) got their server's reply"
     else
-        not_ok "$f: clients routed by their first line get their server's reply" "$d/alpha1.reply.log" "$d/beta1.reply.log" "$d/alpha2.reply.log" "$log"
+        fail "$f: clients routed by their first line get their server's reply" "$d/alpha1.reply.log" "$d/beta1.reply.log" "$d/alpha2.reply.log" "$log"
     fi
     if cmp -s "$d/alpha.want" "$d/alpha.got" && cmp -s "$T/beta1.req" "$d/beta.got" &&
        grep -q 'sink: connection 2:' "$d/alpha.log" && ! grep -q 'sink: connection 3:' "$d/alpha.log" &&
        grep -q 'sink: connection 1:' "$d/beta.log" && ! grep -q 'sink: connection 2:' "$d/beta.log"; then
         ok "$f: alpha received exactly its two clients' $(stat -c %s "$d/alpha.got") bytes, beta its one client's $(stat -c %s "$d/beta.got") (first lines included)"
     else
-        not_ok "$f: each server receives exactly its clients' bytes (alpha $(stat -c %s "$d/alpha.got" 2> /dev/null), beta $(stat -c %s "$d/beta.got" 2> /dev/null))" "$d/alpha.log" "$d/beta.log" "$log"
+        fail "$f: each server receives exactly its clients' bytes (alpha $(stat -c %s "$d/alpha.got" 2> /dev/null), beta $(stat -c %s "$d/beta.got" 2> /dev/null))" "$d/alpha.log" "$d/beta.log" "$log"
     fi
     # Refused clients: no reply, nothing at any server, the filter's reason traced.
     if [ ! -s "$d/gamma.reply" ] && [ ! -s "$d/junk.reply" ] &&
@@ -167,15 +125,14 @@ EOF
        grep -q 'fwx-filter splitter: first line is not "HOST name": refused' "$log"; then
         ok "$f: an unknown HOST name and a non-HOST first line are refused, nothing reaches a server"
     else
-        not_ok "$f: an unknown name and a bad first line are refused" "$d/gamma.reply.log" "$d/junk.reply.log" "$log"
+        fail "$f: an unknown name and a bad first line are refused" "$d/gamma.reply.log" "$d/junk.reply.log" "$log"
     fi
     if [ ! -s "$d/target.got" ] && ! grep -q 'sink: connection' "$d/target.log" &&
        [ "$(grep -c 'emulated by filter splitter (EmulateConnection)' "$log")" = 5 ] &&
        grep -q 'SPLITTER_ROUTES: ignoring "bad=1.2.3"' "$log" && [ $hrc = 0 ]; then
         ok "$f: all 5 connections emulated (EmulateConnection), the rule's target never contacted, bad route entry ignored, clean exit"
     else
-        not_ok "$f: connections emulated, target never contacted, clean exit (exit $hrc)" "$d/target.log" "$log"
+        fail "$f: connections emulated, target never contacted, clean exit (exit $hrc)" "$d/target.log" "$log"
     fi
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

@@ -15,82 +15,11 @@
 # FWX_SRCDIR, FWX_FLAVOURS, WINEPREFIX.
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-
-T=$(mktemp -d /tmp/fwxstats-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {  # DESC WHY [FILE...]
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why"
-    for f in "$@"; do
-        [ -s "$f" ] || continue
-        echo "#   --- ${f#"$T"/} (last 30 lines)"
-        tail -n 30 "$f" | sed 's/^/#   | /'
-    done
-}
-result() { if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi; }
-
-FXPEER=$B/tests/peers/fxpeer
-if [ ! -x "$FXPEER" ]; then
-    FXPEER=$T/fxpeer
-    gcc -O2 -o "$FXPEER" "$S/tests/peers/fxpeer.c" -lpthread || { echo "Bail out! cannot build fxpeer"; exit 99; }
-fi
-FWXHOST=$B/bin/fwxhost
-
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 5))
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-free_port() {
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        port_busy $next_port || break
-    done
-    PORT=$next_port
-}
-wait_for() {    # FILE PATTERN PID SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-stop_pid() {    # PID: SIGTERM, wait up to 20 s; sets RC
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 200; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-    RC=$?
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
+TL_TAIL=30
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxstats
+tl_fxpeer
+stop_pid() { stop_host "$1" 20; RC=$HOST_RC; }   # PID: SIGTERM, wait up to 20 s; sets RC
 
 # field FILE ROW COLUMN: column (1-based) of the --stats row starting with ROW
 field() { awk -v r="$2" -v c="$3" '$1 == r { print $c; exit }' "$1"; }
@@ -231,5 +160,4 @@ grep -q "bad.ini:2: bad value '0.0.0.0:$PORT' for 'metrics' (.*loopback" "$T/bad
 result "non-loopback metrics address refused: $(head -n 1 "$T/bad.err")" "$why"
 
 echo "# $((SECONDS - t0)) s"
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

@@ -24,105 +24,12 @@
 #     FWX_FLAVOURS=x64 bash ../tests/supervisor.sh
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
+TL_TAIL=30
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxsup
+tl_fxpeer
 
-T=$(mktemp -d /tmp/fwxsup-test.XXXXXX) || exit 99
-pids=()
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-forget_pid() {
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {  # DESC WHY [FILE...]
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why" | sed '2,$s/^/#   /'
-    for f in "$@"; do
-        [ -s "$f" ] || continue
-        echo "#   --- ${f#"$T"/} (last 30 lines)"
-        grep -v 'INFO: conn [0-9]* rule [^:]*: \(accepted\|closed,\)' "$f" | tail -n 30 | sed 's/^/#   | /'
-    done
-}
-result() { if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi; }
-add() { why="${why:+$why; }$*"; }
-
-FXPEER=$B/tests/peers/fxpeer
-if [ ! -x "$FXPEER" ]; then
-    FXPEER=$T/fxpeer
-    gcc -O2 -o "$FXPEER" "$S/tests/peers/fxpeer.c" -lpthread 2> "$T/fxpeer.build" ||
-        { echo "Bail out! cannot build fxpeer"; cat "$T/fxpeer.build"; exit 99; }
-fi
-FWXHOST=$B/bin/fwxhost
-
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 3))
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-free_port() {
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        port_busy $next_port || break
-    done
-    PORT=$next_port
-}
-
-wait_for() {    # FILE PATTERN PID SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-
-start_host() {  # LOG ARGS...: sets HOST_PID; 0 once ready
-    local log=$1
-    shift
-    "$FWXHOST" "$@" > "$log" 2>&1 &
-    HOST_PID=$!
-    pids+=("$HOST_PID")
-    wait_for "$log" '^fwxhost: ready' $HOST_PID 60
-}
-
-stop_host() {   # PID [SECONDS]: SIGTERM and reap; sets HOST_RC, STOP_S
-    local i t0=$SECONDS
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < ${2:-30} * 10; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    if kill -0 "$1" 2> /dev/null; then
-        kill -KILL "$1" 2> /dev/null; wait "$1" 2> /dev/null; HOST_RC=killed
-    else
-        wait "$1"; HOST_RC=$?
-    fi
-    STOP_S=$((SECONDS - t0))
-    forget_pid "$1"
-}
-
-worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
+start_host() { start_fwxhost "$@"; }    # LOG ARGS...: fwxhost with ARGS
 
 # ---------------------------------------------------------------- a. port in use
 test_port_in_use() {
@@ -340,5 +247,4 @@ for fl in $FLAVOURS; do
     test_alone_and_orphan $fl
 done
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

@@ -8,14 +8,10 @@
 # sources lose none; without the rule nothing gets through. Root only (visible SKIP).
 # TAP; environment as for tests/fwxhost.sh.
 set -u
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_TAIL=15
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwx-udptp
 peer=$B/tests/peers/udppeer
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift;
-           for f in "$@"; do [ -f "$f" ] && tail -n 15 "$f" | sed 's/^/#   | /'; done; }
 if [ "$(id -u)" != 0 ]; then
     echo "1..0 # SKIP needs root (network namespaces, iptables TPROXY)"
     exit 77
@@ -26,45 +22,26 @@ for tool in dnsmasq dig ip iptables; do
         exit 77
     fi
 done
-id=$$
-C=fxuc$id G=fxug$id S=fxus$id
-T=$(mktemp -d /tmp/fwx-udptp.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    ip netns del $C 2> /dev/null; ip netns del $G 2> /dev/null; ip netns del $S 2> /dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
 setup() {
-    ip netns add $C && ip netns add $G && ip netns add $S &&
-    ip link add fxuc${id} type veth peer name fxuga${id} &&
-    ip link add fxugb${id} type veth peer name fxus${id} &&
-    ip link set fxuc${id} netns $C && ip link set fxuga${id} netns $G &&
-    ip link set fxugb${id} netns $G && ip link set fxus${id} netns $S &&
-    ip -n $C addr add 10.201.1.2/24 dev fxuc${id} && ip -n $C link set fxuc${id} up &&
-    ip -n $C link set lo up && ip -n $C route add default via 10.201.1.1 &&
-    ip -n $G addr add 10.201.1.1/24 dev fxuga${id} && ip -n $G link set fxuga${id} up &&
-    ip -n $G addr add 10.201.2.1/24 dev fxugb${id} && ip -n $G link set fxugb${id} up &&
-    ip -n $G link set lo up &&
-    ip -n $S addr add 10.201.2.2/24 dev fxus${id} && ip -n $S link set fxus${id} up &&
-    ip -n $S link set lo up && ip -n $S route add default via 10.201.2.1 &&
-    ip netns exec $G sysctl -qw net.ipv4.ip_forward=0 &&
+    tl_topology fxu 10.201 &&
     # TPROXY: the client's DNS datagrams go to the rule's port on the gateway.
-    ip netns exec $G iptables -t mangle -A PREROUTING -i fxuga${id} -p udp --dport 53 \
+    ip netns exec $ng iptables -t mangle -A PREROUTING -i fxug$$ -p udp --dport 53 \
         -j TPROXY --on-port 5300 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1 &&
-    ip -n $G rule add fwmark 0x1/0x1 lookup 100 &&
-    ip -n $G route add local 0.0.0.0/0 dev lo table 100
+    ip -n $ng rule add fwmark 0x1/0x1 lookup 100 &&
+    ip -n $ng route add local 0.0.0.0/0 dev lo table 100
 }
 if ! setup > "$T/setup.log" 2>&1; then
     echo "1..0 # SKIP cannot build the namespace topology: $(tail -n 1 "$T/setup.log")"
     exit 77
 fi
+C=$nc G=$ng
 
-ip netns exec $S dnsmasq --no-daemon --conf-file=/dev/null --port=53 --listen-address=10.201.2.2 \
+# UdpRcvbufErrors of a namespace: datagrams its kernel dropped at a full
+# receive buffer (the peer's loss when it is the server's namespace).
+udp_rcvbuf_errors() {
+    ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+ip netns exec $nsv dnsmasq --no-daemon --conf-file=/dev/null --port=53 --listen-address=10.201.2.2 \
     --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
     > "$T/dnsmasq.log" 2>&1 &
 pids+=($!)
@@ -76,20 +53,12 @@ got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=1 +tries=1 2>&1
 if [ "$got" != 10.1.2.3 ]; then
     ok "without fwxhost the client cannot reach the server (the gateway is the only path)"
 else
-    not_ok "without fwxhost the client cannot reach the server (got '$got')"
+    fail "without fwxhost the client cannot reach the server (got '$got')"
 fi
 
 # The Wine server of the shared prefix must live in the default namespace, not in the
 # gateway's (other tests' Winsock calls would land there): make sure one runs, here.
 "${FWX_WINESERVER:-wineserver}" -p60 2> /dev/null
-wait_ready() {  # LOG PID
-    for _ in $(seq 1 300); do
-        grep -q 'fwxhost: ready' "$1" 2> /dev/null && return 0
-        kill -0 "$2" 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 for flavour in ${FWX_FLAVOURS:-x64}; do
     glog=$T/guard-$flavour.txt
     hlog=$T/host-$flavour.log
@@ -111,15 +80,15 @@ EOF
         ip netns exec $G "$B/bin/fwxhost" --config "$T/$flavour.ini" 2> "$hlog" &
     hp=$!
     pids+=($hp)
-    if ! wait_ready "$hlog" $hp; then
-        not_ok "$flavour: fwxhost starts with an outbound UDP rule" "$hlog"
+    if ! wait_ready "$hlog" $hp 30; then
+        fail "$flavour: fwxhost starts with an outbound UDP rule" "$hlog"
         continue
     fi
     got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=3 +tries=1 2>&1)
     if [ "$got" = 10.1.2.3 ] && grep -q 'new UDP client 10.201.1.2:[0-9]* to 10.201.2.2:53' "$hlog"; then
         ok "$flavour: dig in the client namespace gets 10.1.2.3 through the transparent rule"
     else
-        not_ok "$flavour: dig in the client namespace gets 10.1.2.3 through the transparent rule ('$got')" \
+        fail "$flavour: dig in the client namespace gets 10.1.2.3 through the transparent rule ('$got')" \
             "$hlog" "$glog"
     fi
     if grep -qx 'recv internal ext=10.201.2.2:53' "$glog" &&
@@ -127,7 +96,7 @@ EOF
        ! grep '^recv ' "$glog" | grep -vqx 'recv \(internal\|external\) ext=10.201.2.2:53'; then
         ok "$flavour: ExternalAddress is the original destination (internal side) and the source (external side)"
     else
-        not_ok "$flavour: ExternalAddress is the original destination and the source" "$glog"
+        fail "$flavour: ExternalAddress is the original destination and the source" "$glog"
     fi
     out=$(ip netns exec $C "$peer" raw --connect 10.201.2.2:53 --kind longname --timeout-ms 700 \
           --follow example.test 2>&1)
@@ -135,14 +104,21 @@ EOF
 then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
         ok "$flavour: an over-long name is dropped and logged; the next query passes"
     else
-        not_ok "$flavour: an over-long name is dropped and logged; the next query passes ($out)" "$glog"
+        fail "$flavour: an over-long name is dropped and logged; the next query passes ($out)" "$glog"
     fi
+    srv_drops0=$(udp_rcvbuf_errors $nsv)
     out=$(ip netns exec $C "$peer" flood --connect 10.201.2.2:53 --name example.test \
           --expect 10.1.2.3 --sources 20 --queries 2000 --window 2 --timeout-ms 5000 2>&1)
+    srv_drops=$(( $(udp_rcvbuf_errors $nsv) - srv_drops0 ))
+    lost=$(sed -n 's/.* lost \([0-9]*\) bad 0 .*/\1/p' <<< "$out")
     if [ "${out#sent 2000 answered 2000 lost 0 bad 0 }" != "$out" ]; then
         ok "$flavour: 2000 queries from 20 client sources, none lost ($out)"
+    elif [ -n "$lost" ] && [ "$lost" -le "$srv_drops" ]; then
+        # The server namespace's kernel counted at least as many datagrams
+        # dropped at dnsmasq's full socket: lost there, after fwxhost sent them.
+        ok "$flavour: 2000 queries from 20 client sources, none lost by fwxhost ($out; dnsmasq's socket dropped $srv_drops)"
     else
-        not_ok "$flavour: 2000 queries from 20 client sources, none lost ($out)" "$hlog"
+        fail "$flavour: 2000 queries from 20 client sources, none lost ($out)" "$hlog"
     fi
     kill -TERM $hp
     wait $hp 2> /dev/null
@@ -152,8 +128,8 @@ then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
     ip netns exec $G "$B/bin/fwxhost" --config "$T/direct-$flavour.ini" 2> "$T/direct-$flavour.log" &
     hp=$!
     pids+=($hp)
-    if ! wait_ready "$T/direct-$flavour.log" $hp; then
-        not_ok "$flavour/direct: fwxhost starts" "$T/direct-$flavour.log"
+    if ! wait_ready "$T/direct-$flavour.log" $hp 30; then
+        fail "$flavour/direct: fwxhost starts" "$T/direct-$flavour.log"
         continue
     fi
     got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=3 +tries=1 2>&1)
@@ -163,10 +139,9 @@ then answer 10.1.2.3" ] && grep -q '^drop name-too-long' "$glog"; then
        ! grep -q 'filter' "$T/direct-$flavour.ini"; then
         ok "$flavour/direct: no filter: dig answered, 2000 queries from 20 sources, none lost ($out)"
     else
-        not_ok "$flavour/direct: no filter: dig ('$got') and 2000 queries ($out)" "$T/direct-$flavour.log"
+        fail "$flavour/direct: no filter: dig ('$got') and 2000 queries ($out)" "$T/direct-$flavour.log"
     fi
     kill -TERM $hp
     wait $hp 2> /dev/null
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

@@ -25,6 +25,7 @@
 #include "host.h"
 #include "hostobj.h"
 #include "stats.h"
+#include "install.h"
 
 static int signal_pipe[2] = { -1, -1 };
 
@@ -46,6 +47,13 @@ static void usage(FILE *to)
         "  --workers N           worker threads (default: one per CPU core)\n"
         "  --log-level LEVEL     error, warn, notice, info, debug (default notice)\n"
         "  --drain SECONDS       on SIGTERM, wait this long for connections (default 10)\n"
+        "  --install DLL         run the filter's DllRegisterServer (or DllInstall) with\n"
+        "                        the host's IFWXFilterAdmin and print the [filter NAME]\n"
+        "                        section it registered (with --abi FILE if needed)\n"
+        "  --abi FILE            read IID/CLSID/flag overrides ([abi] sections, e.g. the\n"
+        "                        output of fwxinfo --discover) from FILE\n"
+        "  --trace FILE          write every filter/host call (both directions, decoded\n"
+        "                        arguments, results, threads) to FILE ([host] trace)\n"
         "  --record DIR          write each connection as a fwxreplay script into DIR\n"
         "                        when it ends ([host] record; see docs/replay-format.md)\n"
         "  --control PATH        the control socket (default: [host] control, else\n"
@@ -93,10 +101,65 @@ static int want_value(int argc, char **argv, int i)
     return i + 1;
 }
 
+/* fwxhost --install DLL [--abi FILE] [--log-level L]: the filter's own registration,
+ * printed as a [filter NAME] section (install.c, HOST-302). */
+static int install_main(int argc, char **argv)
+{
+    const char *dll = NULL, *abi_file = NULL, *level_text = "notice";
+    char err[2048];
+    int level, rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--install"))
+            dll = argv[i = want_value(argc, argv, i)];
+        else if (!strcmp(argv[i], "--abi"))
+            abi_file = argv[i = want_value(argc, argv, i)];
+        else if (!strcmp(argv[i], "--log-level"))
+            level_text = argv[i = want_value(argc, argv, i)];
+        else {
+            fprintf(stderr, "fwxhost: --install takes only --abi and --log-level (not '%s')\n", argv[i]);
+            return 2;
+        }
+    }
+    if ((level = fx_log_level_parse(level_text)) < 0) {
+        fprintf(stderr, "fwxhost: --log-level: unknown level '%s'\n", level_text);
+        return 2;
+    }
+    fx_log_init("fwxhost", level);
+    fx_config *cfg = fx_config_new_empty();
+    if (!cfg) {
+        fprintf(stderr, "fwxhost: out of memory\n");
+        return 2;
+    }
+    if (abi_file && fx_config_include(cfg, abi_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --abi: %s\n", err);
+        return 2;
+    }
+    if (abi_apply(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: %s\n", err);
+        return 2;
+    }
+    CoInitializeEx(NULL, COINIT_MULTITHREADED);
+    rc = install_filter(dll, stdout, err, sizeof(err));
+    CoUninitialize();
+    fflush(stdout);
+    fx_config_free(cfg);
+    if (rc != 0) {
+        fprintf(stderr, "fwxhost: --install: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--install"))
+            return install_main(argc, argv);
+
     const char *config_path = NULL, *listen = NULL, *target = NULL, *workers = NULL;
-    const char *level_text = "notice", *control = NULL, *record = NULL, *user = NULL;
+    const char *level_text = "notice", *control = NULL, *trace = NULL, *record = NULL, *user = NULL;
+    const char *abi_file = NULL;
     int stats = 0;
     char err[2048];
     fx_config *cfg = NULL;
@@ -125,6 +188,10 @@ int main(int argc, char **argv)
             drain = (unsigned)atoi(argv[i = want_value(argc, argv, i)]);
         } else if (!strcmp(a, "--control")) {
             control = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--trace")) {
+            trace = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--abi")) {
+            abi_file = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--no-supervisor")) {
             /* the launcher's: it then runs this process directly */
         } else if (!strcmp(a, "--record")) {
@@ -226,6 +293,14 @@ int main(int argc, char **argv)
     }
     if (workers && fx_config_set(cfg, "host", "workers", workers, err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxhost: --workers: %s\n", err);
+        return 2;
+    }
+    if (trace && fx_config_set(cfg, "host", "trace", trace, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --trace: %s\n", err);
+        return 2;
+    }
+    if (abi_file && fx_config_include(cfg, abi_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxhost: --abi: %s\n", err);
         return 2;
     }
     if (record && fx_config_set(cfg, "host", "record", record, err, sizeof(err)) != 0) {

@@ -15,6 +15,7 @@
 #include "fxconf.h"
 #include "fxpe.h"
 #include "loader.h"
+#include "discover.h"
 
 
 #define MAX_CLASSES 16
@@ -23,12 +24,16 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: fwxinfo [options] DLL[=CLSID] ...\n"
+            "       fwxinfo --discover DLL\n"
             "\n"
             "Describes ISA Server 2000 application-filter DLLs: PE machine, exports,\n"
             "the COM class DllGetClassObject serves, and the hook events and port\n"
             "ranges its FilterInit registers with the host.\n"
             "\n"
             "  DLL=CLSID        use this class instead of probing the DLL for one\n"
+            "  --discover DLL   find the CLSIDs and IIDs the DLL was built with (type\n"
+            "                   library, REGISTRY resources, probing, a dry run) and print\n"
+            "                   them as an [abi] override file (fwxhost --abi FILE)\n"
             "  --log-level L    error, warn, notice, info, debug (default warn)\n"
             "  -h, --help       this text\n"
             "\n"
@@ -122,6 +127,25 @@ out:
 int main(int argc, char **argv)
 {
     int level = FX_LOG_WARN, ndlls = 0, failed = 0;
+
+    if (argc >= 3 && !strcmp(argv[1], "--discover")) {
+        char err[1024];
+        int rc;
+        if (argc != 3) {
+            fprintf(stderr, "fwxinfo: --discover takes one DLL\n");
+            return 2;
+        }
+        fx_log_init("fwxinfo", FX_LOG_ERROR);
+        CoInitializeEx(NULL, COINIT_MULTITHREADED);
+        rc = discover_dll(argv[2], err, sizeof(err));
+        CoUninitialize();
+        fflush(stdout);
+        if (rc != 0) {
+            fprintf(stderr, "fwxinfo: %s\n", err);
+            return 2;
+        }
+        return 0;
+    }
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

@@ -56,6 +56,8 @@ static void usage(FILE *to)
         "  --update               write SCRIPT.golden from this run instead of comparing\n"
         "  --timeout MS           bound of every wait (default 5000)\n"
         "  --log-level LEVEL      host log on stderr (default warn)\n"
+        "  --trace FILE           write every filter/host call (both directions, decoded\n"
+        "                         arguments, results, threads) to FILE\n"
         "  --junit FILE           with DIR: also write a JUnit XML report\n"
         "  --pcap FILE            replay a TCP or UDP flow of a pcap capture (tcpdump -w) instead\n"
         "                         of a script; its golden file is FILE.golden (FILE.N.golden\n"
@@ -306,6 +308,7 @@ static void add_filter(fx_config *cfg, const char *path, const char *clsid)
 int main(int argc, char **argv)
 {
     const char *script_path = NULL, *level_text = "warn", *chunk_text = "fixed:65536";
+    const char *trace = NULL;
     const char *pcap_path = NULL, *to_script = NULL;
     unsigned timeout_ms = 5000;
     unsigned long stream = 0;
@@ -336,6 +339,8 @@ int main(int argc, char **argv)
             timeout_ms = (unsigned)t;
         } else if (!strcmp(a, "--log-level")) {
             level_text = argv[i = want_value(argc, argv, i)];
+        } else if (!strcmp(a, "--trace")) {
+            trace = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--pcap")) {
             pcap_path = argv[i = want_value(argc, argv, i)];
         } else if (!strcmp(a, "--to-script")) {
@@ -412,6 +417,10 @@ int main(int argc, char **argv)
     fx_config *cfg = fx_config_new_empty();
     if (!cfg || fx_config_set(cfg, "host", "workers", "1", err, sizeof(err)) != 0) {
         fprintf(stderr, "fwxreplay: out of memory\n");
+        return 2;
+    }
+    if (trace && fx_config_set(cfg, "host", "trace", trace, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fwxreplay: --trace: %s\n", err);
         return 2;
     }
     if (nfilters) {

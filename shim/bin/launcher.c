@@ -163,7 +163,8 @@ static int resolve(int argc, char **argv, char *prog, char *loader)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "--version"))
             break;
-        if ((!strcmp(a, "--filter") || !strcmp(a, "--config")) && i + 1 < argc) {
+        if ((!strcmp(a, "--filter") || !strcmp(a, "--config") || !strcmp(a, "--install")) &&
+            i + 1 < argc) {
             const char *v = argv[++i];
             if (!strcmp(a, "--config"))
                 flavour_from_config(v, &have, &from);
@@ -184,7 +185,7 @@ static int resolve(int argc, char **argv, char *prog, char *loader)
         } else if (a[0] != '-') {
             script = a;
         } else if (a[0] == '-' && a[1] == '-' && i + 1 < argc && !strchr(a, '=') &&
-                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") ||
+                   (!strcmp(a, "--clsid") || !strcmp(a, "--log-level") || !strcmp(a, "--trace") || !strcmp(a, "--abi") ||
                     !strcmp(a, "--chunking") || !strcmp(a, "--timeout") || !strcmp(a, "--junit") ||
                     !strcmp(a, "--control") || !strcmp(a, "--record") || !strcmp(a, "--pcap") ||
                     !strcmp(a, "--stream") || !strcmp(a, "--to-script"))) {

@@ -6,6 +6,7 @@
  * argument alive: no action_detach needed).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdlib.h>
 
 #include "hostobj.h"
@@ -65,11 +66,14 @@ static HRESULT WINAPI action_Cancel(IFWXFirewallAction *iface)
     return S_OK;
 }
 
-static const IFWXFirewallActionVtbl action_vtbl = {
-    action_QueryInterface,
-    action_AddRef,
-    action_Release,
-    action_Cancel,
+FX_HOST_VTBL(IFWXFirewallAction, action_vtbl) = {
+    {
+        action_QueryInterface,
+        action_AddRef,
+        action_Release,
+        action_Cancel,
+    },
+    FX_TRAPS(IFWXFirewallAction)
 };
 
 void action_detach(IFWXFirewallAction *iface)
@@ -94,7 +98,7 @@ HRESULT action_create_owned(void (*cancel)(void *arg), void (*release)(void *arg
         return E_POINTER;
     if (!(a = calloc(1, sizeof(*a))))
         return E_OUTOFMEMORY;
-    a->IFWXFirewallAction_iface.lpVtbl = &action_vtbl;
+    a->IFWXFirewallAction_iface.lpVtbl = &action_vtbl.vtbl;
     a->ref = 1;
     a->cancel = cancel;
     a->release = release;

@@ -9,6 +9,7 @@
  * filter code.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include "guard.h"
 #include "hostobj.h"
 
-static const IFWXConnectionVtbl connection_vtbl;
+static struct fx_vtbl_IFWXConnection connection_vtbl;
 static LONG next_connection_id;
 
 static inline struct connection *impl_from_IFWXConnection(IFWXConnection *iface)
@@ -30,7 +31,7 @@ static inline struct connection *impl_from_IFWXConnection(IFWXConnection *iface)
 
 struct connection *connection_from_iface(IFWXConnection *iface)
 {
-    return iface && iface->lpVtbl == &connection_vtbl ? impl_from_IFWXConnection(iface) : NULL;
+    return iface && iface->lpVtbl == &connection_vtbl.vtbl ? impl_from_IFWXConnection(iface) : NULL;
 }
 
 static const char *rule_name(struct connection *c)
@@ -507,7 +508,7 @@ struct connection *connection_create(struct worker *w, struct rule *rule, struct
     struct connection *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->IFWXConnection_iface.lpVtbl = &connection_vtbl;
+    c->IFWXConnection_iface.lpVtbl = &connection_vtbl.vtbl;
     c->ref = 1;
     InitializeCriticalSection(&c->lock);
     c->pending_tail = &c->pending;
@@ -1195,16 +1196,19 @@ static HRESULT WINAPI connection_SetProtocol(IFWXConnection *iface, REFGUID guid
     return S_OK;
 }
 
-static const IFWXConnectionVtbl connection_vtbl = {
-    connection_QueryInterface,
-    connection_AddRef,
-    connection_Release,
-    connection_AttachDataFilter,
-    connection_AttachDataFilterWithDestination,
-    connection_EmulateConnection,
-    connection_SetSocketName,
-    connection_GetExternalSocketName,
-    connection_SetClientAddress,
-    connection_Deny,
-    connection_SetProtocol,
+FX_HOST_VTBL(IFWXConnection, connection_vtbl) = {
+    {
+        connection_QueryInterface,
+        connection_AddRef,
+        connection_Release,
+        connection_AttachDataFilter,
+        connection_AttachDataFilterWithDestination,
+        connection_EmulateConnection,
+        connection_SetSocketName,
+        connection_GetExternalSocketName,
+        connection_SetClientAddress,
+        connection_Deny,
+        connection_SetProtocol,
+    },
+    FX_TRAPS(IFWXConnection)
 };

@@ -9,6 +9,7 @@
  * unknown IID).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,11 +60,15 @@ const char *fx_guid_str(const GUID *g, char buf[39])
     return buf;
 }
 
+void (*fx_unknown_iid_hook)(const char *object, REFIID riid);
+
 void fx_log_unknown_iid(const char *object, REFIID riid)
 {
     char text[39];
     if (!riid)
         return;
+    if (fx_unknown_iid_hook)
+        fx_unknown_iid_hook(object, riid);
     /* Debug, not warning: COM callers probe for optional interfaces all
      * the time. fwxinfo --discover (ABI work) reads these lines. */
     fx_log(FX_LOG_DEBUG, "%s: QueryInterface for unknown IID %s -> E_NOINTERFACE", object,
@@ -257,27 +262,30 @@ static HRESULT WINAPI firewall_DuplicateFilterHookEvents(IFWXFirewall *iface,
     return hooks_duplicate(src, out);
 }
 
-static const IFWXFirewallVtbl firewall_vtbl = {
-    firewall_QueryInterface,
-    firewall_AddRef,
-    firewall_Release,
-    firewall_HookToCompletionPort,
-    firewall_CreateOverlapped,
-    firewall_CreateNetworkSocket,
-    firewall_CreateConstBuffer,
-    firewall_CreateBuffer,
-    firewall_CreateWindowBuffer,
-    firewall_CreateIpFilter,
-    firewall_StartHeavyBlockingOperation,
-    firewall_EndHeavyBlockingOperation,
-    firewall_GetNATSession,
-    firewall_CreatePrivateSession,
-    firewall_GetHostByName,
-    firewall_GetHostByAddr,
-    firewall_DuplicateFilterHookEvents,
+FX_HOST_VTBL(IFWXFirewall, firewall_vtbl) = {
+    {
+        firewall_QueryInterface,
+        firewall_AddRef,
+        firewall_Release,
+        firewall_HookToCompletionPort,
+        firewall_CreateOverlapped,
+        firewall_CreateNetworkSocket,
+        firewall_CreateConstBuffer,
+        firewall_CreateBuffer,
+        firewall_CreateWindowBuffer,
+        firewall_CreateIpFilter,
+        firewall_StartHeavyBlockingOperation,
+        firewall_EndHeavyBlockingOperation,
+        firewall_GetNATSession,
+        firewall_CreatePrivateSession,
+        firewall_GetHostByName,
+        firewall_GetHostByAddr,
+        firewall_DuplicateFilterHookEvents,
+    },
+    FX_TRAPS(IFWXFirewall)
 };
 
-static struct firewall the_firewall = { { &firewall_vtbl }, 1, 0 };
+static struct firewall the_firewall = { { &firewall_vtbl.vtbl }, 1, 0 };
 
 IFWXFirewall *firewall_get(void)
 {

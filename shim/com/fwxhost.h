@@ -18,6 +18,11 @@
 
 #include "wspfwext.h"
 #include "fxlog.h"
+/* The call trace's wrappers (generated, trace.h): host->filter calls through the
+ * COBJMACROS names are traced where the host makes them. */
+#include "fxtrace.h"
+/* Run-time IIDs and flag values ([abi] overrides). */
+#include "abi.h"
 
 /* Wine's CONTAINING_RECORD idiom for impl_from_*(). */
 #ifndef CONTAINING_RECORD
@@ -47,6 +52,8 @@ void fx_tls_set(struct fx_tls *t, void *value);
 
 /* Compares two IIDs and logs an unknown one once per object kind. */
 void fx_log_unknown_iid(const char *object, REFIID riid);
+/* fwxinfo --discover: told of every unknown IID a filter asks our objects for. */
+extern void (*fx_unknown_iid_hook)(const char *object, REFIID riid);
 
 /* "{XXXXXXXX-...}" into buf (39 bytes). */
 const char *fx_guid_str(const GUID *g, char buf[39]);

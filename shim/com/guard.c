@@ -22,6 +22,7 @@
 #include "guard.h"
 #include "hostobj.h"
 #include "loader.h"
+#include "trap.h"
 
 struct guard_slot {
     struct guard_slot *next;          /* the list of every thread's slot */
@@ -125,11 +126,25 @@ HRESULT guard_fault(struct guard_frame *frame)
      * of GUARDED_CALL: frames pushed by deeper guarded calls are gone. */
     slot_publish(frame->slot, frame);
     InterlockedIncrement(&guard_faults);
-    fx_log(FX_LOG_ERROR, "filter %s faulted in %s::%s: exception 0x%08lx at %p",
+    fx_log(FX_LOG_ERROR, "filter %s faulted in %s::%s: exception 0x%08lx at %p%s",
            fx_filter_name(frame->filter), frame->iface, frame->method,
-           (unsigned long)frame->code, frame->address);
+           (unsigned long)frame->code, frame->address,
+           frame->code == FX_EXC_TRAP ? " (a trap slot, see above)" : "");
+    fxt_fault(frame->iface, frame->method, frame->code, frame->address);
     guard_count_fault((struct fx_filter *)frame->filter);
     return FX_E_FILTER_FAULT;
+}
+
+BOOL guard_in_call(void)
+{
+    struct guard_slot *slot = fx_tls_get(&slot_tls);
+    return slot && slot->frame;
+}
+
+void *guard_frame_current(void)
+{
+    struct guard_slot *slot = fx_tls_get(&slot_tls);
+    return slot ? slot->frame : NULL;
 }
 
 LONG guard_fault_total(void)

@@ -58,6 +58,10 @@ LONG guard_fault_total(void);
 /* The filter whose code is running on this thread (the innermost guarded
  * call), or NULL: the filter that is calling the host right now. */
 struct fx_filter *guard_current_filter(void);
+/* Is this thread inside a guarded call (any filter, or none named)? */
+BOOL guard_in_call(void);
+/* The innermost guarded call's frame on this thread, or NULL (trace.c). */
+void *guard_frame_current(void);
 
 #define GUARDED_CALL(hr, filter, iface, method, expr)                 \
     do {                                                              \

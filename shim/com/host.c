@@ -216,6 +216,7 @@ static int load_filters(struct host *h, char *err, size_t errlen)
             memcpy(&f->clsid, &fc->clsid, sizeof(GUID));
             f->has_clsid = TRUE;
         }
+        f->profile = fc->profile;
         if (fx_filter_load(f, NULL, 0, NULL, why, sizeof(why)) != 0 ||
             fx_filter_init(f, h->firewall, &init_hr, why, sizeof(why)) != 0) {
             if (cfg->path && fc->line)
@@ -227,8 +228,9 @@ static int load_filters(struct host *h, char *err, size_t errlen)
         }
         h->nfilters++;
         char text[39], mask[256];
-        fx_log(FX_LOG_INFO, "filter %s: %s, class %s, %s-bit, hook events %s, %lu port ranges",
+        fx_log(FX_LOG_INFO, "filter %s: %s, class %s, %s-bit, profile %s%s, hook events %s, %lu port ranges",
                f->name, f->path, fx_guid_str(&f->clsid, text), sizeof(void *) == 8 ? "64" : "32",
+               fx_profile_name(f->profile), f->profile_auto ? " (by PE type)" : "",
                fx_event_mask_str(f->hooks.dwGlobalEvents, mask, sizeof(mask)),
                (unsigned long)f->hooks.dwNumPortRanges);
     }
@@ -331,6 +333,12 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
     /* Before any filter code runs: FilterInit is guarded and watched too. */
     guard_configure(cfg->host.max_faults, cfg->host.on_disabled == FX_DISABLED_BYPASS);
     guard_watchdog_start(cfg->host.hang_timeout);
+    /* Before any filter is loaded: the IIDs and flags it will see, and the
+     * trace, which patches the host vtables. */
+    if (abi_apply(cfg, err, errlen) != 0)
+        return -1;
+    if (cfg->host.trace && !fxt_on && trace_open(cfg->host.trace, err, errlen) != 0)
+        return -1;
     h->firewall = firewall_get();
 
     h->nworkers = cfg->host.workers > 0 ? cfg->host.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);

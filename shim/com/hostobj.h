@@ -357,6 +357,9 @@ HRESULT netsock_create(struct session *session, INT protocol, IFWXNetworkSocket 
  * ERROR_OPERATION_ABORTED (delivered on its loop), and no new socket can
  * be created. Waits up to timeout_ms for those deliveries. */
 void netsock_stop_all(unsigned timeout_ms);
+/* The sockets f created while its ABI profile was not settled (during FilterInit)
+ * get the vtable of the profile it has now (ABI-303). */
+void netsock_settle_profile(struct fx_filter *f);
 
 /* ---- udp.c: UDP rules (docs/configuration.md, HOST-200..) ---- */
 struct udp_rule;

@@ -23,6 +23,7 @@
  * only marked (their memory stays: freeing it could corrupt the heap).
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdlib.h>
 #include <string.h>
 #include "fxpages.h"
@@ -99,7 +100,7 @@ static void iobuffer_destroy(struct iobuffer *b)
     free(b);
 }
 
-static const IFWXIOBufferVtbl iobuffer_vtbl;
+static struct fx_vtbl_IFWXIOBuffer iobuffer_vtbl;
 
 static inline struct iobuffer *impl_from_IFWXIOBuffer(IFWXIOBuffer *iface)
 {
@@ -108,7 +109,7 @@ static inline struct iobuffer *impl_from_IFWXIOBuffer(IFWXIOBuffer *iface)
 
 static struct iobuffer *unsafe_impl(IFWXIOBuffer *iface)
 {
-    return iface && iface->lpVtbl == &iobuffer_vtbl ? impl_from_IFWXIOBuffer(iface) : NULL;
+    return iface && iface->lpVtbl == &iobuffer_vtbl.vtbl ? impl_from_IFWXIOBuffer(iface) : NULL;
 }
 
 static HRESULT WINAPI iobuffer_QueryInterface(IFWXIOBuffer *iface, REFIID riid, void **out)
@@ -280,16 +281,19 @@ static HRESULT WINAPI iobuffer_GetBufferSizes(IFWXIOBuffer *iface, DWORD *alloca
     return S_OK;
 }
 
-static const IFWXIOBufferVtbl iobuffer_vtbl = {
-    iobuffer_QueryInterface,
-    iobuffer_AddRef,
-    iobuffer_Release,
-    iobuffer_GetBufferAndSize,
-    iobuffer_SetDataSize,
-    iobuffer_Append,
-    iobuffer_ReadAt,
-    iobuffer_SendToBuffer,
-    iobuffer_GetBufferSizes,
+FX_HOST_VTBL(IFWXIOBuffer, iobuffer_vtbl) = {
+    {
+        iobuffer_QueryInterface,
+        iobuffer_AddRef,
+        iobuffer_Release,
+        iobuffer_GetBufferAndSize,
+        iobuffer_SetDataSize,
+        iobuffer_Append,
+        iobuffer_ReadAt,
+        iobuffer_SendToBuffer,
+        iobuffer_GetBufferSizes,
+    },
+    FX_TRAPS(IFWXIOBuffer)
 };
 
 /* Filters ask for buffers by the size they want; refuse absurd requests
@@ -423,7 +427,7 @@ static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t size)
     }
     /* A cached block is reused as it is: its old bytes stay until
      * overwritten, as with the heap (size 0 hides them). */
-    buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl;
+    buf->IFWXIOBuffer_iface.lpVtbl = &iobuffer_vtbl.vtbl;
     buf->ref = 1;
     buf->kind = kind;
     buf->data = buf->block ? buf->block : buf->inline_data;

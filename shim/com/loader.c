@@ -13,6 +13,7 @@
 #include "fxpe.h"
 #include "guard.h"
 #include "loader.h"
+#include "hostobj.h"
 
 
 typedef HRESULT (WINAPI *get_class_object_fn)(REFCLSID, REFIID, void **);
@@ -42,6 +43,13 @@ static const char *hr_text(HRESULT hr, char *buf, size_t len)
 }
 
 /* Wine maps a Linux path to a DOS one ("Z:\..."); LoadLibrary needs that. */
+static WCHAR *dos_path(const char *unix_path);
+
+WCHAR *fx_dos_path(const char *unix_path)
+{
+    return dos_path(unix_path);
+}
+
 static WCHAR *dos_path(const char *unix_path)
 {
     static WCHAR *(CDECL *to_dos)(const char *);
@@ -159,6 +167,11 @@ int fx_filter_load(struct fx_filter *f, GUID *classes, int max_classes, int *n_c
     for (size_t i = 0; i < pe.nexports; i++)
         has_export |= pe.exports[i].name && !strcmp(pe.exports[i].name, "DllGetClassObject");
     unsigned machine = pe.machine;
+    if (f->profile == FX_PROFILE_AUTO) {
+        /* ABI-303: PE32 filters are ISA 2000's, PE32+ ones ISA 2004/2006/TMG's. */
+        f->profile = pe.is_pe32plus ? FX_PROFILE_TMG : FX_PROFILE_ISA2000;
+        f->profile_auto = TRUE;
+    }
     fx_pe_info_free(&pe);
     if (!has_export) {
         snprintf(err, errlen, "%s: does not export DllGetClassObject, so it is not a COM filter DLL",
@@ -232,8 +245,54 @@ int fx_filter_init(struct fx_filter *f, IFWXFirewall *firewall, HRESULT *init_hr
     PFwxFilterHookEvents hooks = NULL;
     HRESULT hr;
     int rc = 0;
+    /* tmg: the host owns the structure and the filter fills it (reference 4);
+     * zeroed, and as large as the ISA 2000 one, which starts the same way. */
+    FwxFilterHookEvents tmg_hooks;
+    memset(&tmg_hooks, 0, sizeof(tmg_hooks));
 
-    GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(f->filter, firewall, &hooks));
+    if (f->profile == FX_PROFILE_TMG) {
+        f->profile_tentative = f->profile_auto;
+        GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit",
+                     IFWXFilter_FilterInit(f->filter, firewall, (PFwxFilterHookEvents *)&tmg_hooks));
+        f->profile_tentative = FALSE;
+        if (hr != FX_E_FILTER_FAULT && !FAILED(hr)) {
+            /* An ISA 2000-style filter stores a pointer where a TMG one writes
+             * event bits: the value then has bits no event mask has, or (a low
+             * address) no source bit, which every TMG mask with events carries;
+             * on x64 the pointer's upper half lands in dwNumPortRanges. */
+            const DWORD valid = 0x3ff | 0xC0000000 | 0x03000000;
+            DWORD ev = tmg_hooks.dwGlobalEvents;
+            BOOL tmg_like = !(ev & ~valid) && (!ev || (ev & 0xC3000000)) &&
+                            !tmg_hooks.dwNumPortRanges && !tmg_hooks.PortRangeEvents;
+            if (tmg_like) {
+                netsock_settle_profile(f);
+                memset(&f->hooks, 0, sizeof(f->hooks));
+                f->hooks.dwGlobalEvents = tmg_hooks.dwGlobalEvents;
+                f->ranges = NULL;
+                f->initialized = TRUE;
+                if (init_hr)
+                    *init_hr = hr;
+                return 0;
+            }
+            memcpy(&hooks, &tmg_hooks, sizeof(hooks));
+            if (!f->profile_auto) {
+                if (init_hr)
+                    *init_hr = hr;
+                f->initialized = TRUE;
+                snprintf(err, errlen, "%s: profile tmg, but FilterInit left 0x%08lx in the hook "
+                         "events it should fill (a pointer, as ISA 2000 filters return?); "
+                         "try profile = isa2000", f->path, (unsigned long)tmg_hooks.dwGlobalEvents);
+                return -1;
+            }
+            /* Info, not notice: 64-bit builds of ISA 2000 sources are common. */
+            fx_log(FX_LOG_INFO, "filter %s: FilterInit returned a hook-event pointer, the ISA "
+                   "2000 way: profile isa2000 instead of tmg (PE32+)", fx_filter_name(f));
+            f->profile = FX_PROFILE_ISA2000;
+            netsock_settle_profile(f);
+        }
+    } else {
+        GUARDED_CALL(hr, f, "IFWXFilter", "FilterInit", IFWXFilter_FilterInit(f->filter, firewall, &hooks));
+    }
     if (init_hr)
         *init_hr = hr;
     f->initialized = hr != FX_E_FILTER_FAULT;

@@ -8,6 +8,7 @@
 #define FWX_LOADER_H
 
 #include "fwxhost.h"
+#include "fxconf.h"
 
 struct fx_filter {
     char *name;                    /* from the config, or the DLL's base name */
@@ -33,6 +34,11 @@ struct fx_filter {
     /* Host buffers it still referenced when their connection ended, whose
      * memory the host took back (HOST-900): a total, not a gauge. */
     LONG reclaimed_buffers;
+    /* ABI profile (docs ABI-303): set before fx_filter_load (AUTO: by PE type);
+     * fx_filter_load resolves AUTO, fx_filter_init may settle it. */
+    enum fx_profile profile;
+    BOOL profile_auto;             /* chosen by PE type, not by the config */
+    BOOL profile_tentative;        /* auto tmg during FilterInit: not settled yet */
 };
 
 /* Filter name used in logs when the caller has no filter at hand. */
@@ -56,6 +62,10 @@ void fx_filter_unload(struct fx_filter *f);
 /* Probes every 4-byte-aligned 16-byte value in the module's initialized,
  * non-executable sections with DllGetClassObject(value, IID_IClassFactory). */
 int fx_filter_probe_classes(struct fx_filter *f, GUID *out, int max);
+
+/* The DOS path Wine gives a Linux path (HeapFree it), for LoadLibrary and
+ * LoadTypeLibEx. */
+WCHAR *fx_dos_path(const char *unix_path);
 
 /* Text form of an event mask: "fwx_Connect_Tcp|fwx_AcceptedConnection|fwxSourceWSP|...". */
 const char *fx_event_mask_str(DWORD mask, char *buf, size_t len);

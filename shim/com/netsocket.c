@@ -26,6 +26,7 @@
  * timer. The final Release closes the socket as Close(FALSE) would.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +142,7 @@ struct netsock {
     unsigned long long bytes_in, bytes_out;
 };
 
-static const IFWXNetworkSocketVtbl netsock_vtbl;
+static struct fx_vtbl_IFWXNetworkSocket netsock_vtbl, netsock_vtbl_tmg;
 static LONG next_id;
 static LONG next_worker;
 
@@ -286,7 +287,11 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
         *hr = E_OUTOFMEMORY;
         return NULL;
     }
-    s->IFWXNetworkSocket_iface.lpVtbl = &netsock_vtbl;
+    /* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt.
+     * While an auto profile is not settled (FilterInit), the ISA 2000 order. */
+    s->IFWXNetworkSocket_iface.lpVtbl =
+        owner && owner->profile == FX_PROFILE_TMG && !owner->profile_tentative
+            ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
     s->ref = 1;
     s->holds = 1;
     InitializeCriticalSection(&s->lock);
@@ -1195,24 +1200,27 @@ static HRESULT WINAPI netsock_SetPacketFilterOptions(IFWXNetworkSocket *iface, D
     return s->closed ? FWX_E_TERMINATING : S_OK;
 }
 
-static const IFWXNetworkSocketVtbl netsock_vtbl = {
-    netsock_QueryInterface,
-    netsock_AddRef,
-    netsock_Release,
-    netsock_Send,
-    netsock_SendTo,
-    netsock_Recv,
-    netsock_Shutdown,
-    netsock_Close,
-    netsock_Connect,
-    netsock_Bind,
-    netsock_GetSockName,
-    netsock_GetPeerName,
-    netsock_Listen,
-    netsock_GetSockOpt,
-    netsock_SetSockOpt,
-    netsock_Accept,
-    netsock_SetPacketFilterOptions,
+FX_HOST_VTBL(IFWXNetworkSocket, netsock_vtbl) = {
+    {
+        netsock_QueryInterface,
+        netsock_AddRef,
+        netsock_Release,
+        netsock_Send,
+        netsock_SendTo,
+        netsock_Recv,
+        netsock_Shutdown,
+        netsock_Close,
+        netsock_Connect,
+        netsock_Bind,
+        netsock_GetSockName,
+        netsock_GetPeerName,
+        netsock_Listen,
+        netsock_GetSockOpt,
+        netsock_SetSockOpt,
+        netsock_Accept,
+        netsock_SetPacketFilterOptions,
+    },
+    FX_TRAPS(IFWXNetworkSocket)
 };
 
 /* ------------------------------------------------------------ creation and stop */
@@ -1271,6 +1279,16 @@ static void ns_stop_task(void *arg)
     ns_unhold(s);
 }
 
+void netsock_settle_profile(struct fx_filter *f)
+{
+    AcquireSRWLockExclusive(&live_lock);
+    for (struct netsock *s = live_head; s; s = s->live_next)
+        if (s->owner == f)
+            s->IFWXNetworkSocket_iface.lpVtbl = f->profile == FX_PROFILE_TMG
+                                                    ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
+    ReleaseSRWLockExclusive(&live_lock);
+}
+
 void netsock_stop_all(unsigned timeout_ms)
 {
     struct netsock *s, **all = NULL;
@@ -1315,3 +1333,30 @@ void netsock_stop_all(unsigned timeout_ms)
         fx_log(FX_LOG_WARN, "%ld network socket(s) did not finish closing within %u ms",
                (long)stop_pending, timeout_ms);
 }
+
+/* The tmg profile's layout (reference 3.12, 4): SetSockOpt then GetSockOpt. Slot 16 is
+ * SetIpFilter in TMG; it keeps SetPacketFilterOptions here, which ignores its argument
+ * (ABI-303). */
+#define NS_SLOT(field) typeof(((IFWXNetworkSocketVtbl *)0)->field)
+FX_HOST_VTBL_NAMED(IFWXNetworkSocket, netsock_vtbl_tmg, "IFWXNetworkSocket(tmg)") = {
+    {
+        netsock_QueryInterface,
+        netsock_AddRef,
+        netsock_Release,
+        netsock_Send,
+        netsock_SendTo,
+        netsock_Recv,
+        netsock_Shutdown,
+        netsock_Close,
+        netsock_Connect,
+        netsock_Bind,
+        netsock_GetSockName,
+        netsock_GetPeerName,
+        netsock_Listen,
+        (NS_SLOT(GetSockOpt))netsock_SetSockOpt,
+        (NS_SLOT(SetSockOpt))netsock_GetSockOpt,
+        netsock_Accept,
+        netsock_SetPacketFilterOptions,
+    },
+    FX_TRAPS(IFWXNetworkSocket)
+};

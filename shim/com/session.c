@@ -19,6 +19,7 @@
  * attach; the loser's session filter is detached and released at once.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,8 +324,29 @@ static struct session_filter *attach(struct session *s, struct fx_filter *f, HRE
     if (entry)
         return entry;
 
-    GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
-                 IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    if (f->profile == FX_PROFILE_TMG) {
+        /* tmg (ABI-303): the host owns the hook events and the filter fills
+         * them; CoTaskMem, so the rest goes as for an ISA 2000 filter's. */
+        PFwxFilterHookEvents block = CoTaskMemAlloc(sizeof(*block));
+        if (!block) {
+            *result = E_OUTOFMEMORY;
+            return NULL;
+        }
+        memset(block, 0, sizeof(*block));
+        GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
+                     IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf,
+                                                (PFwxFilterHookEvents *)block));
+        if (hr != FX_E_FILTER_FAULT && !FAILED(hr) && block->dwGlobalEvents) {
+            block->dwNumPortRanges = 0;
+            block->PortRangeEvents = NULL;
+            hooks = block;
+        } else {
+            CoTaskMemFree(block);
+        }
+    } else {
+        GUARDED_CALL(hr, f, "IFWXFilter", "AttachToSession",
+                     IFWXFilter_AttachToSession(f->filter, session_iface(s), &sf, &hooks));
+    }
     if (hr == FX_E_FILTER_FAULT) {
         *result = hr;     /* the out-parameters are not trustworthy: leak them */
         return NULL;
@@ -714,28 +736,31 @@ static HRESULT WINAPI session_GetHostByAddr(IFWXSession *iface, const char *addr
     return FX_NOTIMPL("IFWXSession", "GetHostByAddr");
 }
 
-static const IFWXSessionVtbl session_vtbl = {
-    session_QueryInterface,
-    session_AddRef,
-    session_Release,
-    session_GetClientAddress,
-    session_GetClientMachineName,
-    session_ImpersonateClient,
-    session_RevertToSelf,
-    session_AccessCheck,
-    session_HostAccessCheck,
-    session_AllowFutureConnect,
-    session_BindForClient,
-    session_EmulateClientBind,
-    session_GetSessionFlags,
-    session_RedirectConnections,
-    session_AttachFilter,
-    session_SetDataFilterFactory,
-    session_RetroactiveAllowBind,
-    session_EnableInternalAddressTranslation,
-    session_CreateNetworkSocket,
-    session_GetHostByName,
-    session_GetHostByAddr,
+FX_HOST_VTBL(IFWXSession, session_vtbl) = {
+    {
+        session_QueryInterface,
+        session_AddRef,
+        session_Release,
+        session_GetClientAddress,
+        session_GetClientMachineName,
+        session_ImpersonateClient,
+        session_RevertToSelf,
+        session_AccessCheck,
+        session_HostAccessCheck,
+        session_AllowFutureConnect,
+        session_BindForClient,
+        session_EmulateClientBind,
+        session_GetSessionFlags,
+        session_RedirectConnections,
+        session_AttachFilter,
+        session_SetDataFilterFactory,
+        session_RetroactiveAllowBind,
+        session_EnableInternalAddressTranslation,
+        session_CreateNetworkSocket,
+        session_GetHostByName,
+        session_GetHostByAddr,
+    },
+    FX_TRAPS(IFWXSession)
 };
 
 struct session *session_create(const void *win_client, int len, const char *name)
@@ -743,7 +768,7 @@ struct session *session_create(const void *win_client, int len, const char *name
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->IFWXSession_iface.lpVtbl = &session_vtbl;
+    s->IFWXSession_iface.lpVtbl = &session_vtbl.vtbl;
     s->ref = 1;
     InitializeCriticalSection(&s->lock);
     if (len > (int)sizeof(s->client))

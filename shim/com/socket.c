@@ -21,6 +21,7 @@
  * dropped — never inside the call that started the I/O.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
+#include "trap.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,7 +86,7 @@ struct sock {
 #define DGRAM_RX_MAX 1024
 #define DGRAM_MAX 65536
 
-static const IFWXSocketVtbl sock_vtbl;
+static struct fx_vtbl_IFWXSocket sock_vtbl;
 
 static inline struct sock *impl_from_IFWXSocket(IFWXSocket *iface)
 {
@@ -809,15 +810,18 @@ static HRESULT WINAPI sock_Close(IFWXSocket *iface, BOOLEAN abortive)
     return sock_end(impl_from_IFWXSocket(iface), abortive, TRUE);
 }
 
-static const IFWXSocketVtbl sock_vtbl = {
-    sock_QueryInterface,
-    sock_AddRef,
-    sock_Release,
-    sock_Send,
-    sock_SendTo,
-    sock_Recv,
-    sock_Shutdown,
-    sock_Close,
+FX_HOST_VTBL(IFWXSocket, sock_vtbl) = {
+    {
+        sock_QueryInterface,
+        sock_AddRef,
+        sock_Release,
+        sock_Send,
+        sock_SendTo,
+        sock_Recv,
+        sock_Shutdown,
+        sock_Close,
+    },
+    FX_TRAPS(IFWXSocket)
 };
 
 static void sock_io(fx_loop *loop, int fd, unsigned events, void *data)
@@ -833,7 +837,7 @@ static struct sock *sock_new(struct connection *c, enum sock_kind kind)
     struct sock *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->IFWXSocket_iface.lpVtbl = &sock_vtbl;
+    s->IFWXSocket_iface.lpVtbl = &sock_vtbl.vtbl;
     s->ref = 1;
     s->conn = c;
     s->kind = kind;

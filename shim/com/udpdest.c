@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "hostobj.h"
+#include "trap.h"
 
 struct udpdest {
     IFWXUdpDestination IFWXUdpDestination_iface;
@@ -99,12 +100,16 @@ static HRESULT WINAPI udpdest_Deny(IFWXUdpDestination *iface, DWORD reserved)
     return S_OK;
 }
 
-static const IFWXUdpDestinationVtbl udpdest_vtbl = {
-    udpdest_QueryInterface,
-    udpdest_AddRef,
-    udpdest_Release,
-    udpdest_SetProtocol,
-    udpdest_Deny,
+/* Order [?] (reference 3.17): trap slots follow (ABI-300). */
+FX_HOST_VTBL(IFWXUdpDestination, udpdest_vtbl) = {
+    {
+        udpdest_QueryInterface,
+        udpdest_AddRef,
+        udpdest_Release,
+        udpdest_SetProtocol,
+        udpdest_Deny,
+    },
+    FX_TRAPS(IFWXUdpDestination)
 };
 
 HRESULT udpdest_create(struct connection *c, IFWXUdpDestination **out)
@@ -113,7 +118,7 @@ HRESULT udpdest_create(struct connection *c, IFWXUdpDestination **out)
     *out = NULL;
     if (!d)
         return E_OUTOFMEMORY;
-    d->IFWXUdpDestination_iface.lpVtbl = &udpdest_vtbl;
+    d->IFWXUdpDestination_iface.lpVtbl = &udpdest_vtbl.vtbl;
     d->ref = 1;
     d->conn = c;
     IFWXConnection_AddRef(connection_iface(c));

@@ -24,7 +24,10 @@
 
 #include "fxlog.h"
 
-enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE };
+enum fx_sec_kind { FX_SEC_NONE = 0, FX_SEC_HOST, FX_SEC_FILTER, FX_SEC_RULE, FX_SEC_ABI };
+
+/* Nesting of [abi] include = FILE. */
+#define FX_INCLUDE_MAX 8
 
 #define FX_MSG_MAX 512
 
@@ -39,6 +42,18 @@ static const char *const fx_filter_keys[] = {
 };
 static const char *const fx_rule_keys[] = {
     "type", "listen", "target", "protocol", "udp-timeout", "secondary-only", NULL
+};
+/* [abi]: include, and every overridable name. */
+static const char *const fx_abi_keys[] = {
+    "include",
+#define FX_ABI_GUID(n) #n,
+#define FX_ABI_NUM(n) #n,
+#define FX_ABI_INT(n) #n,
+#include "fxabi_names.h"
+#undef FX_ABI_GUID
+#undef FX_ABI_NUM
+#undef FX_ABI_INT
+    NULL
 };
 
 static void fx_msg(char *buf, size_t len, const char *fmt, ...)
@@ -285,6 +300,11 @@ void fx_config_free(fx_config *cfg)
         fx_filter_free(&cfg->filters[i]);
     for (size_t i = 0; i < cfg->nrules; i++)
         free(cfg->rules[i].name);
+    for (size_t i = 0; i < cfg->nabi; i++) {
+        free(cfg->abi[i].name);
+        free(cfg->abi[i].file);
+    }
+    free(cfg->abi);
     free(cfg->filters);
     free(cfg->rules);
     free(cfg->host.trace);
@@ -323,7 +343,7 @@ static char *fx_trim(char *s)
 static int fx_section_kind(const char *text, char *buf, size_t buflen, const char **name,
                            char *msg, size_t msglen)
 {
-    static const char *const kinds[] = { "host", "filter", "rule", NULL };
+    static const char *const kinds[] = { "host", "filter", "rule", "abi", NULL };
     char *t, *sp;
     int kind = FX_SEC_NONE;
 
@@ -340,6 +360,8 @@ static int fx_section_kind(const char *text, char *buf, size_t buflen, const cha
         kind = FX_SEC_FILTER;
     else if (strcasecmp(t, "rule") == 0)
         kind = FX_SEC_RULE;
+    else if (strcasecmp(t, "abi") == 0)
+        kind = FX_SEC_ABI;
 
     if (kind == FX_SEC_NONE) {
         char sug[80];
@@ -347,15 +369,16 @@ static int fx_section_kind(const char *text, char *buf, size_t buflen, const cha
             fx_msg(msg, msglen, "unknown section [%s] (did you mean [%s%s%s]?)", text, sug,
                    **name ? " " : "", *name);
         else
-            fx_msg(msg, msglen, "unknown section [%s] (expected [host], [filter NAME] or [rule NAME])",
+            fx_msg(msg, msglen, "unknown section [%s] (expected [host], [filter NAME], [rule NAME] or [abi])",
                    text);
         return FX_SEC_NONE;
     }
-    if (kind == FX_SEC_HOST && **name != '\0') {
-        fx_msg(msg, msglen, "section [host] takes no name (found [%s])", text);
+    if ((kind == FX_SEC_HOST || kind == FX_SEC_ABI) && **name != '\0') {
+        fx_msg(msg, msglen, "section [%s] takes no name (found [%s])",
+               kind == FX_SEC_HOST ? "host" : "abi", text);
         return FX_SEC_NONE;
     }
-    if (kind != FX_SEC_HOST && **name == '\0') {
+    if (kind != FX_SEC_HOST && kind != FX_SEC_ABI && **name == '\0') {
         fx_msg(msg, msglen, "section [%s] needs a name, e.g. [%s web]",
                kind == FX_SEC_FILTER ? "filter" : "rule",
                kind == FX_SEC_FILTER ? "filter" : "rule");
@@ -708,17 +731,92 @@ static int fx_set_rule(fx_rule_conf *r, const char *key, const char *value, int 
     return -1;
 }
 
+/* [abi] NAME = VALUE: a GUID for IID_* and CLSID_*, else a 32-bit number
+ * (decimal or 0x hex).  Each name once over all files. */
+static int fx_set_abi(fx_config *cfg, const char *key, const char *value, const char *file,
+                      int line, char *msg, size_t msglen)
+{
+    fx_abi_value v;
+    const char *canon = NULL;
+
+    for (size_t i = 1; fx_abi_keys[i] != NULL; i++)
+        if (strcmp(fx_abi_keys[i], key) == 0)
+            canon = fx_abi_keys[i];
+    if (canon == NULL) {
+        /* Case slips get the exact spelling back. */
+        for (size_t i = 1; fx_abi_keys[i] != NULL; i++)
+            if (strcasecmp(fx_abi_keys[i], key) == 0) {
+                fx_msg(msg, msglen, "unknown name '%s' in [abi] (names are case-sensitive: did you mean '%s'?)",
+                       key, fx_abi_keys[i]);
+                return -1;
+            }
+        fx_unknown_key(key, "[abi]", fx_abi_keys, msg, msglen);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nabi; i++)
+        if (strcmp(cfg->abi[i].name, canon) == 0) {
+            if (cfg->abi[i].file != NULL)
+                fx_msg(msg, msglen, "%s is already set (at %s:%d)", canon, cfg->abi[i].file,
+                       cfg->abi[i].line);
+            else
+                fx_msg(msg, msglen, "%s is already set", canon);
+            return -1;
+        }
+    memset(&v, 0, sizeof(v));
+    v.is_guid = strncmp(canon, "IID_", 4) == 0 || strncmp(canon, "CLSID_", 6) == 0;
+    if (v.is_guid) {
+        if (fx_guid_parse(value, &v.guid) < 0) {
+            fx_msg(msg, msglen, "%s: '%s' is not a GUID (expected {XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX})",
+                   canon, value);
+            return -1;
+        }
+    } else {
+        char *end;
+        unsigned long long n;
+        errno = 0;
+        n = strtoull(value, &end, 0);
+        if (*value == '\0' || *value == '-' || *end != '\0' || errno != 0 || n > 0xFFFFFFFFull) {
+            fx_msg(msg, msglen, "%s: '%s' is not a 32-bit number (decimal, or hex with 0x)",
+                   canon, value);
+            return -1;
+        }
+        v.value = (uint32_t)n;
+    }
+    if ((v.name = strdup(canon)) == NULL || (file != NULL && (v.file = strdup(file)) == NULL)) {
+        free(v.name);
+        fx_msg(msg, msglen, "out of memory");
+        return -1;
+    }
+    v.line = line;
+    fx_abi_value *na = fx_grow(cfg->abi, cfg->nabi, sizeof(*na));
+    if (na == NULL) {
+        free(v.name);
+        free(v.file);
+        fx_msg(msg, msglen, "out of memory");
+        return -1;
+    }
+    cfg->abi = na;
+    cfg->abi[cfg->nabi++] = v;
+    return 0;
+}
+
 static int fx_set_in(fx_config *cfg, int kind, size_t idx, const char *key, const char *value,
                      int line, char *msg, size_t msglen)
 {
     if (value == NULL)
         value = "";
     switch (kind) {
+    case FX_SEC_ABI:
+        if (strcmp(key, "include") == 0) {
+            fx_msg(msg, msglen, "include is only read from a file");
+            return -1;
+        }
+        return fx_set_abi(cfg, key, value, NULL, line, msg, msglen);
     case FX_SEC_HOST:   return fx_set_host(cfg, key, value, msg, msglen);
     case FX_SEC_FILTER: return fx_set_filter(&cfg->filters[idx], key, value, msg, msglen);
     case FX_SEC_RULE:   return fx_set_rule(&cfg->rules[idx], key, value, line, msg, msglen);
     default:
-        fx_msg(msg, msglen, "key '%s' is outside any section (put it under [host], [filter NAME] or [rule NAME])",
+        fx_msg(msg, msglen, "key '%s' is outside any section (put it under [host], [filter NAME], [rule NAME] or [abi])",
                key);
         return -1;
     }
@@ -842,6 +940,8 @@ int fx_config_check(const fx_config *cfg, char *err, size_t errlen)
 struct fx_load {
     fx_config *cfg;
     const char *path;
+    int depth;                /* of [abi] include nesting */
+    char *err_full;           /* an included file's error, already "FILE:LINE: ..." */
     FILE *f;
     char *line;
     size_t linecap;
@@ -980,6 +1080,8 @@ static char *fx_load_reader(char *str, int num, void *stream)
     return str;
 }
 
+static int fx_load_include(struct fx_load *ld, const char *file);
+
 static int fx_load_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct fx_load *ld = user;
@@ -999,7 +1101,15 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
             return 0;
         }
     }
-    if (fx_set_in(ld->cfg, ld->kind, ld->idx, name, value, ld->lineno, msg, sizeof(msg)) < 0) {
+    if (ld->kind == FX_SEC_ABI && strcmp(name, "include") == 0) {
+        if (fx_load_include(ld, value ? value : "") < 0)
+            return 0;
+    } else if (ld->kind == FX_SEC_ABI) {
+        if (fx_set_abi(ld->cfg, name, value ? value : "", ld->path, ld->lineno, msg, sizeof(msg)) < 0) {
+            fx_load_error(ld, "%s", msg);
+            return 0;
+        }
+    } else if (fx_set_in(ld->cfg, ld->kind, ld->idx, name, value, ld->lineno, msg, sizeof(msg)) < 0) {
         fx_load_error(ld, "%s", msg);
         return 0;
     }
@@ -1010,51 +1120,111 @@ static int fx_load_handler(void *user, const char *section, const char *name, co
     return 1;
 }
 
-/* Parses an opened stream; path names it in messages.  Takes f. */
-static fx_config *fx_config_from_stream(FILE *f, const char *path, char *err, size_t errlen)
+/* Parses an opened stream into cfg; path names it in messages.  Takes f.  0, or -1
+ * with "FILE:LINE: message" in err. */
+static int fx_load_stream(fx_config *cfg, FILE *f, const char *path, int depth, char *err,
+                          size_t errlen)
 {
     struct fx_load ld;
-    fx_config *cfg = NULL;
-    int rc;
+    int rc, ret = -1;
 
     memset(&ld, 0, sizeof(ld));
-    ld.path = path;
-    ld.f = f;
-    cfg = fx_config_new_empty();
-    if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
-        fx_msg(err, errlen, "%s: out of memory", path);
-        goto fail;
-    }
     ld.cfg = cfg;
-
+    ld.path = path;
+    ld.depth = depth;
+    ld.f = f;
     rc = ini_parse_stream(fx_load_reader, &ld, fx_load_handler, &ld);
     if (rc > 0 && (ld.err_line == 0 || rc < ld.err_line)) {
         fx_msg(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
-        goto fail;
+        goto out;
+    }
+    if (ld.err_full) {
+        fx_msg(err, errlen, "%s", ld.err_full);
+        goto out;
     }
     if (ld.err_line) {
         fx_msg(err, errlen, "%s:%d: %s", path, ld.err_line, ld.err);
-        goto fail;
+        goto out;
     }
     if (rc < 0) {
         fx_msg(err, errlen, "%s: out of memory", path);
-        goto fail;
+        goto out;
     }
-    if (fx_config_check(cfg, err, errlen) < 0)
-        goto fail;
-
+    ret = 0;
+out:
     fclose(ld.f);
     free(ld.line);
+    free(ld.err_full);
     fx_load_forget_keys(&ld);
     free(ld.seen);
+    return ret;
+}
+
+/* Parses one file into cfg: 0, or -1 with "FILE:LINE: message" in err. */
+static int fx_load_file(fx_config *cfg, const char *path, int depth, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fx_msg(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return fx_load_stream(cfg, f, path, depth, err, errlen);
+}
+
+/* [abi] include = FILE: relative to the including file's directory. */
+static int fx_load_include(struct fx_load *ld, const char *file)
+{
+    char path[4096], err[FX_MSG_MAX * 2];
+    const char *slash = strrchr(ld->path, '/');
+
+    if (*file == '\0') {
+        fx_load_error(ld, "include: expected a file name");
+        return -1;
+    }
+    if (ld->depth + 1 >= FX_INCLUDE_MAX) {
+        fx_load_error(ld, "include %s: nested more than %d deep (does it include itself?)", file,
+                      FX_INCLUDE_MAX);
+        return -1;
+    }
+    if (file[0] == '/' || slash == NULL)
+        snprintf(path, sizeof(path), "%s", file);
+    else
+        snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - ld->path), ld->path, file);
+    if (fx_load_file(ld->cfg, path, ld->depth + 1, err, sizeof(err)) < 0) {
+        if (strncmp(err, "cannot open ", 12) == 0) {
+            fx_load_error(ld, "include: %s", err);
+        } else {
+            ld->err_line = ld->lineno;
+            ld->err_full = strdup(err);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+int fx_config_include(fx_config *cfg, const char *path, char *err, size_t errlen)
+{
+    return fx_load_file(cfg, path, 0, err, errlen);
+}
+
+/* A new config from an opened stream (taken), checked as a whole. */
+static fx_config *fx_config_from_stream(FILE *f, const char *path, char *err, size_t errlen)
+{
+    fx_config *cfg = fx_config_new_empty();
+
+    if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
+        fx_msg(err, errlen, "%s: out of memory", path);
+        fclose(f);
+        goto fail;
+    }
+    if (fx_load_stream(cfg, f, path, 0, err, errlen) < 0)
+        goto fail;
+    if (fx_config_check(cfg, err, errlen) < 0)
+        goto fail;
     return cfg;
 
 fail:
-    if (ld.f != NULL)
-        fclose(ld.f);
-    free(ld.line);
-    fx_load_forget_keys(&ld);
-    free(ld.seen);
     fx_config_free(cfg);
     return NULL;
 }

@@ -100,6 +100,16 @@ typedef struct fx_host_conf {
     unsigned reload_drain;    /* seconds an old worker may drain after a reload */
 } fx_host_conf;
 
+/* One [abi] override (docs ABI-301): a name from fxabi_names.h and its value. */
+typedef struct fx_abi_value {
+    char *name;               /* as in fxabi_names.h, e.g. "IID_IFWXFilter" */
+    int is_guid;              /* IID_* / CLSID_*: guid; otherwise value */
+    fx_guid guid;
+    uint32_t value;
+    char *file;               /* where it was set (NULL: programmatic) */
+    int line;
+} fx_abi_value;
+
 typedef struct fx_config {
     char *path;               /* the file, or NULL */
     fx_host_conf host;
@@ -107,6 +117,8 @@ typedef struct fx_config {
     size_t nfilters;
     fx_rule_conf *rules;
     size_t nrules;
+    fx_abi_value *abi;        /* [abi] overrides, in the order read */
+    size_t nabi;
 } fx_config;
 
 /* Parse and validate.  NULL with one message in err on any problem. */
@@ -143,6 +155,12 @@ int fx_config_add_filter(fx_config *cfg, const char *name, const char *path,
 int fx_config_add_rule(fx_config *cfg, const char *name, const char *type,
                        const char *listen, const char *target,
                        const char *protocol, char *err, size_t errlen);
+
+/* Reads path into cfg as if its text stood in a config file: every section is
+ * allowed, [abi] 'include = FILE' nests (relative to the including file).  For
+ * override files (fwxhost --abi, fwxinfo --discover output).  No whole-config
+ * check.  0, or -1 with "FILE:LINE: message". */
+int fx_config_include(fx_config *cfg, const char *path, char *err, size_t errlen);
 
 /* Checks what only the whole config can tell: required keys, target vs
  * type, at least one rule.  fx_config_load runs it; code that builds a

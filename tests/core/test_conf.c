@@ -364,7 +364,7 @@ static void test_err_unknown_section(void **state)
     expect_error(RULE_OK "[fliter f]\npath = x.dll\n",
                  "%s:4: unknown section [fliter f] (did you mean [filter f]?)");
     expect_error("[frobnicate x]\n",
-                 "%s:1: unknown section [frobnicate x] (expected [host], [filter NAME] or [rule NAME])");
+                 "%s:1: unknown section [frobnicate x] (expected [host], [filter NAME], [rule NAME] or [abi])");
     expect_error("[rule]\n", "%s:1: section [rule] needs a name, e.g. [rule web]");
     expect_error("[filter   ]\n", "%s:1: section [filter] needs a name, e.g. [filter web]");
     expect_error("[host main]\n", "%s:1: section [host] takes no name (found [host main])");
@@ -390,7 +390,7 @@ static void test_err_unknown_key(void **state)
     expect_error("[filter f]\npath = a.dll\nsetting. = x\n",
                  "%s:3: empty setting name in 'setting.' (expected setting.NAME = VALUE)");
     expect_error("workers = 1\n[host]\n",
-                 "%s:1: key 'workers' is outside any section (put it under [host], [filter NAME] or [rule NAME])");
+                 "%s:1: key 'workers' is outside any section (put it under [host], [filter NAME], [rule NAME] or [abi])");
 }
 
 /* [host] user, and the same text parsed from memory (fx_config_parse, what
@@ -687,6 +687,39 @@ static void test_supervisor_keys(void **state)
                  "%s:2: bad value 'soon' for 'restart-delay' (expected seconds from 0 to 300)");
 }
 
+/* [abi]: names, values, where they were set; its own errors (more in tests/abi.sh). */
+static void test_abi_section(void **state)
+{
+    char err[512] = "";
+    fx_config *c;
+    (void)state;
+
+    write_file(RULE_OK "[abi]\nIID_IFWXFilter = {0BADF00D-1111-2222-3333-444455556666}\n"
+               "FWX_FLAG_TIMEOUT = 0x40\n\n[abi]\nfwxSourceNAT = 2147483648\n");
+    c = fx_config_load(g_path, err, sizeof(err));
+    assert_non_null(c);
+    assert_int_equal(c->nabi, 3);
+    assert_string_equal(c->abi[0].name, "IID_IFWXFilter");
+    assert_true(c->abi[0].is_guid);
+    assert_int_equal(c->abi[0].guid.data1, 0x0BADF00D);
+    assert_int_equal(c->abi[0].guid.data4[7], 0x66);
+    assert_int_equal(c->abi[0].line, 5);
+    assert_string_equal(c->abi[0].file, g_path);
+    assert_false(c->abi[1].is_guid);
+    assert_int_equal(c->abi[1].value, 0x40);
+    assert_int_equal(c->abi[2].value, 0x80000000u);
+    assert_int_equal(c->abi[2].line, 9);
+    fx_config_free(c);
+
+    expect_error(RULE_OK "[abi x]\n", "%s:4: section [abi] takes no name (found [abi x])");
+    expect_error(RULE_OK "[abi]\nFWX_FLAG_TIMEOUT = -1\n",
+                 "%s:5: FWX_FLAG_TIMEOUT: '-1' is not a 32-bit number (decimal, or hex with 0x)");
+    expect_error(RULE_OK "[abi]\nFWX_FLAG_TIMEOUT = 1\nFWX_FLAG_TIMEOUT = 2\n",
+                 "%s:6: duplicate key 'FWX_FLAG_TIMEOUT' (first set on line 5)");
+    expect_error(RULE_OK "[abi]\nFWX_FLAG_TIMEOUT = 1\n[abi]\nFWX_FLAG_TIMEOUT = 2\n",
+                 "%1$s:7: FWX_FLAG_TIMEOUT is already set (at %1$s:5)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -696,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_fault_keys),
         cmocka_unit_test(test_err_unknown_section),
         cmocka_unit_test(test_err_unknown_key),
+        cmocka_unit_test(test_abi_section),
         cmocka_unit_test(test_err_bad_values),
         cmocka_unit_test(test_err_missing_required),
         cmocka_unit_test(test_err_duplicates),

@@ -19,6 +19,7 @@
 #define FWX_HOST_H   /* keep shim/com/fwxhost.h out */
 #define FWX_GUARD_H  /* and shim/com/guard.h */
 #define FWX_LOADER_H /* and shim/com/loader.h */
+#define FWX_TRAP_H   /* and shim/com/trap.h: no trap slots natively (see below) */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -81,6 +82,11 @@ typedef struct IFWXIOBufferVtbl {
     HRESULT (WINAPI *GetBufferSizes)(IFWXIOBuffer *, DWORD *, DWORD *);
 } IFWXIOBufferVtbl;
 struct IFWXIOBuffer { const IFWXIOBufferVtbl *lpVtbl; };
+
+/* trap.h's vtable wrapper, without the trap slots and the registry (ABI-300). */
+struct fx_vtbl_IFWXIOBuffer { IFWXIOBufferVtbl vtbl; };
+#define FX_HOST_VTBL(I, var) static struct fx_vtbl_##I var
+#define FX_TRAPS(I)
 
 #define IFWXIOBuffer_QueryInterface(p, a, b) (p)->lpVtbl->QueryInterface(p, a, b)
 #define IFWXIOBuffer_AddRef(p) (p)->lpVtbl->AddRef(p)

@@ -29,7 +29,9 @@
  * Per-arch expectations use A(i386, x86_64); test_arch_is_consistent checks
  * that _WIN64 and sizeof(void *) agree, so the two cannot drift apart.
  */
-#define FWX_DEFINE_CLSID_FWXFILTERADMIN /* this TU defines the CLSID (ABI-001) */
+/* CLSID_FWXFilterAdmin is defined, writable, in gen/fxabi_guids.c (abi.h). */
+/* The IDL's compile-time constants, not the run-time [abi] values (abi.h). */
+#define FX_ABI_DEFAULTS
 #include "fwxhost.h" /* first: Winsock must precede every libc header */
 #include <winsock2.h>
 #include <windows.h>
