@@ -33,7 +33,7 @@ static const GUID lp_protocol =
 
 /* ==================================================================== the connector lines */
 
-static HRESULT retroactive(DataFilter *df, const SOCKADDR_IN *addr)
+static HRESULT retroactive(LineProxy *lp, const SOCKADDR_IN *addr)
 {
     IFWXSession *session;
     IFWXSessionFilter *sf;
@@ -41,7 +41,7 @@ static HRESULT retroactive(DataFilter *df, const SOCKADDR_IN *addr)
     HRESULT hr;
     char text[32];
 
-    if (!grab(df, &session, &sf, &conn))
+    if (!grab(lp, &session, &sf, &conn))
         return FWX_E_TERMINATING;
     hr = IFWXSession_RetroactiveAllowBind(session, FWX_PROTOCOL_TCP, (LPSOCKADDR)addr,
                                           sizeof(*addr), &lp_protocol, 0, NULL);
@@ -72,7 +72,7 @@ static DWORD rewrite(const char *word, const SOCKADDR_IN *sa, const char *rest, 
     return (DWORD)(k + r);
 }
 
-static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *out)
+static DWORD lp_client_line(LineProxy *lp, const char *line, DWORD len, char *out)
 {
     char text[LINE_MAX_LEN + 1];
     SOCKADDR_IN client, proxy;
@@ -86,9 +86,9 @@ static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *o
         any.sin_addr.s_addr = INADDR_ANY;
         /* As the SDK sample: approve a Firewall client's own bind if there is one; there
          * never is for SecureNAT clients, so bind for the client. */
-        retroactive(df, &any);
-        if (SUCCEEDED(bind_for_client(df, &client, &proxy))) {
-            retroactive(df, &proxy);
+        retroactive(lp, &any);
+        if (SUCCEEDED(bind_for_client(lp, &client, &proxy))) {
+            retroactive(lp, &proxy);
             return rewrite("BIND", &proxy, rest, out);
         }
     }
@@ -96,7 +96,7 @@ static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *o
     return len;
 }
 
-static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *out)
+static DWORD lp_server_line(LineProxy *lp, const char *line, DWORD len, char *out)
 {
     char text[LINE_MAX_LEN + 1];
     SOCKADDR_IN target, shown;
@@ -106,7 +106,7 @@ static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *o
     memcpy(text, line, n);
     text[n] = 0;
     if (parse_line(text, "OPEN", &target, &rest) &&
-        SUCCEEDED(redirect_for_client(df, &target, &shown)))
+        SUCCEEDED(redirect_for_client(lp, &target, &shown)))
         return rewrite("OPEN", &shown, rest, out);
     memcpy(out, line, len);
     return len;

@@ -36,10 +36,10 @@
  * the ExternalAddress it came with; Send for TCP) out of the
  * other socket and the next Recv is posted when the Send completes; a dropped one posts
  * the next Recv at once. Datagram boundaries are the host's: one Recv, one datagram.
+ * That pump is the filter kit's (fltkit.h) in datagram mode (KitPump.datagrams); the TCP
+ * one is the kit's ordinary pump. This file owns the settings, the checks and the log.
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
+#include "fltkit.h"
 
 /* {3E9A7C21-6D4B-4F0E-A2C8-5B1D9E7F4A63} */
 const CLSID fwx_filter_clsid =
@@ -143,55 +143,10 @@ static void format_addr(const SOCKADDR *sa, INT len, char *buf, size_t size)
     }
 }
 
-/* ==================================================================== Filter */
+/* ==================================================================== the filter */
 
-typedef struct {
-    IFWXFilter          IFWXFilter_iface;
-    LONG                refs;
-    FwxFilterHookEvents hooks;
-} Filter;
-
-static HRESULT session_filter_create(IFWXSessionFilter **out);
-static HRESULT data_filter_create(IFWXDataFilter **out, BOOL tcp);
-
-static Filter *impl_from_IFWXFilter(IFWXFilter *iface)
+static BOOL dnsguard_init(KitFilter *filter, IFWXFirewall *firewall)
 {
-    return CONTAINING_RECORD(iface, Filter, IFWXFilter_iface);
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
-        *ppv = iface;
-        IFWXFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXFilter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE Filter_Release(IFWXFilter *iface)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-    LONG refs = InterlockedDecrement(&filter->refs);
-    if (refs == 0) {
-        fwx_free(filter);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
-                                                   PFwxFilterHookEvents *ppHooks)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
     char *v;
 
     InitializeCriticalSection(&log_lock);
@@ -214,115 +169,49 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
         hook_tcp = v[0] == '1';
         fwx_free(v);
     }
-    filter->hooks.dwGlobalEvents = DNSGUARD_EVENTS | (hook_tcp ? fwx_AcceptedConnection : 0);
-    filter->hooks.dwNumPortRanges = 0;
-    filter->hooks.PortRangeEvents = NULL;
-    *ppHooks = &filter->hooks;
+    if (hook_tcp)
+        filter->hooks.dwGlobalEvents |= fwx_AcceptedConnection;
     log_line("init maxname=%u", max_name);
-    return S_OK;
+    return TRUE;
 }
 
-static HRESULT STDMETHODCALLTYPE Filter_FilterShutdown(IFWXFilter *iface)
+/* ==================================================================== the session filter */
+
+/* A new pump for CONNECTION (a datagram one unless TCP), attached with DEST when given. */
+static HRESULT attach_guard(KitSession *sf, IFWXConnection *connection, BOOL tcp,
+                            const FwxUdpDestination *dest, HRESULT *attached)
 {
-    return S_OK;
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
-                                                        IFWXSessionFilter **ppSessionFilter,
-                                                        PFwxFilterHookEvents *ppHooks)
-{
-    *ppHooks = NULL;    /* the global hook events */
-    return session_filter_create(ppSessionFilter);
-}
-
-static const IFWXFilterVtbl filter_vtbl = {
-    Filter_QueryInterface, Filter_AddRef, Filter_Release,
-    Filter_FilterInit, Filter_FilterShutdown, Filter_AttachToSession,
-};
-
-HRESULT fwx_filter_create(REFIID riid, void **ppv)
-{
-    Filter *filter = fwx_alloc(sizeof(*filter));
-    HRESULT hr;
-
-    if (!filter)
-        return E_OUTOFMEMORY;
-    filter->IFWXFilter_iface.lpVtbl = &filter_vtbl;
-    filter->refs = 1;
-    fwx_object_created();
-    hr = IFWXFilter_QueryInterface(&filter->IFWXFilter_iface, riid, ppv);
-    IFWXFilter_Release(&filter->IFWXFilter_iface);
-    return hr;
-}
-
-/* ==================================================================== SessionFilter */
-
-typedef struct {
-    IFWXSessionFilter IFWXSessionFilter_iface;
-    LONG              refs;
-} SessionFilter;
-
-static SessionFilter *impl_from_IFWXSessionFilter(IFWXSessionFilter *iface)
-{
-    return CONTAINING_RECORD(iface, SessionFilter, IFWXSessionFilter_iface);
-}
-
-static HRESULT STDMETHODCALLTYPE SessionFilter_QueryInterface(IFWXSessionFilter *iface, REFIID riid,
-                                                              void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
-        *ppv = iface;
-        IFWXSessionFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE SessionFilter_AddRef(IFWXSessionFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXSessionFilter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE SessionFilter_Release(IFWXSessionFilter *iface)
-{
-    SessionFilter *sf = impl_from_IFWXSessionFilter(iface);
-    LONG refs = InterlockedDecrement(&sf->refs);
-    if (refs == 0) {
-        fwx_free(sf);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-/* A new destination: a guard bound to it, which goes when the destination expires. */
-static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionFilter *iface,
-                                                                    const FirewallEvent *event)
-{
-    const FwxUdpDestination *d = &event->Parameters.UdpDest;
     IFWXDataFilter *df;
     HRESULT hr;
 
-    if (event->EventType == fwx_AcceptedConnection && event->Parameters.Accept.piConnectionAccepted) {
-        if (FAILED(hr = data_filter_create(&df, TRUE)))
-            return hr;
-        hr = IFWXConnection_AttachDataFilter(event->Parameters.Accept.piConnectionAccepted, df,
-                                             fwx_dfpc_Middle, NULL);
-        IFWXDataFilter_Release(df);
-        return S_OK;
-    }
+    if (FAILED(hr = kit_session_create_pump(sf, &df)))
+        return hr;
+    KIT_PUMP(df)->datagrams = !tcp;
+    if (dest)
+        *attached = IFWXConnection_AttachDataFilterWithDestination(connection, df, fwx_dfpc_Middle,
+                                                                   NULL, dest->Address,
+                                                                   (INT)dest->AddressLength);
+    else
+        *attached = IFWXConnection_AttachDataFilter(connection, df, fwx_dfpc_Middle, NULL);
+    IFWXDataFilter_Release(df);
+    return S_OK;
+}
+
+/* A new destination: a guard bound to it, which goes when the destination expires. */
+static HRESULT dnsguard_event(KitSession *sf, const FirewallEvent *event)
+{
+    const FwxUdpDestination *d = &event->Parameters.UdpDest;
+    HRESULT hr, attached;
+
+    if (event->EventType == fwx_AcceptedConnection && event->Parameters.Accept.piConnectionAccepted)
+        return attach_guard(sf, event->Parameters.Accept.piConnectionAccepted, TRUE, NULL, &attached);
     if (event->EventType == fwx_Bind_Udp && event->Parameters.Bind.piConnection) {
         char text[64];
-        if (FAILED(hr = data_filter_create(&df, FALSE)))
+        if (FAILED(hr = attach_guard(sf, event->Parameters.Bind.piConnection, FALSE, NULL, &attached)))
             return hr;
-        hr = IFWXConnection_AttachDataFilter(event->Parameters.Bind.piConnection, df,
-                                             fwx_dfpc_Middle, NULL);
-        IFWXDataFilter_Release(df);
         format_addr(event->Parameters.Bind.Address, (INT)event->Parameters.Bind.AddressLength,
                     text, sizeof(text));
-        log_line("bind %s attach=0x%08lx", text, (unsigned long)hr);
+        log_line("bind %s attach=0x%08lx", text, (unsigned long)attached);
         return S_OK;
     }
     if (event->EventType != fwx_Udp_Destination || !d->piConnection)
@@ -332,291 +221,58 @@ static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionF
         log_line("deny 0x%08lx", (unsigned long)hr);
         return S_OK;
     }
-    if (FAILED(hr = data_filter_create(&df, FALSE)))
+    if (FAILED(hr = attach_guard(sf, d->piConnection, FALSE, d, &attached)))
         return hr;
-    hr = IFWXConnection_AttachDataFilterWithDestination(d->piConnection, df, fwx_dfpc_Middle, NULL,
-                                                        d->Address, (INT)d->AddressLength);
-    if (FAILED(hr)) {
-        fwx_trace("AttachDataFilterWithDestination failed: 0x%08lx", (unsigned long)hr);
-        log_line("attach failed 0x%08lx", (unsigned long)hr);
+    if (FAILED(attached)) {
+        fwx_trace("AttachDataFilterWithDestination failed: 0x%08lx", (unsigned long)attached);
+        log_line("attach failed 0x%08lx", (unsigned long)attached);
     }
-    IFWXDataFilter_Release(df);
     return S_OK;
 }
 
-static HRESULT STDMETHODCALLTYPE SessionFilter_Detach(IFWXSessionFilter *iface)
+/* ==================================================================== the pump's callbacks */
+
+static void dnsguard_received(KitPump *pump, enum kit_side from, const SOCKADDR *ext, INT ext_len)
 {
-    return S_OK;
-}
+    char text[64];
 
-static const IFWXSessionFilterVtbl session_filter_vtbl = {
-    SessionFilter_QueryInterface, SessionFilter_AddRef, SessionFilter_Release,
-    SessionFilter_FirewallEventHandler, SessionFilter_Detach,
-};
-
-static HRESULT session_filter_create(IFWXSessionFilter **out)
-{
-    SessionFilter *sf = fwx_alloc(sizeof(*sf));
-    if (!sf)
-        return E_OUTOFMEMORY;
-    sf->IFWXSessionFilter_iface.lpVtbl = &session_filter_vtbl;
-    sf->refs = 1;
-    fwx_object_created();
-    *out = &sf->IFWXSessionFilter_iface;
-    return S_OK;
-}
-
-/* ==================================================================== DataFilter */
-
-enum side { SIDE_INTERNAL = 0, SIDE_EXTERNAL = 1 };
-#define OTHER_SIDE(s) ((enum side)(1 - (s)))
-#define IO_SEND        2
-#define IO_TAG(from, op) ((UserContextType)((from) | (op)))
-#define IO_FROM(tag)   ((enum side)((tag) & 1))
-
-typedef struct {
-    IFWXDataFilter   IFWXDataFilter_iface;
-    IFWXIOCompletion IFWXIOCompletion_iface;
-    LONG             refs;
-    CRITICAL_SECTION lock;
-    BOOL             detached;
-    BOOL             tcp;           /* a stream: no checks; 0 bytes is the end */
-    IFWXSocket      *sockets[2];
-} DataFilter;
-
-static DataFilter *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
-{
-    return CONTAINING_RECORD(iface, DataFilter, IFWXDataFilter_iface);
-}
-
-static DataFilter *impl_from_IFWXIOCompletion(IFWXIOCompletion *iface)
-{
-    return CONTAINING_RECORD(iface, DataFilter, IFWXIOCompletion_iface);
-}
-
-static HRESULT data_filter_query(DataFilter *df, REFIID riid, void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXDataFilter))
-        *ppv = &df->IFWXDataFilter_iface;
-    else if (IsEqualIID(riid, &IID_IFWXIOCompletion))
-        *ppv = &df->IFWXIOCompletion_iface;
-    else {
-        *ppv = NULL;
-        return E_NOINTERFACE;
-    }
-    InterlockedIncrement(&df->refs);
-    return S_OK;
-}
-
-static ULONG data_filter_release(DataFilter *df)
-{
-    LONG refs = InterlockedDecrement(&df->refs);
-    if (refs == 0) {
-        for (int i = 0; i < 2; i++)
-            if (df->sockets[i])
-                IFWXSocket_Release(df->sockets[i]);
-        DeleteCriticalSection(&df->lock);
-        fwx_free(df);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-static IFWXSocket *pump_socket(DataFilter *df, enum side side)
-{
-    IFWXSocket *socket;
-    EnterCriticalSection(&df->lock);
-    socket = df->sockets[side];
-    if (socket)
-        IFWXSocket_AddRef(socket);
-    LeaveCriticalSection(&df->lock);
-    return socket;
-}
-
-static void pump_recv(DataFilter *df, enum side from)
-{
-    IFWXSocket *socket = pump_socket(df, from);
-    HRESULT hr;
-    if (!socket)
+    if (!log_extaddr)
         return;
-    hr = IFWXSocket_Recv(socket, NULL, &df->IFWXIOCompletion_iface, IO_TAG(from, 0));
-    IFWXSocket_Release(socket);
-    if (FAILED(hr))
-        fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
+    format_addr(ext, ext_len, text, sizeof(text));
+    log_line("recv %s ext=%s", from == KIT_INTERNAL ? "internal" : "external", text);
 }
 
-/* A datagram goes on with SendTo and the external address it came with: on the external
- * socket that is its target, on the internal socket the source it should appear to come
- * from (reference 3.11). A stream (no address) goes on with Send. */
-static void pump_send(DataFilter *df, enum side from, IFWXIOBuffer *buffer, SOCKADDR *ext,
-                      INT ext_len)
-{
-    IFWXSocket *socket = pump_socket(df, OTHER_SIDE(from));
-    HRESULT hr;
-    if (!socket)
-        return;
-    if (ext)
-        hr = IFWXSocket_SendTo(socket, buffer, ext, ext_len, &df->IFWXIOCompletion_iface,
-                               IO_TAG(from, IO_SEND));
-    else
-        hr = IFWXSocket_Send(socket, buffer, &df->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
-    IFWXSocket_Release(socket);
-    if (FAILED(hr)) {
-        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
-        pump_recv(df, from);      /* the datagram is lost; the path goes on */
-    }
-}
-
-static void on_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer,
-                        SOCKADDR *ext, INT ext_len)
+/* A query from the client that fails a check is dropped: the Recv completes without a
+ * send and the next one is posted. Answers, and TCP, pass. */
+static KitVerdict dnsguard_data(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, DWORD size,
+                                IFWXIOBuffer **out)
 {
     BYTE *data = NULL;
-    DWORD size = 0;
+    DWORD len = 0;
     const char *why;
 
-    if (log_extaddr) {
-        char text[64];
-        format_addr(ext, ext_len, text, sizeof(text));
-        log_line("recv %s ext=%s", from == SIDE_INTERNAL ? "internal" : "external", text);
-    }
-    if (!buffer || FAILED(IFWXIOBuffer_GetBufferAndSize(buffer, &data, &size))) {
-        pump_recv(df, from);
-        return;
-    }
-    if (df->tcp && size == 0) {
-        IFWXSocket *other = pump_socket(df, OTHER_SIDE(from));
-        if (other) {
-            IFWXSocket_Shutdown(other, FALSE);
-            IFWXSocket_Release(other);
-        }
-        return;
-    }
-    if (!df->tcp && from == SIDE_INTERNAL && (why = check_query(data, size))) {
+    if (!pump->datagrams || from != KIT_INTERNAL)
+        return KIT_PASS;
+    if (FAILED(IFWXIOBuffer_GetBufferAndSize(buffer, &data, &len)))
+        return KIT_HOLD;
+    if ((why = check_query(data, len))) {
         fwx_trace("dropped a query: %s", why);
-        log_line("drop %s len=%lu", why, (unsigned long)size);
-        pump_recv(df, from);      /* dropped: complete without sending, read the next */
-        return;
+        log_line("drop %s len=%lu", why, (unsigned long)len);
+        return KIT_HOLD;
     }
-    pump_send(df, from, buffer, ext, ext_len);
+    return KIT_PASS;
 }
 
-static HRESULT STDMETHODCALLTYPE DataFilter_QueryInterface(IFWXDataFilter *iface, REFIID riid, void **ppv)
-{
-    return data_filter_query(impl_from_IFWXDataFilter(iface), riid, ppv);
-}
-
-static ULONG STDMETHODCALLTYPE DataFilter_AddRef(IFWXDataFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXDataFilter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE DataFilter_Release(IFWXDataFilter *iface)
-{
-    return data_filter_release(impl_from_IFWXDataFilter(iface));
-}
-
-static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IFWXSocket *internal,
-                                                       IFWXSocket *external, IFWXConnection *connection,
-                                                       IUnknown *context)
-{
-    DataFilter *df = impl_from_IFWXDataFilter(iface);
-    BOOL usable;
-
-    if (!internal || !external)
-        return E_INVALIDARG;
-    EnterCriticalSection(&df->lock);
-    usable = !df->detached && !df->sockets[SIDE_INTERNAL];
-    if (usable) {
-        IFWXSocket_AddRef(internal);
-        IFWXSocket_AddRef(external);
-        df->sockets[SIDE_INTERNAL] = internal;
-        df->sockets[SIDE_EXTERNAL] = external;
-    }
-    LeaveCriticalSection(&df->lock);
-    if (!usable)
-        return FWX_E_TERMINATING;
-    pump_recv(df, SIDE_INTERNAL);
-    pump_recv(df, SIDE_EXTERNAL);
-    return S_OK;
-}
-
-static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
-{
-    DataFilter *df = impl_from_IFWXDataFilter(iface);
-    IFWXSocket *s[2];
-
-    EnterCriticalSection(&df->lock);
-    df->detached = TRUE;
-    s[0] = df->sockets[0];
-    s[1] = df->sockets[1];
-    df->sockets[0] = df->sockets[1] = NULL;
-    LeaveCriticalSection(&df->lock);
-    for (int i = 0; i < 2; i++)
-        if (s[i])
-            IFWXSocket_Release(s[i]);
-    return S_OK;
-}
-
-static const IFWXDataFilterVtbl data_filter_vtbl = {
-    DataFilter_QueryInterface, DataFilter_AddRef, DataFilter_Release,
-    DataFilter_SetSockets, DataFilter_Detach,
+static const KitClass dnsguard_class = {
+    .events = DNSGUARD_EVENTS,
+    .session_hooks = KIT_HOOKS_GLOBAL,
+    .init = dnsguard_init,
+    .event = dnsguard_event,
+    .data = dnsguard_data,
+    .received = dnsguard_received,
 };
 
-static HRESULT STDMETHODCALLTYPE Completion_QueryInterface(IFWXIOCompletion *iface, REFIID riid, void **ppv)
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-    return data_filter_query(impl_from_IFWXIOCompletion(iface), riid, ppv);
-}
-
-static ULONG STDMETHODCALLTYPE Completion_AddRef(IFWXIOCompletion *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXIOCompletion(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE Completion_Release(IFWXIOCompletion *iface)
-{
-    return data_filter_release(impl_from_IFWXIOCompletion(iface));
-}
-
-static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *iface, BOOL fSuccess,
-                                                            DWORD Win32ErrorCode, IFWXIOBuffer *pIOBuffer,
-                                                            UserContextType UserData,
-                                                            LPSOCKADDR ExternalAddress,
-                                                            INT ExternalAddressLength)
-{
-    DataFilter *df = impl_from_IFWXIOCompletion(iface);
-    enum side from = IO_FROM(UserData);
-
-    if (!fSuccess) {
-        if (Win32ErrorCode != ERROR_OPERATION_ABORTED && Win32ErrorCode != WSAECONNABORTED)
-            fwx_trace("%s failed: error %lu", UserData & IO_SEND ? "send" : "receive",
-                      (unsigned long)Win32ErrorCode);
-        return S_OK;              /* the connection is ending: nothing more to post */
-    }
-    if (UserData & IO_SEND)
-        pump_recv(df, from);
-    else
-        on_received(df, from, pIOBuffer, ExternalAddress, ExternalAddressLength);
-    return S_OK;
-}
-
-static const IFWXIOCompletionVtbl completion_vtbl = {
-    Completion_QueryInterface, Completion_AddRef, Completion_Release,
-    Completion_CompleteAsyncIO,
-};
-
-static HRESULT data_filter_create(IFWXDataFilter **out, BOOL tcp)
-{
-    DataFilter *df = fwx_alloc(sizeof(*df));
-    if (!df)
-        return E_OUTOFMEMORY;
-    df->tcp = tcp;
-    df->IFWXDataFilter_iface.lpVtbl = &data_filter_vtbl;
-    df->IFWXIOCompletion_iface.lpVtbl = &completion_vtbl;
-    df->refs = 1;
-    InitializeCriticalSection(&df->lock);
-    fwx_object_created();
-    *out = &df->IFWXDataFilter_iface;
-    return S_OK;
+    return kit_filter_create(&dnsguard_class, riid, ppv);
 }

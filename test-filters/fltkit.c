@@ -414,6 +414,15 @@ HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
 #define IO_TAG(from, op) ((UserContextType)((from) | (op)))
 #define IO_FROM(tag)     ((enum kit_side)((tag) & 1))
 
+/* Added for KIT_REPLY: the Send goes back out of FROM itself; with IO_REPLY_FIN it is
+ * the last one, and FROM is half-closed once it completes. */
+#define IO_REPLY         4
+#define IO_REPLY_FIN     8
+
+static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWORD error);
+static void on_datagram(KitPump *pump, enum kit_side from, const KitCall *call,
+                        IFWXIOBuffer *buffer, SOCKADDR *ext, INT ext_len);
+
 static KitPump *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
 {
     return CONTAINING_RECORD(iface, KitPump, IFWXDataFilter_iface);
@@ -546,12 +555,14 @@ static void pump_send(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer)
     }
 }
 
+static void pump_reply(KitPump *pump, enum kit_side from, BOOL eof, IFWXIOBuffer *out);
+
 /* Carries out the class's verdict on what came from FROM (BUFFER, or the end of the
  * stream when EOF). */
 static void pump_apply(KitPump *pump, enum kit_side from, BOOL eof, KitVerdict verdict,
                        IFWXIOBuffer *buffer, IFWXIOBuffer *out)
 {
-    if (verdict == KIT_SEND && !out) {
+    if ((verdict == KIT_SEND || (verdict == KIT_REPLY && !eof)) && !out) {
         fwx_trace("KIT_SEND without a buffer: aborting the connection");
         verdict = KIT_ABORT;
     }
@@ -574,6 +585,9 @@ static void pump_apply(KitPump *pump, enum kit_side from, BOOL eof, KitVerdict v
     case KIT_ABORT:
         pump_abort(pump, KIT_INTERNAL);
         pump_abort(pump, KIT_EXTERNAL);
+        break;
+    case KIT_REPLY:
+        pump_reply(pump, from, eof, out);
         break;
     }
     if (out)
@@ -643,6 +657,8 @@ static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IF
     BOOL usable;
 
     observe_simple(pump->filter, KIT_CALL_SET_SOCKETS);
+    if (pump->filter->cls->set_sockets)
+        pump->filter->cls->set_sockets(pump, internal, external, connection);
     /* An emulator (KitClass.emulator) has no external socket until it makes one. */
     if (!internal || (!external && !pump->filter->cls->emulator))
         return E_INVALIDARG;
@@ -702,6 +718,8 @@ static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
     BOOL own_external;
 
     observe_simple(pump->filter, KIT_CALL_PUMP_DETACH);
+    if (pump->filter->cls->pump_detach)
+        pump->filter->cls->pump_detach(pump);
     EnterCriticalSection(&pump->lock);
     pump->detached = TRUE;
     own_external = pump->own_external;
@@ -766,14 +784,20 @@ static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *if
     DWORD allocated;
 
     call.send = (UserData & IO_SEND) != 0;
-    call.side = call.send ? KIT_OTHER(from) : from;
+    call.side = call.send && !(UserData & IO_REPLY) ? KIT_OTHER(from) : from;
     call.ok = fSuccess;
     call.error = Win32ErrorCode;
     if (!call.send && fSuccess && pIOBuffer)
         call.buffer = SUCCEEDED(IFWXIOBuffer_GetBufferSizes(pIOBuffer, &allocated, &call.size));
     observe(pump->filter, &call);
+    if (!call.send && fSuccess && pump->filter->cls->received)
+        pump->filter->cls->received(pump, from, ExternalAddress, ExternalAddressLength);
 
-    if (call.send)
+    if (pump->datagrams)
+        on_datagram(pump, from, &call, pIOBuffer, ExternalAddress, ExternalAddressLength);
+    else if (UserData & IO_REPLY)
+        on_replied(pump, from, (UserData & IO_REPLY_FIN) != 0, fSuccess, Win32ErrorCode);
+    else if (call.send)
         on_sent(pump, from, fSuccess, Win32ErrorCode);
     else
         on_received(pump, from, &call, pIOBuffer);
@@ -829,4 +853,144 @@ HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer)
     if (FAILED(hr))
         *buffer = NULL;
     return hr;
+}
+
+/* ==================================================================== added */
+
+HRESULT kit_session_create_pump(KitSession *sf, IFWXDataFilter **out)
+{
+    IFWXFirewall *firewall;
+    HRESULT hr;
+
+    *out = NULL;
+    if (!kit_session_get(sf, NULL, &firewall))
+        return FWX_E_TERMINATING;
+    hr = pump_create(sf->filter, firewall, out);
+    IFWXFirewall_Release(firewall);
+    return hr;
+}
+
+/* KIT_REPLY: OUT goes back to FROM; the next Recv from FROM waits for its completion
+ * (on_replied). At eof with nothing to send, FROM is half-closed at once. */
+static void pump_reply(KitPump *pump, enum kit_side from, BOOL eof, IFWXIOBuffer *out)
+{
+    IFWXSocket *socket;
+    HRESULT hr;
+
+    if (!out) {
+        pump_shutdown(pump, from);
+        return;
+    }
+    socket = pump_socket(pump, from);
+    if (!socket)
+        return;
+    hr = IFWXSocket_Send(socket, out, &pump->IFWXIOCompletion_iface,
+                         IO_TAG(from, IO_SEND | IO_REPLY | (eof ? IO_REPLY_FIN : 0)));
+    if (FAILED(hr)) {
+        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
+        IFWXSocket_Close(socket, TRUE);
+    }
+    IFWXSocket_Release(socket);
+}
+
+static void on_replied(KitPump *pump, enum kit_side from, BOOL fin, BOOL ok, DWORD error)
+{
+    if (!ok) {
+        if (error != ERROR_OPERATION_ABORTED && !pump->filter->cls->observe)
+            fwx_trace("send failed: error %lu", (unsigned long)error);
+        pump_abort(pump, from);
+    }
+    else if (fin)
+        pump_shutdown(pump, from);
+    else
+        pump_recv(pump, from);
+}
+
+IFWXConnection *kit_pump_get_connection(KitPump *pump)
+{
+    IFWXConnection *connection;
+
+    EnterCriticalSection(&pump->lock);
+    connection = pump->detached ? NULL : pump->connection;
+    if (connection)
+        IFWXConnection_AddRef(connection);
+    LeaveCriticalSection(&pump->lock);
+    return connection;
+}
+
+/* ---------------------------------------------------------------- datagram mode (KitPump.datagrams) */
+
+static void dgram_recv(KitPump *pump, enum kit_side from)
+{
+    IFWXSocket *socket = pump_socket(pump, from);
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    hr = IFWXSocket_Recv(socket, NULL, &pump->IFWXIOCompletion_iface, IO_TAG(from, 0));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr))
+        fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
+}
+
+/* A datagram goes on with SendTo and the external address it came with: on the external
+ * socket that is its target, on the internal socket the source it should appear to come
+ * from (reference 3.11). A stream (no address) goes on with Send. */
+static void dgram_send(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, SOCKADDR *ext,
+                       INT ext_len)
+{
+    IFWXSocket *socket = pump_socket(pump, KIT_OTHER(from));
+    HRESULT hr;
+
+    if (!socket)
+        return;
+    if (ext)
+        hr = IFWXSocket_SendTo(socket, buffer, ext, ext_len, &pump->IFWXIOCompletion_iface,
+                               IO_TAG(from, IO_SEND));
+    else
+        hr = IFWXSocket_Send(socket, buffer, &pump->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
+    IFWXSocket_Release(socket);
+    if (FAILED(hr)) {
+        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
+        dgram_recv(pump, from);   /* the datagram is lost; the path goes on */
+    }
+}
+
+static void on_datagram(KitPump *pump, enum kit_side from, const KitCall *call,
+                        IFWXIOBuffer *buffer, SOCKADDR *ext, INT ext_len)
+{
+    const KitClass *cls = pump->filter->cls;
+    IFWXIOBuffer *out = NULL;
+    KitVerdict verdict;
+
+    if (!call->ok) {
+        if (call->error != ERROR_OPERATION_ABORTED && call->error != WSAECONNABORTED)
+            fwx_trace("%s failed: error %lu", call->send ? "send" : "receive",
+                      (unsigned long)call->error);
+        return;   /* the path is ending: nothing more to post */
+    }
+    if (call->send || !call->buffer) {
+        dgram_recv(pump, from);
+        return;
+    }
+    verdict = cls->data ? cls->data(pump, from, buffer, call->size, &out) : KIT_PASS;
+    if (verdict == KIT_SEND && !out)
+        verdict = KIT_HOLD;   /* nothing to send: the datagram is dropped */
+    switch (verdict) {
+    case KIT_PASS:
+        dgram_send(pump, from, buffer, ext, ext_len);
+        break;
+    case KIT_SEND:
+        dgram_send(pump, from, out, ext, ext_len);
+        break;
+    case KIT_ABORT:
+        pump_abort(pump, KIT_INTERNAL);
+        pump_abort(pump, KIT_EXTERNAL);
+        break;
+    default:   /* KIT_HOLD; KIT_REPLY has no datagram meaning */
+        dgram_recv(pump, from);
+        break;
+    }
+    if (out)
+        IFWXIOBuffer_Release(out);
 }

@@ -55,6 +55,9 @@ typedef enum {
     KIT_HOLD,    /* data: send nothing and read on from the same side; eof: do not pass
                     the half-close on */
     KIT_ABORT,   /* Close(TRUE) both sides: the connection cannot go on correctly */
+    KIT_REPLY,   /* data: send *out back to FROM (the kit releases it), then read on from
+                    FROM; eof: send *out back if there is one, then Shutdown(FALSE) FROM
+                    (an emulator answering its client) */
 } KitVerdict;
 
 /* The FWX calls the kit receives, as told to KitClass.observe. */
@@ -123,6 +126,18 @@ struct KitClass {
      * with kit_pump_set_external. Until then a KIT_PASS or KIT_SEND from the internal
      * side has nowhere to go: the class answers KIT_HOLD or KIT_ABORT. */
     BOOL emulator;
+
+    /* ---- added callbacks (appended; NULL when unused) */
+    /* IFWXDataFilter::SetSockets, on arrival, before the kit checks the sockets: what the
+     * class does with the connection first (emulator: SetSocketName). */
+    void (*set_sockets)(KitPump *pump, IFWXSocket *internal, IFWXSocket *external,
+                        IFWXConnection *connection);
+    /* IFWXDataFilter::Detach, before the kit drops its references: what the class holds
+     * for the connection goes (lineproxy: its anticipated actions are cancelled). */
+    void (*pump_detach)(KitPump *pump);
+    /* Every Recv that completed successfully, before the kit looks at the buffer, with
+     * the ExternalAddress the host passed (NULL for TCP): dnsguard's log. */
+    void (*received)(KitPump *pump, enum kit_side from, const SOCKADDR *ext, INT ext_len);
 };
 
 struct KitFilter {
@@ -142,6 +157,7 @@ struct KitSession {
     CRITICAL_SECTION  lock;       /* events race Detach */
     IFWXSession      *session;    /* until Detach */
     IFWXFirewall     *firewall;   /* until Detach */
+    LONG              counter;    /* the class's own (lineproxy: established connections) */
 };
 
 struct KitPump {
@@ -157,6 +173,12 @@ struct KitPump {
     BOOL             flushing[2];  /* by the side read from: its eof's KIT_SEND is in flight */
     BOOL             own_external; /* set by kit_pump_set_external: closed at Detach */
     void            *state;        /* the filter's own, per connection */
+    /* Appended. Datagram mode, set by the class before the pump is attached (UDP): each
+     * Recv is one datagram, 0 bytes included, given to KitClass.data (never eof); a
+     * passed or sent datagram goes out with SendTo and the ExternalAddress it came with
+     * (Send when that is NULL). Failures end nothing: a failed Recv or completion is
+     * traced and that direction stops, a failed Send is traced and the datagram lost. */
+    BOOL             datagrams;
 };
 
 /* The filter object, for fwx_filter_create. */
@@ -185,5 +207,18 @@ BOOL kit_session_get(KitSession *session, IFWXSession **fwx_session, IFWXFirewal
 /* IFWXFirewall::CreateBuffer for a pump; FWX_E_TERMINATING once it is detached. *buffer
  * is NULL whenever the result is a failure. */
 HRESULT kit_pump_create_buffer(KitPump *pump, DWORD size, IFWXIOBuffer **buffer);
+
+/* A new pump of the session's, not attached to anything: the class attaches it itself
+ * (AttachDataFilter with another class, EmulateConnection with an out-connection, or
+ * twice on purpose). *out holds the caller's reference. FWX_E_TERMINATING once the
+ * session filter is detached. */
+HRESULT kit_session_create_pump(KitSession *session, IFWXDataFilter **out);
+
+/* The pump behind an IFWXDataFilter of kit_session_create_pump's. */
+#define KIT_PUMP(df) CONTAINING_RECORD((df), KitPump, IFWXDataFilter_iface)
+
+/* The connection SetSockets gave the pump, with a reference of the caller's; NULL before
+ * SetSockets and once the pump is detached. */
+IFWXConnection *kit_pump_get_connection(KitPump *pump);
 
 #endif /* FWX_FLTKIT_H */

@@ -80,7 +80,7 @@ static BOOL parse_eprt(const char *p, SOCKADDR_IN *sa)
 /* One complete line (with its end) from the client: written to out, rewritten or not.
  * Returns the bytes written. out has room for len + 128. */
 
-static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *out)
+static DWORD lp_client_line(LineProxy *lp, const char *line, DWORD len, char *out)
 {
     char cmd[8], text[LINE_MAX_LEN + 1];
     SOCKADDR_IN client, proxy;
@@ -92,14 +92,14 @@ static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *o
         cmd[i] = (char)toupper((unsigned char)text[i]);
     cmd[5] = 0;
     if (len > 5 && memcmp(cmd, "PORT ", 5) == 0 && parse_h6(text + 5, &client)) {
-        if (SUCCEEDED(bind_for_client(df, &client, &proxy))) {
+        if (SUCCEEDED(bind_for_client(lp, &client, &proxy))) {
             int k = snprintf(out, 16, "PORT ");
             k += fmt_h6(out + k, 64, &proxy);
             k += snprintf(out + k, 8, "\r\n");
             return (DWORD)k;
         }
     } else if (len > 5 && memcmp(cmd, "EPRT ", 5) == 0 && parse_eprt(text + 5, &client)) {
-        if (SUCCEEDED(bind_for_client(df, &client, &proxy))) {
+        if (SUCCEEDED(bind_for_client(lp, &client, &proxy))) {
             const BYTE *b = (const BYTE *)&proxy.sin_addr;
             return (DWORD)snprintf(out, 96, "EPRT |1|%u.%u.%u.%u|%u|\r\n", b[0], b[1], b[2], b[3],
                                    ntohs(proxy.sin_port));
@@ -110,7 +110,7 @@ static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *o
 }
 
 /* One complete line from the server. */
-static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *out)
+static DWORD lp_server_line(LineProxy *lp, const char *line, DWORD len, char *out)
 {
     char text[LINE_MAX_LEN + 1];
     SOCKADDR_IN target, shown;
@@ -121,7 +121,7 @@ static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *o
     text[n] = 0;
     if (len > 4 && memcmp(text, "227 ", 4) == 0 && (open = strchr(text, '(')) &&
         parse_h6(open + 1, &target)) {
-        if (SUCCEEDED(redirect_for_client(df, &target, &shown))) {
+        if (SUCCEEDED(redirect_for_client(lp, &target, &shown))) {
             int k = (int)(open + 1 - text);
             memcpy(out, text, k);
             k += fmt_h6(out + k, 64, &shown);
@@ -129,12 +129,12 @@ static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *o
             return (DWORD)k;
         }
     } else if (len > 4 && memcmp(text, "229 ", 4) == 0 && (open = strstr(text, "(|||")) &&
-               df->server.sin_family == AF_INET) {
+               lp->server.sin_family == AF_INET) {
         unsigned port;
         if (sscanf(open + 4, "%u", &port) == 1 && port > 0 && port < 65536) {
-            target = df->server;
+            target = lp->server;
             target.sin_port = htons((u_short)port);
-            if (SUCCEEDED(redirect_for_client(df, &target, &shown))) {
+            if (SUCCEEDED(redirect_for_client(lp, &target, &shown))) {
                 int k = (int)(open - text);
                 memcpy(out, text, k);
                 k += snprintf(out + k, 32, "(|||%u|)\r\n", ntohs(shown.sin_port));

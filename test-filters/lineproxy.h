@@ -27,9 +27,15 @@
  *                    passed with each action (default: none, one-shot)
  *   <PREFIX>CANCEL   1: cancel each RedirectConnections/AllowFutureConnect action right
  *                    after registering it (tests: the data connection must be refused)
+ *
+ * The COM objects are the filter kit's (fltkit.h): this file owns the settings, the
+ * action contexts, the line splitting (a pump's data and eof callbacks) and each control
+ * connection's state (LineProxy: the session it acts for, its actions, the carries).
  */
 #ifndef FWX_LINEPROXY_H
 #define FWX_LINEPROXY_H
+
+#include "fltkit.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -45,10 +51,6 @@ static DWORD action_flags;
 static BOOL cancel_at_once;
 static LONG next_context_id;
 
-static HRESULT session_filter_create(IFWXSession *session, IFWXFirewall *firewall, IFWXSessionFilter **out);
-static HRESULT data_filter_create(IFWXFirewall *firewall, IFWXSession *session,
-                                  IFWXSessionFilter *sf, const SOCKADDR_IN *local,
-                                  const SOCKADDR_IN *server, IFWXDataFilter **out);
 
 /* ==================================================================== configuration */
 
@@ -145,210 +147,93 @@ static IUnknown *context_create(void)
     return &c->IUnknown_iface;
 }
 
-/* ==================================================================== Filter */
 
+/* ==================================================================== LineProxy */
+
+/* A control connection's state: a kit pump's state. */
 typedef struct {
-    IFWXFilter          IFWXFilter_iface;
-    LONG                refs;
-    IFWXFirewall       *firewall;   /* from FilterInit until FilterShutdown */
-    FwxFilterHookEvents hooks;
-} Filter;
+    KitPump          *pump;
+    CRITICAL_SECTION  lock;        /* guards detached..nactions: Detach races the lines */
+    BOOL              detached;
+    IFWXSession      *session;     /* the anticipated actions' */
+    IFWXSessionFilter *sf;         /* receives fwx_EstablishedConnection */
+    IFWXFirewallAction *actions[MAX_ACTIONS];
+    int               nactions;
+    SOCKADDR_IN       local;       /* our client-facing address; family 0 on outbound rules */
+    SOCKADDR_IN       server;      /* the FTP server */
+    /* Per direction: the start of a line not complete yet. Only that direction's
+     * completions touch it, one at a time, so no lock. */
+    char              carry[2][LINE_MAX_LEN];
+    DWORD             carry_len[2];
+} LineProxy;
 
-static Filter *impl_from_IFWXFilter(IFWXFilter *iface)
+/* Supplied by the includer: one complete line (with its end) from the client
+ * (lp_client_line) or from the server (lp_server_line) is written to out, rewritten or
+ * not; returns the bytes written. out has room for len + 128. */
+static DWORD lp_client_line(LineProxy *lp, const char *line, DWORD len, char *out);
+static DWORD lp_server_line(LineProxy *lp, const char *line, DWORD len, char *out);
+
+static HRESULT lp_pump_create(KitPump *pump)
 {
-    return CONTAINING_RECORD(iface, Filter, IFWXFilter_iface);
-}
+    LineProxy *lp = fwx_alloc(sizeof(*lp));
 
-static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
-        *ppv = iface;
-        IFWXFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXFilter(iface)->refs);
-}
-
-static ULONG STDMETHODCALLTYPE Filter_Release(IFWXFilter *iface)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-    LONG refs = InterlockedDecrement(&filter->refs);
-
-    if (refs == 0) {
-        if (filter->firewall)
-            IFWXFirewall_Release(filter->firewall);
-        fwx_free(filter);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-/* A filter that cannot initialise still answers S_OK, registering no events, so that it
- * does not stop the service. */
-static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
-                                                   PFwxFilterHookEvents *ppHooks)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-
-    *ppHooks = NULL;
-    if (!load_settings()) {
-        fwx_trace("bad or missing settings: filter disabled");
-        return S_OK;
-    }
-    IFWXFirewall_AddRef(firewall);
-    filter->firewall = firewall;
-    filter->hooks.dwGlobalEvents = LP_EVENTS;
-    filter->hooks.dwNumPortRanges = 0;
-    filter->hooks.PortRangeEvents = NULL;
-    *ppHooks = &filter->hooks;
-    return S_OK;
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_FilterShutdown(IFWXFilter *iface)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-    IFWXFirewall *firewall = (IFWXFirewall *)InterlockedExchangePointer((void **)&filter->firewall, NULL);
-
-    if (firewall)
-        IFWXFirewall_Release(firewall);
-    return S_OK;
-}
-
-static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
-                                                        IFWXSessionFilter **ppSessionFilter,
-                                                        PFwxFilterHookEvents *ppHooks)
-{
-    Filter *filter = impl_from_IFWXFilter(iface);
-    FwxFilterHookEvents *hooks;
-    IFWXFirewall *firewall = filter->firewall;
-    HRESULT hr;
-
-    *ppSessionFilter = NULL;
-    *ppHooks = NULL;
-    if (!firewall)   /* shut down, or never initialised */
-        return FWX_E_TERMINATING;
-    hooks = CoTaskMemAlloc(sizeof(*hooks));
-    if (!hooks)
+    if (!lp)
         return E_OUTOFMEMORY;
-    *hooks = filter->hooks;
-
-    hr = session_filter_create(session, firewall, ppSessionFilter);
-    if (FAILED(hr)) {
-        CoTaskMemFree(hooks);
-        return hr;
-    }
-    *ppHooks = hooks;
+    lp->pump = pump;
+    InitializeCriticalSection(&lp->lock);
+    pump->state = lp;
     return S_OK;
 }
 
-static const IFWXFilterVtbl filter_vtbl = {
-    Filter_QueryInterface,
-    Filter_AddRef,
-    Filter_Release,
-    Filter_FilterInit,
-    Filter_FilterShutdown,
-    Filter_AttachToSession,
-};
-
-HRESULT fwx_filter_create(REFIID riid, void **ppv)
+/* Everything we hold goes; the actions of this control connection are withdrawn. */
+static void lp_pump_detach(KitPump *pump)
 {
-    Filter *filter = fwx_alloc(sizeof(*filter));
-    HRESULT hr;
-
-    if (!filter)
-        return E_OUTOFMEMORY;
-    filter->IFWXFilter_iface.lpVtbl = &filter_vtbl;
-    filter->refs = 1;
-    fwx_object_created();
-
-    hr = IFWXFilter_QueryInterface(&filter->IFWXFilter_iface, riid, ppv);
-    IFWXFilter_Release(&filter->IFWXFilter_iface);
-    return hr;
-}
-
-/* ==================================================================== SessionFilter */
-
-typedef struct {
-    IFWXSessionFilter IFWXSessionFilter_iface;
-    LONG              refs;
-    CRITICAL_SECTION  lock;       /* events race Detach */
-    IFWXSession      *session;    /* until Detach */
-    IFWXFirewall     *firewall;   /* until Detach */
-    LONG              established;
-} SessionFilter;
-
-static SessionFilter *impl_from_IFWXSessionFilter(IFWXSessionFilter *iface)
-{
-    return CONTAINING_RECORD(iface, SessionFilter, IFWXSessionFilter_iface);
-}
-
-static HRESULT STDMETHODCALLTYPE SessionFilter_QueryInterface(IFWXSessionFilter *iface, REFIID riid,
-                                                              void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
-        *ppv = iface;
-        IFWXSessionFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
-static ULONG STDMETHODCALLTYPE SessionFilter_AddRef(IFWXSessionFilter *iface)
-{
-    return InterlockedIncrement(&impl_from_IFWXSessionFilter(iface)->refs);
-}
-
-static void session_filter_drop(SessionFilter *sf)
-{
+    LineProxy *lp = pump->state;
     IFWXSession *session;
-    IFWXFirewall *firewall;
+    IFWXSessionFilter *sf;
+    IFWXFirewallAction *actions[MAX_ACTIONS];
+    int nactions;
 
-    EnterCriticalSection(&sf->lock);
-    session = sf->session;
-    firewall = sf->firewall;
-    sf->session = NULL;
-    sf->firewall = NULL;
-    LeaveCriticalSection(&sf->lock);
+    EnterCriticalSection(&lp->lock);
+    lp->detached = TRUE;
+    session = lp->session;
+    sf = lp->sf;
+    nactions = lp->nactions;
+    memcpy(actions, lp->actions, nactions * sizeof(actions[0]));
+    lp->nactions = 0;
+    lp->session = NULL;
+    lp->sf = NULL;
+    LeaveCriticalSection(&lp->lock);
 
+    for (int i = 0; i < nactions; i++) {
+        IFWXFirewallAction_Cancel(actions[i]);
+        IFWXFirewallAction_Release(actions[i]);
+    }
     if (session)
         IFWXSession_Release(session);
-    if (firewall)
-        IFWXFirewall_Release(firewall);
+    if (sf)
+        IFWXSessionFilter_Release(sf);
 }
 
-static ULONG STDMETHODCALLTYPE SessionFilter_Release(IFWXSessionFilter *iface)
+static void lp_pump_destroy(KitPump *pump)
 {
-    SessionFilter *sf = impl_from_IFWXSessionFilter(iface);
-    LONG refs = InterlockedDecrement(&sf->refs);
+    LineProxy *lp = pump->state;
 
-    if (refs == 0) {
-        session_filter_drop(sf);
-        DeleteCriticalSection(&sf->lock);
-        fwx_free(sf);
-        fwx_object_destroyed();
-    }
-    return refs;
+    lp_pump_detach(pump);   /* released without Detach */
+    DeleteCriticalSection(&lp->lock);
+    fwx_free(lp);
 }
 
-/* A control connection: our data filter on it. local is our address as the client sees
- * it (publishing) or NULL (outbound); server is the FTP server's address. */
-static HRESULT attach_proxy(SessionFilter *sf, IFWXConnection *connection, const SOCKADDR *local,
+/* ==================================================================== the session filter */
+
+/* A control connection: our pump on it, class NAT. local is our address as the client
+ * sees it (publishing) or NULL (outbound); server is the FTP server's address. */
+static HRESULT attach_proxy(KitSession *sf, IFWXConnection *connection, const SOCKADDR *local,
                             DWORD local_len, const SOCKADDR *server, DWORD server_len)
 {
-    IFWXFirewall *firewall;
     IFWXSession *session;
     IFWXDataFilter *df;
+    LineProxy *lp;
     SOCKADDR_IN l = { 0 }, s = { 0 };
     HRESULT hr;
 
@@ -358,17 +243,7 @@ static HRESULT attach_proxy(SessionFilter *sf, IFWXConnection *connection, const
         memcpy(&l, local, sizeof(l));
     if (server && server_len >= sizeof(s) && server->sa_family == AF_INET)
         memcpy(&s, server, sizeof(s));
-    EnterCriticalSection(&sf->lock);
-    firewall = sf->firewall;
-    session = sf->session;
-    if (firewall)
-        IFWXFirewall_AddRef(firewall);
-    if (session)
-        IFWXSession_AddRef(session);
-    LeaveCriticalSection(&sf->lock);
-    if (!firewall || !session) {
-        if (firewall)
-            IFWXFirewall_Release(firewall);
+    if (!kit_session_get(sf, &session, NULL) || !session) {
         if (session)
             IFWXSession_Release(session);
         return FWX_E_TERMINATING;
@@ -378,11 +253,17 @@ static HRESULT attach_proxy(SessionFilter *sf, IFWXConnection *connection, const
         if (FAILED(IFWXSession_GetClientAddress(session, (LPSOCKADDR)&s, &len)))
             memset(&s, 0, sizeof(s));
     }
-    hr = data_filter_create(firewall, session, &sf->IFWXSessionFilter_iface, &l, &s, &df);
-    IFWXFirewall_Release(firewall);
-    IFWXSession_Release(session);
-    if (FAILED(hr))
+    hr = kit_session_create_pump(sf, &df);
+    if (FAILED(hr)) {
+        IFWXSession_Release(session);
         return hr;
+    }
+    lp = KIT_PUMP(df)->state;
+    lp->session = session;   /* our reference */
+    IFWXSessionFilter_AddRef(&sf->IFWXSessionFilter_iface);
+    lp->sf = &sf->IFWXSessionFilter_iface;
+    lp->local = l;
+    lp->server = s;
     /* NAT class: an address editor sees the client's bytes first (reference 2.7). */
     hr = IFWXConnection_AttachDataFilter(connection, df, fwx_dfpc_NAT, NULL);
     if (FAILED(hr))
@@ -391,11 +272,11 @@ static HRESULT attach_proxy(SessionFilter *sf, IFWXConnection *connection, const
     return S_OK;
 }
 
-static void on_established(SessionFilter *sf, const FwxEstablishedConnectionEvent *e)
+static void on_established(KitSession *sf, const FwxEstablishedConnectionEvent *e)
 {
     Context *c = (Context *)e->UserContext;
     char where[64] = "?";
-    LONG n = InterlockedIncrement(&sf->established);
+    LONG n = InterlockedIncrement(&sf->counter);
 
     if (e->Address && e->AddressLength >= sizeof(SOCKADDR_IN) && e->Address->sa_family == AF_INET) {
         const SOCKADDR_IN *a = (const SOCKADDR_IN *)e->Address;
@@ -410,11 +291,8 @@ static void on_established(SessionFilter *sf, const FwxEstablishedConnectionEven
                   (void *)c);
 }
 
-static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionFilter *iface,
-                                                                    const FirewallEvent *event)
+static HRESULT lp_event(KitSession *sf, const FirewallEvent *event)
 {
-    SessionFilter *sf = impl_from_IFWXSessionFilter(iface);
-
     switch (event->EventType) {
     case fwx_Connect_Tcp:
         return attach_proxy(sf, event->Parameters.Connect.piConnection, NULL, 0,
@@ -432,230 +310,30 @@ static HRESULT STDMETHODCALLTYPE SessionFilter_FirewallEventHandler(IFWXSessionF
     }
 }
 
-static HRESULT STDMETHODCALLTYPE SessionFilter_Detach(IFWXSessionFilter *iface)
-{
-    session_filter_drop(impl_from_IFWXSessionFilter(iface));
-    return S_OK;
-}
-
-static const IFWXSessionFilterVtbl session_filter_vtbl = {
-    SessionFilter_QueryInterface,
-    SessionFilter_AddRef,
-    SessionFilter_Release,
-    SessionFilter_FirewallEventHandler,
-    SessionFilter_Detach,
-};
-
-static HRESULT session_filter_create(IFWXSession *session, IFWXFirewall *firewall, IFWXSessionFilter **out)
-{
-    SessionFilter *sf = fwx_alloc(sizeof(*sf));
-
-    if (!sf)
-        return E_OUTOFMEMORY;
-    sf->IFWXSessionFilter_iface.lpVtbl = &session_filter_vtbl;
-    sf->refs = 1;
-    InitializeCriticalSection(&sf->lock);
-    if (session)
-        IFWXSession_AddRef(session);
-    sf->session = session;
-    IFWXFirewall_AddRef(firewall);
-    sf->firewall = firewall;
-    fwx_object_created();
-    *out = &sf->IFWXSessionFilter_iface;
-    return S_OK;
-}
-
-/* ==================================================================== DataFilter */
-
-enum side { SIDE_INTERNAL = 0, SIDE_EXTERNAL = 1 };
-#define OTHER_SIDE(s) ((enum side)(1 - (s)))
-
-#define IO_SEND        2
-#define IO_TAG(from, op) ((UserContextType)((from) | (op)))
-#define IO_FROM(tag)   ((enum side)((tag) & 1))
-
-typedef struct {
-    IFWXDataFilter   IFWXDataFilter_iface;
-    IFWXIOCompletion IFWXIOCompletion_iface;
-    LONG             refs;
-    CRITICAL_SECTION lock;         /* guards sockets..actions: Detach races completions */
-    BOOL             detached;
-    IFWXSocket      *sockets[2];
-    IFWXFirewall    *firewall;     /* for CreateBuffer; until Detach */
-    IFWXConnection  *connection;
-    IFWXSession     *session;      /* the anticipated actions' */
-    IFWXSessionFilter *sf;         /* receives fwx_EstablishedConnection */
-    IFWXFirewallAction *actions[MAX_ACTIONS];
-    int              nactions;
-    SOCKADDR_IN      local;        /* our client-facing address; family 0 on outbound rules */
-    SOCKADDR_IN      server;       /* the FTP server */
-    /* Per direction: the start of a line not complete yet. Only that direction's
-     * completions touch it, one at a time, so no lock. */
-    char             carry[2][LINE_MAX_LEN];
-    DWORD            carry_len[2];
-    BOOL             flushing[2];  /* end of stream: the last send is the carry */
-} DataFilter;
-
-/* Supplied by the includer: one complete line (with its end) from the client
- * (lp_client_line) or from the server (lp_server_line) is written to out, rewritten or
- * not; returns the bytes written. out has room for len + 128. */
-static DWORD lp_client_line(DataFilter *df, const char *line, DWORD len, char *out);
-static DWORD lp_server_line(DataFilter *df, const char *line, DWORD len, char *out);
-
-static DataFilter *impl_from_IFWXDataFilter(IFWXDataFilter *iface)
-{
-    return CONTAINING_RECORD(iface, DataFilter, IFWXDataFilter_iface);
-}
-
-static DataFilter *impl_from_IFWXIOCompletion(IFWXIOCompletion *iface)
-{
-    return CONTAINING_RECORD(iface, DataFilter, IFWXIOCompletion_iface);
-}
-
-/* ---------------------------------------------------------------- IUnknown, shared by both interfaces */
-
-static HRESULT data_filter_query(DataFilter *df, REFIID riid, void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXDataFilter))
-        *ppv = &df->IFWXDataFilter_iface;
-    else if (IsEqualIID(riid, &IID_IFWXIOCompletion))
-        *ppv = &df->IFWXIOCompletion_iface;
-    else {
-        *ppv = NULL;
-        return E_NOINTERFACE;
-    }
-    InterlockedIncrement(&df->refs);
-    return S_OK;
-}
-
-static ULONG data_filter_addref(DataFilter *df)
-{
-    return InterlockedIncrement(&df->refs);
-}
-
-static void drop_references(DataFilter *df);
-
-static ULONG data_filter_release(DataFilter *df)
-{
-    LONG refs = InterlockedDecrement(&df->refs);
-
-    if (refs == 0) {
-        drop_references(df);
-        DeleteCriticalSection(&df->lock);
-        fwx_free(df);
-        fwx_object_destroyed();
-    }
-    return refs;
-}
-
-/* ---------------------------------------------------------------- the pump (as in rewrite.c) */
-
-static IFWXSocket *pump_socket(DataFilter *df, enum side side)
-{
-    IFWXSocket *socket;
-
-    EnterCriticalSection(&df->lock);
-    socket = df->sockets[side];
-    if (socket)
-        IFWXSocket_AddRef(socket);
-    LeaveCriticalSection(&df->lock);
-    return socket;
-}
-
-static void pump_abort(DataFilter *df, enum side side)
-{
-    IFWXSocket *socket = pump_socket(df, side);
-
-    if (socket) {
-        IFWXSocket_Close(socket, TRUE);
-        IFWXSocket_Release(socket);
-    }
-}
-
-static void pump_shutdown(DataFilter *df, enum side side)
-{
-    IFWXSocket *socket = pump_socket(df, side);
-
-    if (socket) {
-        IFWXSocket_Shutdown(socket, FALSE);
-        IFWXSocket_Release(socket);
-    }
-}
-
-static void pump_recv(DataFilter *df, enum side from)
-{
-    IFWXSocket *socket = pump_socket(df, from);
-    HRESULT hr;
-
-    if (!socket)
-        return;
-    hr = IFWXSocket_Recv(socket, NULL, &df->IFWXIOCompletion_iface, IO_TAG(from, 0));
-    IFWXSocket_Release(socket);
-    if (FAILED(hr)) {
-        fwx_trace("Recv failed: 0x%08lx", (unsigned long)hr);
-        pump_abort(df, OTHER_SIDE(from));
-    }
-}
-
-static void pump_send(DataFilter *df, enum side from, IFWXIOBuffer *buffer)
-{
-    IFWXSocket *socket = pump_socket(df, OTHER_SIDE(from));
-    HRESULT hr;
-
-    if (!socket)
-        return;
-    hr = IFWXSocket_Send(socket, buffer, &df->IFWXIOCompletion_iface, IO_TAG(from, IO_SEND));
-    IFWXSocket_Release(socket);
-    if (FAILED(hr)) {
-        fwx_trace("Send failed: 0x%08lx", (unsigned long)hr);
-        pump_abort(df, from);
-    }
-}
-
-static void pump_fail(DataFilter *df, HRESULT hr)
-{
-    fwx_trace("control channel failed: 0x%08lx; aborting the connection", (unsigned long)hr);
-    pump_abort(df, SIDE_INTERNAL);
-    pump_abort(df, SIDE_EXTERNAL);
-}
-
-static HRESULT create_buffer(DataFilter *df, DWORD size, IFWXIOBuffer **buffer)
-{
-    IFWXFirewall *firewall;
-    HRESULT hr;
-
-    EnterCriticalSection(&df->lock);
-    firewall = df->firewall;
-    if (firewall)
-        IFWXFirewall_AddRef(firewall);
-    LeaveCriticalSection(&df->lock);
-    if (!firewall)
-        return FWX_E_TERMINATING;
-    hr = IFWXFirewall_CreateBuffer(firewall, size, buffer);
-    IFWXFirewall_Release(firewall);
-    return hr;
-}
+/* ==================================================================== the data filter */
 
 /* ---------------------------------------------------------------- anticipated actions */
 
 /* The session, session filter and connection, referenced, for a call into the host
  * without our lock. FALSE once detached. */
-static BOOL grab(DataFilter *df, IFWXSession **session, IFWXSessionFilter **sf, IFWXConnection **conn)
+static BOOL grab(LineProxy *lp, IFWXSession **session, IFWXSessionFilter **sf, IFWXConnection **conn)
 {
     BOOL ok;
-    EnterCriticalSection(&df->lock);
-    ok = !df->detached && df->session && df->sf && df->connection;
+
+    *conn = kit_pump_get_connection(lp->pump);
+    if (!*conn)
+        return FALSE;
+    EnterCriticalSection(&lp->lock);
+    ok = !lp->detached && lp->session && lp->sf;
     if (ok) {
-        *session = df->session;
-        *sf = df->sf;
-        *conn = df->connection;
+        *session = lp->session;
+        *sf = lp->sf;
         IFWXSession_AddRef(*session);
         IFWXSessionFilter_AddRef(*sf);
-        IFWXConnection_AddRef(*conn);
     }
-    LeaveCriticalSection(&df->lock);
+    LeaveCriticalSection(&lp->lock);
+    if (!ok)
+        IFWXConnection_Release(*conn);
     return ok;
 }
 
@@ -668,7 +346,7 @@ static void ungrab(IFWXSession *session, IFWXSessionFilter *sf, IFWXConnection *
 
 /* Keeps the action to cancel when the control connection ends; or cancels it now when the
  * tests ask for that, or when we are detached already. */
-static void keep_action(DataFilter *df, IFWXFirewallAction *action)
+static void keep_action(LineProxy *lp, IFWXFirewallAction *action)
 {
     BOOL kept = FALSE;
     if (!action)
@@ -679,12 +357,12 @@ static void keep_action(DataFilter *df, IFWXFirewallAction *action)
         IFWXFirewallAction_Release(action);
         return;
     }
-    EnterCriticalSection(&df->lock);
-    if (!df->detached && df->nactions < MAX_ACTIONS) {
-        df->actions[df->nactions++] = action;
+    EnterCriticalSection(&lp->lock);
+    if (!lp->detached && lp->nactions < MAX_ACTIONS) {
+        lp->actions[lp->nactions++] = action;
         kept = TRUE;
     }
-    LeaveCriticalSection(&df->lock);
+    LeaveCriticalSection(&lp->lock);
     if (!kept) {
         IFWXFirewallAction_Cancel(action);
         IFWXFirewallAction_Release(action);
@@ -699,7 +377,7 @@ static void fmt_addr(const SOCKADDR_IN *a, char *buf, size_t size)
 
 /* The client will listen at client (PORT/EPRT): the host binds on its external side for
  * it. *proxy gets the bound address. */
-static HRESULT bind_for_client(DataFilter *df, const SOCKADDR_IN *client, SOCKADDR_IN *proxy)
+static HRESULT bind_for_client(LineProxy *lp, const SOCKADDR_IN *client, SOCKADDR_IN *proxy)
 {
     IFWXSession *session;
     IFWXSessionFilter *sf;
@@ -710,7 +388,7 @@ static HRESULT bind_for_client(DataFilter *df, const SOCKADDR_IN *client, SOCKAD
     HRESULT hr;
     char a[32], b[32];
 
-    if (!grab(df, &session, &sf, &conn))
+    if (!grab(lp, &session, &sf, &conn))
         return FWX_E_TERMINATING;
     memset(proxy, 0, sizeof(*proxy));
     hr = IFWXConnection_GetExternalSocketName(conn, (LPSOCKADDR)proxy, &len);
@@ -740,7 +418,7 @@ static HRESULT bind_for_client(DataFilter *df, const SOCKADDR_IN *client, SOCKAD
 /* The server listens at target (227/229): the client is sent to an address of ours
  * that the host forwards to it (publishing), or allowed to reach it (outbound). *shown
  * gets the address to give the client. */
-static HRESULT redirect_for_client(DataFilter *df, const SOCKADDR_IN *target, SOCKADDR_IN *shown)
+static HRESULT redirect_for_client(LineProxy *lp, const SOCKADDR_IN *target, SOCKADDR_IN *shown)
 {
     IFWXSession *session;
     IFWXSessionFilter *sf;
@@ -751,16 +429,16 @@ static HRESULT redirect_for_client(DataFilter *df, const SOCKADDR_IN *target, SO
     HRESULT hr;
     char a[32], b[32];
 
-    if (!grab(df, &session, &sf, &conn))
+    if (!grab(lp, &session, &sf, &conn))
         return FWX_E_TERMINATING;
     if (!(ctx = context_create())) {
         ungrab(session, sf, conn);
         return E_OUTOFMEMORY;
     }
     fmt_addr(target, a, sizeof(a));
-    if (df->local.sin_family == AF_INET) {
+    if (lp->local.sin_family == AF_INET) {
         DWORD len = sizeof(*shown);
-        *shown = df->local;
+        *shown = lp->local;
         shown->sin_port = 0;
         hr = IFWXSession_RedirectConnections(session, targets, sizeof(*target), 1,
                                              (LPSOCKADDR)shown, &len, NULL, 0, FWX_PROTOCOL_TCP,
@@ -777,7 +455,7 @@ static HRESULT redirect_for_client(DataFilter *df, const SOCKADDR_IN *target, SO
     IUnknown_Release(ctx);
     ungrab(session, sf, conn);
     if (SUCCEEDED(hr))
-        keep_action(df, actions[0]);
+        keep_action(lp, actions[0]);
     return hr;
 }
 
@@ -812,17 +490,17 @@ static int fmt_h6(char *out, size_t size, const SOCKADDR_IN *sa)
 /* "EPRT |1|10.0.0.2|4000|" (any delimiter): IPv4 only. */
 /* The carry plus new bytes, line by line, into one new buffer (*out NULL when nothing is
  * complete yet). */
-static HRESULT process(DataFilter *df, enum side from, const BYTE *data, DWORD size, IFWXIOBuffer **out)
+static HRESULT process(LineProxy *lp, enum kit_side from, const BYTE *data, DWORD size, IFWXIOBuffer **out)
 {
-    DWORD n = df->carry_len[from] + size, start = 0, w = 0;
+    DWORD n = lp->carry_len[from] + size, start = 0, w = 0;
     char *work = fwx_alloc(n + 1), *result;
     HRESULT hr = S_OK;
 
     *out = NULL;
     if (!work)
         return E_OUTOFMEMORY;
-    memcpy(work, df->carry[from], df->carry_len[from]);
-    memcpy(work + df->carry_len[from], data, size);
+    memcpy(work, lp->carry[from], lp->carry_len[from]);
+    memcpy(work + lp->carry_len[from], data, size);
     /* Every line may grow by at most 128 bytes. */
     result = fwx_alloc(n + 128 * (n / 2 + 1));
     if (!result) {
@@ -833,8 +511,8 @@ static HRESULT process(DataFilter *df, enum side from, const BYTE *data, DWORD s
         if (work[i] != '\n')
             continue;
         DWORD len = i + 1 - start;
-        DWORD k = from == SIDE_INTERNAL ? lp_client_line(df, work + start, len, result + w)
-                                        : lp_server_line(df, work + start, len, result + w);
+        DWORD k = from == KIT_INTERNAL ? lp_client_line(lp, work + start, len, result + w)
+                                        : lp_server_line(lp, work + start, len, result + w);
         w += k;
         start = i + 1;
     }
@@ -843,11 +521,11 @@ static HRESULT process(DataFilter *df, enum side from, const BYTE *data, DWORD s
         w += n - start;
         start = n;
     }
-    df->carry_len[from] = n - start;
-    memcpy(df->carry[from], work + start, n - start);
+    lp->carry_len[from] = n - start;
+    memcpy(lp->carry[from], work + start, n - start);
     if (w > 0) {
         ULONG written;
-        hr = create_buffer(df, w, out);
+        hr = kit_pump_create_buffer(lp->pump, w, out);
         if (SUCCEEDED(hr))
             hr = IFWXIOBuffer_Append(*out, (const BYTE *)result, w, &written);
         if (FAILED(hr) && *out) {
@@ -860,250 +538,74 @@ static HRESULT process(DataFilter *df, enum side from, const BYTE *data, DWORD s
     return hr;
 }
 
-static void on_data(DataFilter *df, enum side from, IFWXIOBuffer *buffer)
+/* ---------------------------------------------------------------- the pump's callbacks */
+
+static KitVerdict lp_data(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, DWORD size,
+                          IFWXIOBuffer **out)
 {
-    IFWXIOBuffer *out;
     BYTE *data;
-    DWORD size;
+    DWORD len;
     HRESULT hr;
 
-    hr = IFWXIOBuffer_GetBufferAndSize(buffer, &data, &size);
+    hr = IFWXIOBuffer_GetBufferAndSize(buffer, &data, &len);
     if (SUCCEEDED(hr))
-        hr = process(df, from, data, size, &out);
-    if (FAILED(hr))
-        pump_fail(df, hr);
-    else if (out) {
-        pump_send(df, from, out);
-        IFWXIOBuffer_Release(out);
-    } else
-        pump_recv(df, from);
+        hr = process(pump->state, from, data, len, out);
+    if (FAILED(hr)) {
+        fwx_trace("control channel failed: 0x%08lx; aborting the connection", (unsigned long)hr);
+        return KIT_ABORT;
+    }
+    return *out ? KIT_SEND : KIT_HOLD;
 }
 
 /* End of stream from one side: an incomplete last line goes as it is, then the
  * half-close. */
-static void on_eof(DataFilter *df, enum side from)
+static KitVerdict lp_eof(KitPump *pump, enum kit_side from, IFWXIOBuffer **out)
 {
-    IFWXIOBuffer *out;
+    LineProxy *lp = pump->state;
     ULONG written;
     HRESULT hr;
 
-    if (df->carry_len[from] == 0) {
-        pump_shutdown(df, OTHER_SIDE(from));
-        return;
-    }
-    hr = create_buffer(df, df->carry_len[from], &out);
+    if (lp->carry_len[from] == 0)
+        return KIT_PASS;
+    hr = kit_pump_create_buffer(pump, lp->carry_len[from], out);
+    if (SUCCEEDED(hr))
+        hr = IFWXIOBuffer_Append(*out, (const BYTE *)lp->carry[from], lp->carry_len[from], &written);
     if (FAILED(hr)) {
-        pump_fail(df, hr);
-        return;
+        fwx_trace("control channel failed: 0x%08lx; aborting the connection", (unsigned long)hr);
+        return KIT_ABORT;   /* the kit releases *out */
     }
-    hr = IFWXIOBuffer_Append(out, (const BYTE *)df->carry[from], df->carry_len[from], &written);
-    if (SUCCEEDED(hr)) {
-        df->carry_len[from] = 0;
-        df->flushing[from] = TRUE;
-        pump_send(df, from, out);
-    } else
-        pump_fail(df, hr);
-    IFWXIOBuffer_Release(out);
+    lp->carry_len[from] = 0;
+    return KIT_SEND;
 }
 
-/* ---------------------------------------------------------------- completions */
+/* ==================================================================== the filter */
 
-static void on_received(DataFilter *df, enum side from, BOOL ok, DWORD error, IFWXIOBuffer *buffer)
+/* A filter that cannot initialise still answers S_OK, registering no events, so that it
+ * does not stop the service. */
+static BOOL lp_init(KitFilter *filter, IFWXFirewall *firewall)
 {
-    DWORD allocated, size;
-
-    if (!ok || !buffer || FAILED(IFWXIOBuffer_GetBufferSizes(buffer, &allocated, &size))) {
-        if (!ok && error != ERROR_OPERATION_ABORTED)
-            fwx_trace("receive failed: error %lu", (unsigned long)error);
-        pump_abort(df, OTHER_SIDE(from));
-    } else if (size == 0)
-        on_eof(df, from);
-    else
-        on_data(df, from, buffer);
-}
-
-static void on_sent(DataFilter *df, enum side from, BOOL ok, DWORD error)
-{
-    if (!ok) {
-        if (error != ERROR_OPERATION_ABORTED)
-            fwx_trace("send failed: error %lu", (unsigned long)error);
-        pump_abort(df, from);
-    } else if (df->flushing[from])
-        pump_shutdown(df, OTHER_SIDE(from));
-    else
-        pump_recv(df, from);
-}
-
-/* ---------------------------------------------------------------- IFWXDataFilter */
-
-static HRESULT STDMETHODCALLTYPE DataFilter_QueryInterface(IFWXDataFilter *iface, REFIID riid, void **ppv)
-{
-    return data_filter_query(impl_from_IFWXDataFilter(iface), riid, ppv);
-}
-
-static ULONG STDMETHODCALLTYPE DataFilter_AddRef(IFWXDataFilter *iface)
-{
-    return data_filter_addref(impl_from_IFWXDataFilter(iface));
-}
-
-static ULONG STDMETHODCALLTYPE DataFilter_Release(IFWXDataFilter *iface)
-{
-    return data_filter_release(impl_from_IFWXDataFilter(iface));
-}
-
-static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IFWXSocket *internal,
-                                                       IFWXSocket *external, IFWXConnection *connection,
-                                                       IUnknown *context)
-{
-    DataFilter *df = impl_from_IFWXDataFilter(iface);
-    BOOL usable;
-
-    if (!internal || !external)
-        return E_INVALIDARG;
-
-    EnterCriticalSection(&df->lock);
-    usable = !df->detached && !df->sockets[SIDE_INTERNAL];
-    if (usable) {
-        IFWXSocket_AddRef(internal);
-        IFWXSocket_AddRef(external);
-        if (connection)
-            IFWXConnection_AddRef(connection);
-        df->sockets[SIDE_INTERNAL] = internal;
-        df->sockets[SIDE_EXTERNAL] = external;
-        df->connection = connection;
+    if (!load_settings()) {
+        fwx_trace("bad or missing settings: filter disabled");
+        return FALSE;
     }
-    LeaveCriticalSection(&df->lock);
-    if (!usable)
-        return FWX_E_TERMINATING;
-
-    pump_recv(df, SIDE_INTERNAL);
-    pump_recv(df, SIDE_EXTERNAL);
-    return S_OK;
+    return TRUE;
 }
 
-/* Everything we hold goes; the actions of this control connection are withdrawn. */
-static void drop_references(DataFilter *df)
-{
-    IFWXSocket *internal, *external;
-    IFWXFirewall *firewall;
-    IFWXConnection *connection;
-    IFWXSession *session;
-    IFWXSessionFilter *sf;
-    IFWXFirewallAction *actions[MAX_ACTIONS];
-    int nactions;
-
-    EnterCriticalSection(&df->lock);
-    df->detached = TRUE;
-    internal = df->sockets[SIDE_INTERNAL];
-    external = df->sockets[SIDE_EXTERNAL];
-    firewall = df->firewall;
-    connection = df->connection;
-    session = df->session;
-    sf = df->sf;
-    nactions = df->nactions;
-    memcpy(actions, df->actions, nactions * sizeof(actions[0]));
-    df->nactions = 0;
-    df->sockets[SIDE_INTERNAL] = df->sockets[SIDE_EXTERNAL] = NULL;
-    df->firewall = NULL;
-    df->connection = NULL;
-    df->session = NULL;
-    df->sf = NULL;
-    LeaveCriticalSection(&df->lock);
-
-    for (int i = 0; i < nactions; i++) {
-        IFWXFirewallAction_Cancel(actions[i]);
-        IFWXFirewallAction_Release(actions[i]);
-    }
-    if (internal)
-        IFWXSocket_Release(internal);
-    if (external)
-        IFWXSocket_Release(external);
-    if (firewall)
-        IFWXFirewall_Release(firewall);
-    if (connection)
-        IFWXConnection_Release(connection);
-    if (session)
-        IFWXSession_Release(session);
-    if (sf)
-        IFWXSessionFilter_Release(sf);
-}
-
-static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
-{
-    drop_references(impl_from_IFWXDataFilter(iface));
-    return S_OK;
-}
-
-static const IFWXDataFilterVtbl data_filter_vtbl = {
-    DataFilter_QueryInterface,
-    DataFilter_AddRef,
-    DataFilter_Release,
-    DataFilter_SetSockets,
-    DataFilter_Detach,
+static const KitClass lp_class = {
+    .events = LP_EVENTS,
+    .session_hooks = KIT_HOOKS_COPY,
+    .init = lp_init,
+    .event = lp_event,
+    .pump_create = lp_pump_create,
+    .pump_destroy = lp_pump_destroy,
+    .data = lp_data,
+    .eof = lp_eof,
+    .pump_detach = lp_pump_detach,
 };
 
-/* ---------------------------------------------------------------- IFWXIOCompletion */
-
-static HRESULT STDMETHODCALLTYPE Completion_QueryInterface(IFWXIOCompletion *iface, REFIID riid, void **ppv)
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-    return data_filter_query(impl_from_IFWXIOCompletion(iface), riid, ppv);
-}
-
-static ULONG STDMETHODCALLTYPE Completion_AddRef(IFWXIOCompletion *iface)
-{
-    return data_filter_addref(impl_from_IFWXIOCompletion(iface));
-}
-
-static ULONG STDMETHODCALLTYPE Completion_Release(IFWXIOCompletion *iface)
-{
-    return data_filter_release(impl_from_IFWXIOCompletion(iface));
-}
-
-static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *iface, BOOL fSuccess,
-                                                            DWORD Win32ErrorCode, IFWXIOBuffer *pIOBuffer,
-                                                            UserContextType UserData,
-                                                            LPSOCKADDR ExternalAddress,
-                                                            INT ExternalAddressLength)
-{
-    DataFilter *df = impl_from_IFWXIOCompletion(iface);
-
-    if (UserData & IO_SEND)
-        on_sent(df, IO_FROM(UserData), fSuccess, Win32ErrorCode);
-    else
-        on_received(df, IO_FROM(UserData), fSuccess, Win32ErrorCode, pIOBuffer);
-    return S_OK;
-}
-
-static const IFWXIOCompletionVtbl completion_vtbl = {
-    Completion_QueryInterface,
-    Completion_AddRef,
-    Completion_Release,
-    Completion_CompleteAsyncIO,
-};
-
-static HRESULT data_filter_create(IFWXFirewall *firewall, IFWXSession *session,
-                                  IFWXSessionFilter *sf, const SOCKADDR_IN *local,
-                                  const SOCKADDR_IN *server, IFWXDataFilter **out)
-{
-    DataFilter *df = fwx_alloc(sizeof(*df));
-
-    if (!df)
-        return E_OUTOFMEMORY;
-    df->IFWXDataFilter_iface.lpVtbl = &data_filter_vtbl;
-    df->IFWXIOCompletion_iface.lpVtbl = &completion_vtbl;
-    df->refs = 1;
-    InitializeCriticalSection(&df->lock);
-    IFWXFirewall_AddRef(firewall);
-    df->firewall = firewall;
-    IFWXSession_AddRef(session);
-    df->session = session;
-    IFWXSessionFilter_AddRef(sf);
-    df->sf = sf;
-    df->local = *local;
-    df->server = *server;
-    fwx_object_created();
-    *out = &df->IFWXDataFilter_iface;
-    return S_OK;
+    return kit_filter_create(&lp_class, riid, ppv);
 }
 
 #endif /* FWX_LINEPROXY_H */
