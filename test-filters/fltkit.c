@@ -352,19 +352,12 @@ BOOL kit_session_get(KitSession *sf, IFWXSession **session, IFWXFirewall **firew
  * attach. A pump we cannot create fails the request: better than an unfiltered one. */
 HRESULT kit_session_attach_pump(KitSession *sf, IFWXConnection *connection)
 {
-    IFWXFirewall *firewall;
     IFWXDataFilter *df;
     HRESULT hr;
 
     if (!connection)
         return S_OK;
-    /* Our own reference, in case Detach runs meanwhile on another thread. */
-    if (!kit_session_get(sf, NULL, &firewall))
-        return FWX_E_TERMINATING;
-
-    hr = pump_create(sf->filter, firewall, &df);
-    IFWXFirewall_Release(firewall);
-    if (FAILED(hr))
+    if (FAILED(hr = kit_session_create_pump(sf, &df)))
         return hr;
     hr = IFWXConnection_AttachDataFilter(connection, df, fwx_dfpc_Middle, NULL);
     if (FAILED(hr))
@@ -375,17 +368,12 @@ HRESULT kit_session_attach_pump(KitSession *sf, IFWXConnection *connection)
 
 HRESULT kit_session_emulate_pump(KitSession *sf, IFWXConnection *connection)
 {
-    IFWXFirewall *firewall;
     IFWXDataFilter *df;
     HRESULT hr;
 
     if (!connection)
         return S_OK;
-    if (!kit_session_get(sf, NULL, &firewall))
-        return FWX_E_TERMINATING;
-    hr = pump_create(sf->filter, firewall, &df);
-    IFWXFirewall_Release(firewall);
-    if (FAILED(hr))
+    if (FAILED(hr = kit_session_create_pump(sf, &df)))
         return hr;
     hr = IFWXConnection_EmulateConnection(connection, df, NULL, 0, NULL, 0, NULL);
     if (FAILED(hr))
@@ -863,6 +851,7 @@ HRESULT kit_session_create_pump(KitSession *sf, IFWXDataFilter **out)
     HRESULT hr;
 
     *out = NULL;
+    /* Our own reference, in case Detach runs meanwhile on another thread. */
     if (!kit_session_get(sf, NULL, &firewall))
         return FWX_E_TERMINATING;
     hr = pump_create(sf->filter, firewall, out);

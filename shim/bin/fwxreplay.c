@@ -140,6 +140,7 @@ static int pump_quiet(void *arg, unsigned ms)
     fx_loop *loop = arg;
     uint64_t until = fx_now_ms() + ms;
     LONG prev;
+    the_host->count_pump_passes = TRUE;
     if (barrier(loop, until) != 0)
         return -1;
     prev = the_host->pump_passes;

@@ -193,7 +193,7 @@ void connection_run_now(struct connection *c)
     struct completion *list;
     BOOL finished;
 
-    InterlockedIncrement(&the_host->pump_passes);
+    host_note_pump_pass();
     for (int round = 0; round < 64; round++) {
         EnterCriticalSection(&c->lock);
         c->kick_pending = FALSE;

@@ -63,6 +63,8 @@ struct host {
     LONG live_connections;
     LONG pump_passes;              /* pump passes and UDP readiness callbacks run: fwxreplay's
                                     * quiescence signal (HOST-801) */
+    volatile BOOL count_pump_passes; /* set by fwxreplay only: fwxhost's workers would
+                                    * otherwise share this cache line on every pass */
     LONG total_connections;
     LONG denied_connections;
     LONG live_sessions;
@@ -70,6 +72,13 @@ struct host {
 };
 
 extern struct host *the_host;
+
+/* Counts a pump pass for fwxreplay's quiescence check; free when nobody counts. */
+static inline void host_note_pump_pass(void)
+{
+    if (the_host->count_pump_passes)
+        InterlockedIncrement(&the_host->pump_passes);
+}
 
 /* ---- session.c ---- */
 struct session_filter {

@@ -214,7 +214,7 @@ BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
 /* No data filter: the target's datagrams go straight back to the client. */
 static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
-    InterlockedIncrement(&the_host->pump_passes);
+    host_note_pump_pass();
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -241,7 +241,7 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
  * delivers on its own transparent socket go straight to the destination. */
 static void peer_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
-    InterlockedIncrement(&the_host->pump_passes);
+    host_note_pump_pass();
     struct udp_conn *uc = data;
     struct connection *c = uc->c;
     unsigned char buf[UDP_DGRAM_MAX];
@@ -467,7 +467,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
 
 static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
-    InterlockedIncrement(&the_host->pump_passes);
+    host_note_pump_pass();
     struct udp_rule *ur = data;
     unsigned char buf[UDP_DGRAM_MAX];
 
