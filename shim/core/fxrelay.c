@@ -555,7 +555,9 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
     fx_dir_init(r, &r->dir[1], fd_b, fd_a);
 
     for (added = 0; added < 2; added++) {
-        int rc = fx_loop_add_fd(loop, r->fd[added], FX_READ, fx_relay_io, r);
+        /* take, not add: the connecting side may still be registered by
+         * its connect watch (one MOD instead of a del + add). */
+        int rc = fx_loop_take_fd(loop, r->fd[added], FX_READ, fx_relay_io, r);
         if (rc < 0) {
             errno = -rc;
             goto fail;
