@@ -295,6 +295,14 @@ void connection_abort(struct connection *c, const char *why)
 
 /* ------------------------------------------------------------ chain */
 
+/* No-filter relays copy small chunks and splice bulk ones: a 64-byte
+ * request through a pipe costs the kernel more than recv + send
+ * (docs/BENCHMARKS.md, finding 15). */
+#define RELAY_SPLICE_MIN 16384
+/* 256 KiB pipes: a quarter of the splice calls per byte of 64 KiB ones,
+ * the best of 64 KiB..1 MiB on loopback (finding 16). */
+#define RELAY_PIPE_SIZE 262144
+
 static void relay_done(void *arg, const fx_relay_stats *st)
 {
     struct connection *c = arg;
@@ -362,7 +370,8 @@ void connection_start_pump(struct connection *c)
         start_idle_timer(c);     /* UDP: udp-timeout instead (udp.c) */
     if (n == 0) {
         fx_relay_opts ro = { FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
-                             0, c->rec ? record_relay_tap : NULL, c };
+                             0, c->rec ? record_relay_tap : NULL, c, RELAY_SPLICE_MIN,
+                             RELAY_PIPE_SIZE };
         c->relay = fx_relay_start_opts(c->worker->loop, c->client_fd, c->server_fd, &ro,
                                        relay_done, c);
         if (!c->relay) {
