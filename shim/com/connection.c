@@ -299,10 +299,10 @@ void connection_abort(struct connection *c, const char *why)
 
 /* No-filter relays copy small chunks and splice bulk ones: a 64-byte
  * request through a pipe costs the kernel more than recv + send
- * (docs/BENCHMARKS.md, finding 15). */
+ * (docs/BENCHMARKS.md, finding 16). */
 #define RELAY_SPLICE_MIN 16384
 /* 256 KiB pipes: a quarter of the splice calls per byte of 64 KiB ones,
- * the best of 64 KiB..1 MiB on loopback (finding 16). */
+ * the best of 64 KiB..1 MiB on loopback (finding 17). */
 #define RELAY_PIPE_SIZE 262144
 
 static void relay_done(void *arg, const fx_relay_stats *st)
