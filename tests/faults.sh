@@ -33,19 +33,6 @@ set -u
 tl_setup fwxfaults
 tl_fxpeer
 
-FWXHOST=$B/bin/fwxhost
-need_filters() {    # FLAVOUR NAME...: sets DLL_<name>; 1 (and MISSING) if one is absent
-    local fl=$1 f
-    shift
-    MISSING=
-    for f in "$@"; do
-        printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
-        [ -f "$B/filters/$fl/$f.dll" ] ||
-            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
-    done
-    [ -z "$MISSING" ]
-}
-
 # probe PORT: connect, send a line, wait for the close; sets PROBE (its output), PROBE_RC.
 probe() {
     PROBE=$("$FXPEER" probe --connect 127.0.0.1:$1 --data "hello" --timeout "${2:-10}" 2>&1)
@@ -58,7 +45,6 @@ closed_at_once() {  # PROBE text: empty if closed without bytes within 3 s, else
     ms=$(sed -n 's/.* after \([0-9]*\) ms/\1/p' <<< "$PROBE")
     [ "${ms:-99999}" -le 3000 ] || echo "client closed only after $ms ms"
 }
-count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
 
 EXC='exception 0xc0000005'      # EXCEPTION_ACCESS_VIOLATION: crasher writes through NULL
 

@@ -2,7 +2,8 @@
 # environment (B, S, FLAVOURS, WINE32/WINE64), the temporary directory and
 # the cleanup trap (every pid in `pids` is stopped), TAP output (ok, not_ok,
 # skip, result, tl_done), fxpeer, port picking (free_port), waiting for a
-# log line (wait_for), starting and stopping fwxhost, and the network
+# log line (wait_for, count), the test filters a test needs (need_filters),
+# starting and stopping fwxhost, nginx and dnsmasq servers, and the network
 # namespace helpers of the netns tests (tl_require, tl_netns,
 # tl_outbound_ns, tl_topology).
 #
@@ -218,6 +219,20 @@ start_fwxhost() {
     shift
     run_host "$log" "$FWXHOST" "$@"
 }
+# need_filters FLAVOUR NAME...: sets DLL_<name> to each test filter's
+# path; 1 (and every absent one in MISSING) if one is not built.
+need_filters() {
+    local fl=$1 f
+    shift
+    MISSING=
+    for f in "$@"; do
+        printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
+        [ -f "$B/filters/$fl/$f.dll" ] ||
+            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
+    done
+    [ -z "$MISSING" ]
+}
+count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
 # worker_pids LOG: the worker pids fwxhost's supervisor logged it started.
 worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
 
@@ -274,6 +289,27 @@ EOF
         sleep 0.1
     done
     NGINX_PORT=
+    return 1
+}
+
+# ---------------------------------------------------------------- dnsmasq
+# tl_dnsmasq ADDR PORT [NS]: dnsmasq (in namespace NS, if given) answering
+# example.test with 10.1.2.3 on ADDR:PORT, log $T/dnsmasq.log; sets
+# DNSMASQ_PID; 0 once a dig from the same namespace gets that answer
+# (within about 5 s), else 1.
+tl_dnsmasq() {
+    local run=()
+    [ -n "${3:-}" ] && run=(ip netns exec "$3")
+    "${run[@]}" dnsmasq --no-daemon --conf-file=/dev/null --port="$2" --listen-address="$1" \
+        --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
+        > "$T/dnsmasq.log" 2>&1 &
+    DNSMASQ_PID=$!
+    pids+=("$DNSMASQ_PID")
+    for _ in $(seq 1 50); do
+        [ "$("${run[@]}" dig @"$1" -p "$2" example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] &&
+            return 0
+        sleep 0.1
+    done
     return 1
 }
 
