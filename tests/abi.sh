@@ -51,34 +51,11 @@ test_trap() {
         esac
         nknown=$(idl_methods $label)
         slot=$((nknown + 2))          # FWX_TRAPPER_EXTRA=2
-        free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
         conf=$T/trap-$fl-$iface.ini hlog=$T/trap-$fl-$iface-host.log
-        cat > "$conf" << EOC
-; trapper hooks rule a's port only; passthrough is on both rules
-[host]
-workers = 2
-max-faults = 0
-log-level = info
-
-[filter pass]
-path = $DLL_passthrough
-
-[filter trapper]
-path = $DLL_trapper
-
-[rule a]
-listen = 127.0.0.1:$pa
-target = 127.0.0.1:$ta
-
-[rule b]
-listen = 127.0.0.1:$pb
-target = 127.0.0.1:$tb
-EOC
-        start_server "$T/trap-$fl-$iface-a.log" $ta 65536 71; sa=$SRV_PID
-        start_server "$T/trap-$fl-$iface-b.log" $tb 524288 72; sb=$SRV_PID
-        if ! start_host "$hlog" env FWX_TRAPPER_IFACE=$iface FWX_TRAPPER_EXTRA=2 FWX_TRAPPER_PORTS=$pa \
-                "$FWXHOST" --config "$conf"; then
-            stop_host $HOST_PID; stop_peer $sa; stop_peer $sb
+        two_rules_conf "$conf" "trapper hooks rule a's port only; passthrough is on both rules" \
+            $'workers = 2\nmax-faults = 0\nlog-level = info' pass="$DLL_passthrough" trapper="$DLL_trapper"
+        if ! two_rules_start "$T/trap-$fl-$iface" 65536 71 524288 72 "$conf" "$hlog" \
+                FWX_TRAPPER_IFACE=$iface FWX_TRAPPER_EXTRA=2 FWX_TRAPPER_PORTS=$pa; then
             not_ok "$fl trap $label" "fwxhost --config did not become ready (exit $HOST_RC)" "$hlog"; continue
         fi
         "$FXPEER" client --connect 127.0.0.1:$pb --conns 20 --send 524288 --recv 524288 --seed 72 \

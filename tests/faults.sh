@@ -55,32 +55,10 @@ test_crasher() {
     if ! need_filters $fl passthrough crasher; then
         not_ok "$fl crasher" "$MISSING"; return
     fi
-    free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
-    cat > "$conf" << EOF
-; crasher hooks rule a's port only (FWX_CRASHER_PORTS); passthrough is on both rules
-[host]
-workers = 2
-max-faults = 3
-log-level = info
-
-[filter pass]
-path = $DLL_passthrough
-
-[filter crasher]
-path = $DLL_crasher
-
-[rule a]
-listen = 127.0.0.1:$pa
-target = 127.0.0.1:$ta
-
-[rule b]
-listen = 127.0.0.1:$pb
-target = 127.0.0.1:$tb
-EOF
-    start_server "$T/crasher-$fl-a.log" $ta 262144 41; sa=$SRV_PID
-    start_server "$T/crasher-$fl-b.log" $tb 524288 42; sb=$SRV_PID
-    if ! start_host "$hlog" env FWX_CRASHER_PORTS=$pa FWX_CRASHER_N=3 "$FWXHOST" --config "$conf"; then
-        stop_host $HOST_PID; stop_peer $sa; stop_peer $sb
+    two_rules_conf "$conf" "crasher hooks rule a's port only (FWX_CRASHER_PORTS); passthrough is on both rules" \
+        $'workers = 2\nmax-faults = 3\nlog-level = info' pass="$DLL_passthrough" crasher="$DLL_crasher"
+    if ! two_rules_start "$T/crasher-$fl" 262144 41 524288 42 "$conf" "$hlog" \
+            FWX_CRASHER_PORTS=$pa FWX_CRASHER_N=3; then
         not_ok "$fl crasher" "fwxhost --config did not become ready (exit $HOST_RC)" "$hlog"; return
     fi
     # Rule b's clients run while rule a's connections fault, on the same workers.

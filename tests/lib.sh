@@ -233,6 +233,35 @@ need_filters() {
     [ -z "$MISSING" ]
 }
 count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
+# two_rules_conf CONF COMMENT HOSTLINES NAME=DLL...: picks the ports pa, pb
+# (listening) and ta, tb (targets) and writes CONF: the ";" COMMENT, [host]
+# with HOSTLINES (newline-separated), a [filter NAME] per NAME=DLL, and the
+# publishing rules a (pa -> ta) and b (pb -> tb), every filter on both.
+two_rules_conf() {
+    local conf=$1 comment=$2 hostlines=$3 f
+    shift 3
+    free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
+    {
+        printf '; %s\n[host]\n%s\n' "$comment" "$hostlines"
+        for f in "$@"; do printf '\n[filter %s]\npath = %s\n' "${f%%=*}" "${f#*=}"; done
+        printf '\n[rule a]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' "$pa" "$ta"
+        printf '\n[rule b]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' "$pb" "$tb"
+    } > "$conf"
+}
+# two_rules_start PREFIX ABYTES ASEED BBYTES BSEED CONF LOG [VAR=VALUE...]:
+# fxpeer servers on ta and tb (logs PREFIX-a.log, PREFIX-b.log; pids sa,
+# sb) sending ABYTES/BBYTES with seeds ASEED/BSEED, then fwxhost --config
+# CONF with the VARs in its environment (HOST_PID, log LOG); 0 once it is
+# ready, else 1 with the host and both servers stopped (HOST_RC set).
+two_rules_start() {
+    local prefix=$1 conf=$6 log=$7
+    start_server "$prefix-a.log" "$ta" "$2" "$3"; sa=$SRV_PID
+    start_server "$prefix-b.log" "$tb" "$4" "$5"; sb=$SRV_PID
+    shift 7
+    start_host "$log" env "$@" "$FWXHOST" --config "$conf" && return 0
+    stop_host "$HOST_PID"; stop_peer "$sa"; stop_peer "$sb"
+    return 1
+}
 # worker_pids LOG: the worker pids fwxhost's supervisor logged it started.
 worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
 
