@@ -65,15 +65,7 @@ static KitFilter *impl_from_IFWXFilter(IFWXFilter *iface)
 
 static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
-        *ppv = iface;
-        IFWXFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXFilter, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
@@ -253,15 +245,7 @@ static KitSession *impl_from_IFWXSessionFilter(IFWXSessionFilter *iface)
 
 static HRESULT STDMETHODCALLTYPE Session_QueryInterface(IFWXSessionFilter *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
-        *ppv = iface;
-        IFWXSessionFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXSessionFilter, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Session_AddRef(IFWXSessionFilter *iface)
