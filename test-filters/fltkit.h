@@ -24,8 +24,9 @@
  * misbehaviour goes through the answer hook and keep_at_detach, and faultkit.h holds what
  * they share beyond the kit.
  *
- * C only: the C++ filter (cxxpass.cpp) keeps its own classes, on purpose. The example
- * kit for outside authors (examples/filter-kit/) stays standalone.
+ * C only: the C++ filters (cxxpass.cpp, atlstyle.cpp) keep their own classes, on
+ * purpose (cxxkit.h). The example kit for outside authors (examples/filter-kit/) stays
+ * standalone.
  */
 #ifndef FWX_FLTKIT_H
 #define FWX_FLTKIT_H

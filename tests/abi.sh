@@ -459,18 +459,6 @@ test_install() {
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
 ALL_GROUPS="trap trace overrides discover profiles install"
-GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
-for fl in $FLAVOURS; do
-    t0=$SECONDS
-    note "---- flavour $fl"
-    fwxhost_built $fl || continue
-    for g in $ALL_GROUPS; do
-        want $g || continue
-        tg=$SECONDS
-        test_$g $fl
-        note "$fl $g: $((SECONDS - tg)) s"
-    done
-    note "flavour $fl: $((SECONDS - t0)) s"
-done
+tl_groups "${FWX_ABI_TESTS:-$ALL_GROUPS}"
+tl_run_groups $ALL_GROUPS
 tl_done

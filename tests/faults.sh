@@ -375,18 +375,7 @@ test_garbage() {
 
 # ---------------------------------------------------------------- main
 note "fault-handling tests; flavours: $FLAVOURS; temp: $T"
-GROUPS_RUN=" ${FWX_FAULT_TESTS:-crasher bypass where hanger leaker garbage} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
-for fl in $FLAVOURS; do
-    t0=$SECONDS
-    note "---- flavour $fl"
-    fwxhost_built $fl || continue
-    for g in crasher bypass where hanger leaker garbage; do
-        want $g || continue
-        tg=$SECONDS
-        test_$g $fl
-        note "$fl $g: $((SECONDS - tg)) s"
-    done
-    note "flavour $fl: $((SECONDS - t0)) s"
-done
+ALL_GROUPS="crasher bypass where hanger leaker garbage"
+tl_groups "${FWX_FAULT_TESTS:-$ALL_GROUPS}"
+tl_run_groups $ALL_GROUPS
 tl_done

@@ -440,8 +440,7 @@ test_refused_target() {
 
 # ---------------------------------------------------------------- main
 note "fwxhost end-to-end tests; flavours: $FLAVOURS; fxpeer: $FXPEER; temp: $T"
-GROUPS_RUN=" ${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
+tl_groups "${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad}"
 make_rewrite_inputs
 NGINX_WHY="not run"
 want nginx && start_nginx

@@ -2,7 +2,8 @@
 # environment (B, S, FLAVOURS, WINE32/WINE64), the temporary directory and
 # the cleanup trap (every pid in `pids` is stopped), TAP output (ok, not_ok,
 # skip, result, tl_done), fxpeer, port picking (free_port), waiting for a
-# log line (wait_for, count), the test filters a test needs (need_filters),
+# log line (wait_for, count), test groups (tl_groups, want, tl_run_groups),
+# the test filters a test needs (need_filters),
 # starting and stopping fwxhost, nginx and dnsmasq servers, and the network
 # namespace helpers of the netns tests (tl_require, tl_netns,
 # tl_outbound_ns, tl_topology).
@@ -97,6 +98,29 @@ tl_done() {     # plan, summary; the exit status is 0 iff nothing failed
     echo "1..$n"
     note "$((n - failed)) passed ($skipped skipped), $failed failed, $((SECONDS - t_start)) s"
     [ $failed -eq 0 ]
+}
+
+# ---------------------------------------------------------------- test groups
+# A test made of groups (test_GROUP FLAVOUR functions) runs the ones its
+# environment variable selects: tl_groups SELECTED (space-separated, the
+# default being all), then want GROUP is 0 when GROUP is to run, and
+# tl_run_groups GROUP... runs the wanted ones for each flavour built, timed.
+tl_groups() { GROUPS_RUN=" $1 "; }
+want() { [[ ${GROUPS_RUN:-} == *" $1 "* ]]; }
+tl_run_groups() {
+    local fl g t0 tg
+    for fl in $FLAVOURS; do
+        t0=$SECONDS
+        note "---- flavour $fl"
+        fwxhost_built $fl || continue
+        for g in "$@"; do
+            want $g || continue
+            tg=$SECONDS
+            test_$g $fl
+            note "$fl $g: $((SECONDS - tg)) s"
+        done
+        note "flavour $fl: $((SECONDS - t0)) s"
+    done
 }
 
 # ---------------------------------------------------------------- fxpeer
