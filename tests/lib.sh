@@ -409,10 +409,14 @@ tl_netns() {    # NAME...: creates the namespaces (lo up); deleted at exit
 
 # tl_outbound_ns PREFIX: one namespace ns=PREFIX$$ (inns runs a command in
 # it) where uid 65534's TCP connections to 127.0.0.3:8080 are redirected
-# (iptables REDIRECT) to port 3128, an outbound rule's port; skip_all if
-# the namespace or the NAT rule cannot be made.
+# (iptables REDIRECT) to port 3128, an outbound rule's port; skip_all
+# unless root, ip, iptables and setpriv (the client runs as uid 65534) are
+# there, or if the namespace or the NAT rule cannot be made. $T becomes
+# readable to that client.
 inns() { ip netns exec "$ns" "$@"; }
 tl_outbound_ns() {
+    tl_require root ip iptables setpriv
+    chmod 755 "$T"
     ns=$1$$
     tl_netns "$ns" 2> "$T/netns.err" ||
         skip_all "cannot create a network namespace ($(tr '\n' ' ' < "$T/netns.err"))"
