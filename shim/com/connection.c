@@ -188,6 +188,15 @@ void connection_teardown(struct connection *c)
 
 /* ------------------------------------------------------------ pump passes */
 
+/* The connection stays open after this pump pass: send the FINs and drop
+ * the read interests its sockets deferred in the hope of closing instead.
+ * Under c->lock. */
+static void end_pass(struct connection *c)
+{
+    for (int i = 0; i < c->nsocks; i++)
+        sock_end_pass(c->socks[i]);
+}
+
 void connection_run_now(struct connection *c)
 {
     struct completion *list;
@@ -210,9 +219,12 @@ void connection_run_now(struct connection *c)
                 finished &= sock_is_finished(c->socks[i]);
         }
         list = take_completions(c);
-        LeaveCriticalSection(&c->lock);
-        if (!list && !finished)
+        if (!list && !finished) {
+            end_pass(c);
+            LeaveCriticalSection(&c->lock);
             return;
+        }
+        LeaveCriticalSection(&c->lock);
         if (!deliver(c, list)) {
             connection_abort(c, "a filter faulted in a completion");
             finished = TRUE;
@@ -223,6 +235,10 @@ void connection_run_now(struct connection *c)
             return;
         }
     }
+    EnterCriticalSection(&c->lock);
+    if (!c->terminated)
+        end_pass(c);
+    LeaveCriticalSection(&c->lock);
     connection_kick(c);     /* a busy connection yields to the others on its loop */
 }
 
@@ -278,6 +294,14 @@ void connection_abort(struct connection *c, const char *why)
 }
 
 /* ------------------------------------------------------------ chain */
+
+/* No-filter relays copy small chunks and splice bulk ones: a 64-byte
+ * request through a pipe costs the kernel more than recv + send
+ * (docs/BENCHMARKS.md, finding 15). */
+#define RELAY_SPLICE_MIN 16384
+/* 256 KiB pipes: a quarter of the splice calls per byte of 64 KiB ones,
+ * the best of 64 KiB..1 MiB on loopback (finding 16). */
+#define RELAY_PIPE_SIZE 262144
 
 static void relay_done(void *arg, const fx_relay_stats *st)
 {
@@ -346,7 +370,8 @@ void connection_start_pump(struct connection *c)
         start_idle_timer(c);     /* UDP: udp-timeout instead (udp.c) */
     if (n == 0) {
         fx_relay_opts ro = { FX_RELAY_SPLICE | FX_RELAY_NONBLOCKING,   /* fxnet's fds */
-                             0, c->rec ? record_relay_tap : NULL, c };
+                             0, c->rec ? record_relay_tap : NULL, c, RELAY_SPLICE_MIN,
+                             RELAY_PIPE_SIZE };
         c->relay = fx_relay_start_opts(c->worker->loop, c->client_fd, c->server_fd, &ro,
                                        relay_done, c);
         if (!c->relay) {
@@ -443,7 +468,9 @@ static void on_connected(fx_loop *loop, int fd, unsigned events, void *data)
     int err = (events & (FX_ERR | FX_HUP)) ? fx_sock_error(fd) : 0;
     char text[64];
 
-    fx_loop_del_fd(loop, fd);
+    /* The fd stays registered (armed for writing) until the data path
+     * takes it over with fx_loop_take_fd in this same callback, or the
+     * teardown below deletes it: one EPOLL_CTL_MOD instead of a del + add. */
     if (c->connect_timer) {
         fx_timer_cancel(loop, c->connect_timer);
         c->connect_timer = NULL;

@@ -332,6 +332,10 @@ void sock_pump(struct sock *s);
 /* Loop thread: fail every pending operation (teardown). */
 void sock_abort_all(struct sock *s, DWORD error);
 int sock_is_finished(struct sock *s);    /* net end: both directions done */
+/* A pump pass that leaves the connection open sends the FIN and drops the
+ * read interest it deferred in the hope that the connection would close
+ * (net_pump). Under the connection lock. */
+void sock_end_pass(struct sock *s);
 void sock_release(struct sock *s);
 
 /* Completions collected under the lock, delivered after unlocking. All

@@ -76,6 +76,9 @@ struct sock {
     BOOL drained;                  /* SOCK_NET: the last read was short; wait for FX_READ
                                       instead of paying for a read that says EAGAIN */
     BOOL shut_pending, shut_done;  /* our sending side: requested, done */
+    BOOL fin_deferred;             /* shut_done, FIN not sent yet: close will send it
+                                      unless the pass ends without closing (sock_end_pass) */
+    BOOL disarm_deferred;          /* finished but still armed: as fin_deferred */
     BOOL closed;                   /* Close called: no more Recv */
     BOOL dead;                     /* torn down: every call answers FWX_E_TERMINATING */
     BOOL owns_fd;                  /* SOCK_DATAGRAM: fd is ours to read and close */
@@ -212,8 +215,28 @@ static void net_pump_sends(struct sock *s)
         op_complete(c, op, TRUE, 0, NULL, -1);
     }
     if (s->shut_pending && !s->shut_done) {
-        fx_shutdown_write(s->fd);
+        /* When the peer has finished too, this usually ends the connection
+         * in this very pass, and close() sends the FIN: shutdown() would be
+         * a syscall for nothing.  connection_run_now sends it if the pass
+         * ends without closing. */
+        if (s->read_eof)
+            s->fin_deferred = TRUE;
+        else
+            fx_shutdown_write(s->fd);
         s->shut_done = TRUE;
+    }
+}
+
+void sock_end_pass(struct sock *s)
+{
+    if (s->fin_deferred) {
+        s->fin_deferred = FALSE;
+        if (s->fd >= 0)
+            fx_shutdown_write(s->fd);
+    }
+    if (s->disarm_deferred) {
+        s->disarm_deferred = FALSE;
+        net_set_interest(s, 0);
     }
 }
 
@@ -288,6 +311,13 @@ static void net_pump(struct sock *s)
              * nobody asked for, sock_io clears drained and this pass
              * disarms for real. */
             want |= FX_READ;
+    }
+    /* A finished end whose connection closes at the end of this pass
+     * needs no EPOLL_CTL_DEL: close() removes it (sock_end_pass disarms
+     * it if the connection stays open, or its EOF would spin the loop). */
+    if (!want && s->armed && s->read_eof && s->shut_done && !s->sends.head) {
+        s->disarm_deferred = TRUE;
+        return;
     }
     net_set_interest(s, want);
 }
@@ -550,7 +580,9 @@ void sock_abort_all(struct sock *s, DWORD error)
         s->fd = -1;
     }
     if (s->fd >= 0) {
-        fx_loop_del_fd(c->worker->loop, s->fd);
+        /* Closed right below, never duplicated: closing takes it out of
+         * the epoll set without an EPOLL_CTL_DEL. */
+        fx_loop_forget_fd(c->worker->loop, s->fd);
         if (c->aborted || !s->shut_done || !s->read_eof)
             fx_close_abort(s->fd);
         else
@@ -859,13 +891,18 @@ struct sock *sock_create_net(struct connection *c, int fd, int end)
     s->fd = fd;
     /* A server we just connected to has rarely sent anything yet: wait for
      * the loop to say so instead of a read that would fail with EAGAIN.
-     * (Level-triggered: data that is already there is reported at once.) */
+     * (Level-triggered: data that is already there is reported at once.)
+     * Its connect watch still holds the registration: taking it over armed
+     * for reading is one EPOLL_CTL_MOD, and the lazy disarm in net_pump
+     * drops the interest if nobody posts a Recv there. */
     s->drained = end == 1;
-    if (fx_loop_add_fd(c->worker->loop, fd, 0, sock_io, s) != 0) {
+    unsigned want = end == 1 ? FX_READ : 0;
+    if (fx_loop_take_fd(c->worker->loop, fd, want, sock_io, s) != 0) {
         s->fd = -1;
         sock_release(s);
         return NULL;
     }
+    s->armed = want;
     return s;
 }
 

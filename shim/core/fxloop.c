@@ -390,6 +390,22 @@ int fx_loop_mod_fd(fx_loop *loop, int fd, unsigned events)
     return fx_loop_arm(loop, fd, &loop->io[fd], events);
 }
 
+int fx_loop_take_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *data)
+{
+    if (fd < 0 || fd >= loop->nio || !loop->io[fd].registered)
+        return fx_loop_add_fd(loop, fd, events, cb, data);
+    struct fx_io *io = &loop->io[fd];
+    if (cb == NULL || io->exclusive || (events & FX_EXCLUSIVE))
+        return -EINVAL;
+    io->cb = cb;
+    io->data = data;
+    io->gen = ++loop->gen;
+    /* The kernel holds the old generation in its event data: make the arm
+     * below rewrite it even when the interest does not change. */
+    io->events = 0;
+    return fx_loop_arm(loop, fd, io, events);
+}
+
 void fx_loop_del_fd(fx_loop *loop, int fd)
 {
     if (fd < 0 || fd >= loop->nio || !loop->io[fd].registered)

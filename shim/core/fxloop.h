@@ -55,6 +55,12 @@ void fx_loop_free(fx_loop *loop);
  * Return 0 or -errno (-EEXIST if already registered). */
 int  fx_loop_add_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *data);
 int  fx_loop_mod_fd(fx_loop *loop, int fd, unsigned events);
+/* As fx_loop_add_fd, but an fd another owner registered on this loop (a
+ * connect watch handing its socket to the data path) is taken over: new
+ * callback and data, events already fetched for the old owner dropped, and
+ * the interest changed with one EPOLL_CTL_MOD where a del + add would cost
+ * two syscalls.  Not for FX_EXCLUSIVE fds (-EINVAL). */
+int  fx_loop_take_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *data);
 /* Unknown fds are ignored.  Call before close(fd). */
 void fx_loop_del_fd(fx_loop *loop, int fd);
 /* As fx_loop_del_fd, without the epoll_ctl, for an fd the caller closes

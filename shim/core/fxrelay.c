@@ -60,9 +60,12 @@ struct fx_dir {
     unsigned pipesize;
     size_t piped;
     size_t pipecap;
+    int out_proven;   /* a splice out of the pipe into dst has worked */
     int stalled;      /* splice-in said EAGAIN with data in the pipe: the
                          pipe may be full before pipecap (it counts pages,
                          not bytes), so wait for output progress */
+    int bulk;         /* splice the next chunk (see fx_relay_opts.splice_min) */
+    unsigned short_splices;   /* in a row, fewer than splice_min bytes */
     int eof;          /* src gave EOF */
     int done;         /* EOF passed on: dst is shut for writing */
     unsigned long long bytes;
@@ -75,6 +78,8 @@ struct fx_relay {
     unsigned interest[2];
     struct fx_dir dir[2];
     size_t bufsize;
+    size_t pipesize;  /* wanted; pipes get min(this, 1 MiB, what the kernel grants) */
+    size_t splice_min;
     fx_relay_done_cb done;
     void *arg;
     fx_relay_tap_cb tap;
@@ -160,6 +165,14 @@ void fx_relay_pool_get_stats(fx_loop *loop, fx_relay_pool_stats *st)
     st->misses = pool->misses;
 }
 
+/* Until dst has taken a splice, keep the pipe within bufsize so that an
+ * unsplice (the kernel refusing splice into dst) always fits the buffer. */
+static void fx_dir_set_pipecap(const fx_relay *r, struct fx_dir *d)
+{
+    size_t cap = d->out_proven ? r->pipesize : r->bufsize;
+    d->pipecap = d->pipesize < cap ? d->pipesize : cap;
+}
+
 /* Lend d an empty pipe: an idle one, else a new one while under the cap.
  * 0, or -1: none (copy mode for this chunk). */
 static int fx_dir_take_pipe(fx_relay *r, struct fx_dir *d)
@@ -181,18 +194,17 @@ static int fx_dir_take_pipe(fx_relay *r, struct fx_dir *d)
         pool->made++;
     }
     pool->takes++;
-    if (r->bufsize > p.size && p.size < (1u << 20)) {
-        /* Larger relay buffers want larger pipes (up to 1 MiB, the default
-         * pipe-max-size); the pipe keeps its size in the pool. */
-        int sz = fcntl(p.w, F_SETPIPE_SZ, (int)(r->bufsize > (1u << 20) ? (1u << 20) : r->bufsize));
+    if (r->pipesize > p.size && p.size < (1u << 20)) {
+        /* Up to 1 MiB, the default pipe-max-size; the pipe keeps its size
+         * in the pool.  Refused (pipe-user-pages limits): the size it has. */
+        int sz = fcntl(p.w, F_SETPIPE_SZ, (int)(r->pipesize > (1u << 20) ? (1u << 20) : r->pipesize));
         if (sz > 0)
             p.size = (unsigned)sz;
     }
     d->pipe_r = p.r;
     d->pipe_w = p.w;
     d->pipesize = p.size;
-    /* Keep the pipe within bufsize so an unsplice always fits the buffer. */
-    d->pipecap = p.size < r->bufsize ? p.size : r->bufsize;
+    fx_dir_set_pipecap(r, d);
     d->piped = 0;
     d->stalled = 0;
     d->splice = 1;
@@ -235,11 +247,19 @@ static int fx_dir_room(const fx_relay *r, const struct fx_dir *d)
 }
 
 /* The kernel refused splice for this direction: switch it to copy mode
- * for good, keeping the bytes already in the pipe (pipecap <= bufsize, so
- * they fit; the buffer is empty while a pipe is held). */
+ * for good, keeping the bytes already in the pipe (until dst has taken a
+ * splice, pipecap <= bufsize, so they fit; the buffer is empty while a
+ * pipe is held). */
 static int fx_dir_unsplice(fx_relay *r, struct fx_dir *d)
 {
     d->want_splice = 0;
+    if (d->piped > r->bufsize) {
+        /* Only after dst took splices (pipecap grew past bufsize) and then
+         * refused one: no kernel does that for a socket; end the relay
+         * rather than drop or reorder bytes. */
+        fx_dir_release_pipe(r, d, 0);
+        return -EIO;
+    }
     if (d->piped > 0) {
         if (d->buf == NULL && (d->buf = malloc(r->bufsize)) == NULL) {
             fx_dir_release_pipe(r, d, 0);
@@ -277,6 +297,10 @@ static int fx_dir_flush(fx_relay *r, struct fx_dir *d)
             d->piped -= (size_t)n;
             d->bytes += (unsigned long long)n;
             d->stalled = 0;
+            if (!d->out_proven) {
+                d->out_proven = 1;      /* dst takes splices: the whole pipe may be used */
+                fx_dir_set_pipecap(r, d);
+            }
             return 1;
         }
         if (n < 0 && errno == EAGAIN)
@@ -313,7 +337,7 @@ static int fx_dir_flush(fx_relay *r, struct fx_dir *d)
 static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
 {
     /* Only with an empty copy buffer: bytes leave in the order they came. */
-    if (!d->splice && d->want_splice && d->len == 0)
+    if (!d->splice && d->want_splice && d->bulk && d->len == 0)
         fx_dir_take_pipe(r, d);     /* none: this chunk is copied */
     if (d->splice) {
         ssize_t n;
@@ -323,6 +347,13 @@ static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
         } while (n < 0 && errno == EINTR);
         if (n > 0) {
             d->piped += (size_t)n;
+            if (r->splice_min && (size_t)n < r->splice_min) {
+                /* Copy again once the pipe is empty and given back. */
+                if (++d->short_splices >= FX_RELAY_SHORT_SPLICES)
+                    d->bulk = 0;
+            } else {
+                d->short_splices = 0;
+            }
             return (size_t)n < want ? 2 : 1;
         }
         if (n == 0) {
@@ -364,6 +395,10 @@ static int fx_dir_fill(fx_relay *r, struct fx_dir *d)
     if (n == 0)
         d->eof = 1;
     d->len += (size_t)n;
+    if (n > 0 && ((size_t)n >= r->splice_min || (size_t)n == room)) {
+        d->bulk = 1;     /* bulk traffic: the next chunk goes through a pipe */
+        d->short_splices = 0;
+    }
     return n > 0 && (size_t)n < room ? 2 : 1;
 }
 
@@ -512,6 +547,7 @@ static void fx_dir_init(fx_relay *r, struct fx_dir *d, int src, int dst)
     d->dst = dst;
     d->pipe_r = d->pipe_w = -1;
     d->want_splice = r->pool != NULL;
+    d->bulk = r->splice_min == 0;
 }
 
 static int fx_set_nonblock(int fd)
@@ -545,6 +581,8 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
     r->fd[0] = fd_a;
     r->fd[1] = fd_b;
     r->bufsize = (opts != NULL && opts->bufsize > 0) ? opts->bufsize : FX_RELAY_DEFAULT_BUFSIZE;
+    r->splice_min = opts != NULL ? opts->splice_min : 0;
+    r->pipesize = (opts != NULL && opts->pipesize > 0) ? opts->pipesize : r->bufsize;
     r->done = done;
     r->arg = arg;
     r->tap = opts != NULL ? opts->tap : NULL;
@@ -555,7 +593,9 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
     fx_dir_init(r, &r->dir[1], fd_b, fd_a);
 
     for (added = 0; added < 2; added++) {
-        int rc = fx_loop_add_fd(loop, r->fd[added], FX_READ, fx_relay_io, r);
+        /* take, not add: the connecting side may still be registered by
+         * its connect watch (one MOD instead of a del + add). */
+        int rc = fx_loop_take_fd(loop, r->fd[added], FX_READ, fx_relay_io, r);
         if (rc < 0) {
             errno = -rc;
             goto fail;

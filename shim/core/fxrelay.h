@@ -31,6 +31,10 @@
                                         fxnet makes them): no fcntl */
 #define FX_RELAY_DEFAULT_BUFSIZE 65536
 #define FX_RELAY_PIPE_POOL_CAP 64    /* pipes per loop (2 fds each) */
+/* With a splice_min: this many shorter splices in a row send a direction
+ * back to copying (one short read ends most bursts; a run of them is
+ * request/response traffic). */
+#define FX_RELAY_SHORT_SPLICES 8
 
 typedef struct fx_relay fx_relay;
 
@@ -54,11 +58,23 @@ typedef struct fx_relay_opts {
     size_t bufsize;                  /* per direction; 0 = FX_RELAY_DEFAULT_BUFSIZE */
     fx_relay_tap_cb tap;             /* non-NULL: sees every read; turns splice off */
     void *tap_arg;
+    /* FX_RELAY_SPLICE: 0 splices every chunk.  Otherwise a direction
+     * copies (recv/send) until one read brings at least this many bytes
+     * (or fills the buffer), then splices until FX_RELAY_SHORT_SPLICES
+     * splices in a row bring fewer.  Moving a small chunk through a pipe
+     * costs the kernel more than copying it. */
+    size_t splice_min;
+    /* FX_RELAY_SPLICE: pipe size to ask for (F_SETPIPE_SZ, at most 1 MiB);
+     * 0 = bufsize.  Larger pipes move more per splice(2).  A direction
+     * splices at most bufsize per chunk until a splice out of its pipe has
+     * worked once (before that, a refusal must fit the copy buffer). */
+    size_t pipesize;
 } fx_relay_opts;
 
 /* Loop thread.  fd_a and fd_b must be connected stream sockets, not
- * registered on the loop and not duplicated (the relay closes them without
- * an epoll_ctl); they are made non-blocking unless FX_RELAY_NONBLOCKING
+ * duplicated (the relay closes them without an epoll_ctl) and either not
+ * registered on the loop or registered by a watch the relay may take over
+ * (fx_loop_take_fd: a connect watch whose callback is running now); they are made non-blocking unless FX_RELAY_NONBLOCKING
  * says they are (even if the call then fails).  From a non-NULL return on, the relay owns both fds
  * and calls done exactly once, from the loop (never from inside
  * fx_relay_start or fx_relay_abort), after both are closed; the handle is

@@ -2,7 +2,8 @@
  * test_loop.c - unit tests for shim/core/fxloop: defer/post ordering,
  * cross-thread posting, timers (order, cancel, self-cancel, re-arm), fd
  * removal inside a batch (no stale callbacks, even when the fd number is
- * reused), parking with events 0, stop from another thread.
+ * reused), parking with events 0, taking over a registration, stop from
+ * another thread.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -491,6 +492,90 @@ static void test_mod_and_park(void **state)
     fx_loop_free(loop);
 }
 
+/* ---- taking over a registration (connect watch -> data path) --------- */
+
+struct takestate {
+    int watch_calls, data_calls;
+    unsigned data_events;
+    int sv1;                        /* the data path's end of the pair */
+};
+
+static void data_cb(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct takestate *ts = data;
+    char b[8];
+    ts->data_calls++;
+    ts->data_events |= events;
+    assert_int_equal(read(fd, b, sizeof(b)), 1);
+    fx_loop_stop(loop);
+}
+
+static void watch_cb(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct takestate *ts = data;
+    ts->watch_calls++;
+    assert_true(events & FX_WRITE);
+    /* Hand the fd to the data path inside the watch's own callback, as
+     * on_connected does; the stale WRITE interest must not reach it. */
+    assert_int_equal(fx_loop_take_fd(loop, fd, FX_READ, data_cb, ts), 0);
+    assert_int_equal(write(ts->sv1, "y", 1), 1);
+}
+
+static void test_take_over(void **state)
+{
+    fx_loop *loop = fx_loop_new();
+    struct takestate ts = { 0 };
+    int sv[2], p[2], lfd;
+    (void)state;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    ts.sv1 = sv[1];
+    assert_int_equal(fx_loop_add_fd(loop, sv[0], FX_WRITE, watch_cb, &ts), 0);
+    fx_timer_start(loop, 2000, stop_task, loop);   /* bound, if it went wrong */
+    assert_int_equal(fx_loop_run(loop), 0);
+    assert_int_equal(ts.watch_calls, 1);
+    assert_int_equal(ts.data_calls, 1);
+    assert_int_equal(ts.data_events & FX_WRITE, 0);
+    assert_true(ts.data_events & FX_READ);
+
+    /* Taking with the same interest still moves events to the new owner
+     * (the kernel's copy of the generation is rewritten). */
+    struct takestate ts2 = { 0 };
+    assert_int_equal(fx_loop_take_fd(loop, sv[0], FX_READ, data_cb, &ts2), 0);
+    assert_int_equal(write(sv[1], "z", 1), 1);
+    fx_timer_start(loop, 2000, stop_task, loop);
+    assert_int_equal(fx_loop_run(loop), 0);
+    assert_int_equal(ts.data_calls, 1);
+    assert_int_equal(ts2.data_calls, 1);
+
+    /* An fd nobody registered: take is add. */
+    assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    struct takestate ts3 = { 0 };
+    assert_int_equal(fx_loop_take_fd(loop, p[0], FX_READ, data_cb, &ts3), 0);
+    assert_int_equal(fx_loop_add_fd(loop, p[0], FX_READ, data_cb, &ts3), -EEXIST);
+    assert_int_equal(write(p[1], "w", 1), 1);
+    fx_timer_start(loop, 2000, stop_task, loop);
+    assert_int_equal(fx_loop_run(loop), 0);
+    assert_int_equal(ts3.data_calls, 1);
+
+    /* A shared (exclusive) listener cannot be taken over. */
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(fx_loop_add_fd(loop, lfd, FX_READ | FX_EXCLUSIVE, data_cb, &ts3), 0);
+    assert_int_equal(fx_loop_take_fd(loop, lfd, FX_READ, data_cb, &ts3), -EINVAL);
+
+    fx_loop_del_fd(loop, lfd);
+    fx_loop_del_fd(loop, p[0]);
+    fx_loop_del_fd(loop, sv[0]);
+    close(lfd);
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
+    fx_loop_free(loop);
+}
+
 static void test_now_monotonic(void **state)
 {
     (void)state;
@@ -594,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_timer_rearm_zero),
         cmocka_unit_test(test_del_in_batch),
         cmocka_unit_test(test_mod_and_park),
+        cmocka_unit_test(test_take_over),
         cmocka_unit_test(test_now_monotonic),
         cmocka_unit_test(test_exclusive_shared_listener),
     };

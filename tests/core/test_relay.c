@@ -199,6 +199,9 @@ static void wait_flag(struct harness *h, int *flag)
     assert_true(ok);
 }
 
+/* harness_setup passes these on (test_splice_only_bulk, big pipes) */
+static size_t g_splice_min, g_pipesize;
+
 /* small_buffers: shrink kernel socket buffers so backpressure is measurable */
 static void harness_setup(struct harness *h, unsigned flags, size_t bufsize, int small_buffers)
 {
@@ -211,6 +214,8 @@ static void harness_setup(struct harness *h, unsigned flags, size_t bufsize, int
     pthread_cond_init(&h->cv, NULL);
     h->opts.flags = flags;
     h->opts.bufsize = bufsize;
+    h->opts.splice_min = g_splice_min;
+    h->opts.pipesize = g_pipesize;
     h->loop = fx_loop_new();
     assert_non_null(h->loop);
     assert_int_equal(fx_addr_parse("127.0.0.1:0", &sa, &len, NULL, 0), 0);
@@ -322,6 +327,7 @@ struct pump {
     int bad;             /* reader: first mismatch offset + 1 */
     int err;
     int eof;
+    int keep_open;       /* writer: no shutdown at the end; reader: stop at total */
 };
 
 static void *writer(void *arg)
@@ -351,7 +357,7 @@ static void *writer(void *arg)
         }
         p->done += n;
     }
-    if (fx_shutdown_write(p->fd) < 0)
+    if (!p->keep_open && fx_shutdown_write(p->fd) < 0)
         p->err = errno;
     return NULL;
 }
@@ -364,7 +370,12 @@ static void *reader(void *arg)
     stream_init(&st, p->seed);
     p->sum = 0xCBF29CE484222325ull;
     for (;;) {
-        long n = fx_recv(p->fd, buf, sizeof(buf));
+        size_t want = sizeof(buf);
+        if (p->keep_open && p->done >= p->total)
+            return NULL;
+        if (p->keep_open && p->total - p->done < want)
+            want = p->total - p->done;
+        long n = fx_recv(p->fd, buf, want);
         if (n < 0) {
             p->err = (int)-n;
             return NULL;
@@ -434,6 +445,14 @@ static void test_bulk_copy_small(void **state)  { (void)state; bulk(0, 4096); }
 static void test_bulk_copy_large(void **state)  { (void)state; bulk(0, 262144); }
 static void test_bulk_splice(void **state)      { (void)state; bulk(FX_RELAY_SPLICE, 0); }
 static void test_bulk_splice_large(void **state){ (void)state; bulk(FX_RELAY_SPLICE, 262144); }
+/* Pipes larger than the copy buffer, as fwxhost uses them. */
+static void test_bulk_splice_bigpipe(void **state)
+{
+    (void)state;
+    g_pipesize = 262144;
+    bulk(FX_RELAY_SPLICE, 0);
+    g_pipesize = 0;
+}
 
 /* ---- half-close ------------------------------------------------------- */
 
@@ -448,6 +467,70 @@ static void recv_exact(int fd, const char *expect)
         got += (size_t)r;
     }
     assert_memory_equal(buf, expect, n);
+}
+
+/* ---- splice_min: copy small chunks, splice bulk ones ------------------ */
+
+static void ping_pong(struct harness *h, int rounds)
+{
+    for (int i = 0; i < rounds; i++) {
+        assert_int_equal(fx_send(h->c1, "ping", 4), 4);
+        recv_exact(h->c2, "ping");
+        assert_int_equal(fx_send(h->c2, "pong", 4), 4);
+        recv_exact(h->c1, "pong");
+    }
+}
+
+static void test_splice_only_bulk(void **state)
+{
+    struct harness h;
+    struct pump w = { 0 }, r = { 0 };
+    pthread_t t[2];
+    fx_relay_pool_stats st0, st1, st2, st3;
+    const size_t total = 4 * MIB;
+    (void)state;
+
+    g_splice_min = 16384;
+    harness_setup(&h, FX_RELAY_SPLICE, 0, 0);
+    g_splice_min = 0;
+
+    ping_pong(&h, 20);
+    st0 = pool_stats(h.loop);
+    assert_int_equal(st0.takes, 0);        /* request/response: copied */
+
+    /* Bulk b -> a goes through pipes, byte-identical. */
+    w = (struct pump){ .fd = h.c2, .seed = 7, .total = total, .keep_open = 1 };
+    r = (struct pump){ .fd = h.c1, .seed = 7, .total = total, .keep_open = 1 };
+    pthread_create(&t[0], NULL, writer, &w);
+    pthread_create(&t[1], NULL, reader, &r);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    assert_int_equal(w.err, 0);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.done, total);
+    assert_int_equal(r.bad, 0);
+    assert_true(r.sum == w.sum);
+    st1 = pool_stats(h.loop);
+    print_message("bulk 4 MiB: %llu pipe loans\n", st1.takes);
+    assert_true(st1.takes > st0.takes);
+
+    /* Small exchanges again: after FX_RELAY_SHORT_SPLICES short splices
+     * the direction copies, so the pool lends nothing more. */
+    ping_pong(&h, 2 * FX_RELAY_SHORT_SPLICES);
+    st2 = pool_stats(h.loop);
+    ping_pong(&h, 20);
+    st3 = pool_stats(h.loop);
+    assert_true(st3.takes == st2.takes);
+    assert_int_equal(st3.lent, 0);
+
+    close(h.c1);
+    close(h.c2);
+    h.c1 = h.c2 = -1;
+    harness_wait_done(&h);
+    assert_int_equal(h.stats.aborted, 0);
+    assert_true(h.stats.bytes_ab == 4 * (size_t)(20 + 2 * FX_RELAY_SHORT_SPLICES + 20));
+    assert_true(h.stats.bytes_ba == total + 4 * (size_t)(20 + 2 * FX_RELAY_SHORT_SPLICES + 20));
+    harness_teardown(&h);
 }
 
 static void half_close(unsigned flags, int a_first)
@@ -1047,6 +1130,8 @@ int main(void)
         cmocka_unit_test(test_bulk_copy_large),
         cmocka_unit_test(test_bulk_splice),
         cmocka_unit_test(test_bulk_splice_large),
+        cmocka_unit_test(test_bulk_splice_bigpipe),
+        cmocka_unit_test(test_splice_only_bulk),
         cmocka_unit_test(test_half_close_a),
         cmocka_unit_test(test_half_close_b),
         cmocka_unit_test(test_half_close_splice),
