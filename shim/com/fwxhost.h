@@ -97,6 +97,9 @@ struct iobuffer_charge {
 void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
 /* Charge a host buffer that is not charged yet (other buffers: nothing). */
 void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
+/* Nothing is charged to ch. The charge's own thread only (the one that
+ * charges its buffers). */
+BOOL iobuffer_charge_empty(const struct iobuffer_charge *ch);
 /* The charge buffers created on this thread go to (CreateBuffer inside a
  * completion or SetSockets); returns the previous one, to restore. */
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);

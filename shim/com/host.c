@@ -187,7 +187,9 @@ static DWORD WINAPI worker_main(void *arg)
     /* Filters are free-threaded and expect callers in the MTA. */
     CoInitializeEx(NULL, COINIT_MULTITHREADED);
     iobuffer_thread_cache_init();
+    sock_thread_cache_init();
     fx_loop_run(w->loop);
+    sock_thread_cache_free();
     iobuffer_thread_cache_free();
     CoUninitialize();
     return 0;

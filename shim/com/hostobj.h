@@ -355,11 +355,16 @@ struct completion {
     unsigned char ext[28];         /* Win32 layout */
     IFWXIOBuffer *pinned;          /* iobuffer_pin'ed by the operation; unpinned at delivery */
 };
-/* Appends cp (connection lock held). Delivery frees it with free(): a
- * record is the first member of the allocation it lives in, so the
- * operation that completes becomes its own completion record and the
+/* Appends cp (connection lock held). Delivery frees it with
+ * completion_free: a record is the first member of the operation it
+ * completes, so the operation becomes its own completion record and the
  * data path allocates nothing extra per buffer. */
 void completion_push(struct connection *c, struct completion *cp);
+void completion_free(struct completion *cp);
+/* Per-thread cache of operation records (socket.c), like
+ * iobuffer_thread_cache_init: on a worker thread, before its loop runs. */
+void sock_thread_cache_init(void);
+void sock_thread_cache_free(void);
 
 /* ---- netsocket.c: IFWXNetworkSocket, the sockets filters create ---- */
 /* IFWXFirewall/IFWXSession::CreateNetworkSocket (session NULL for the

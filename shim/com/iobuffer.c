@@ -610,6 +610,13 @@ void iobuffer_charge(IFWXIOBuffer *iface, struct iobuffer_charge *ch)
     stripe_leave(ch->stripe);
 }
 
+BOOL iobuffer_charge_empty(const struct iobuffer_charge *ch)
+{
+    /* Only the connection's own thread adds to the list, and that is the
+     * caller; a release elsewhere can only empty it further. */
+    return *(struct iobuffer * const volatile *)&ch->head == NULL;
+}
+
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch)
 {
     struct iobuffer_charge *old = fx_tls_get(&charge_tls);

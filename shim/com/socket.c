@@ -122,6 +122,70 @@ static struct op *opq_pop(struct opq *q)
     return op;
 }
 
+/* Operation records are the data path's only allocation per buffer. The
+ * threads that make and free them (the workers: filters post their next
+ * Recv/Send from the completion we deliver there) keep up to OP_CACHE_MAX
+ * released ones: callgrind put 6 calloc/free pairs per filtered
+ * connection at ~6 % of the worker's own instructions. */
+#define OP_CACHE_MAX 256
+
+struct op_cache {
+    struct op *free;               /* linked through ->next */
+    unsigned count;
+};
+
+static struct fx_tls op_cache_tls = FX_TLS_INIT;
+
+void sock_thread_cache_init(void)
+{
+    if (!fx_tls_get(&op_cache_tls))
+        fx_tls_set(&op_cache_tls, calloc(1, sizeof(struct op_cache)));
+}
+
+void sock_thread_cache_free(void)
+{
+    struct op_cache *oc = fx_tls_get(&op_cache_tls);
+    if (!oc)
+        return;
+    while (oc->free) {
+        struct op *op = oc->free;
+        oc->free = op->next;
+        free(op);
+    }
+    free(oc);
+    fx_tls_set(&op_cache_tls, NULL);
+}
+
+static struct op *op_alloc(void)
+{
+    struct op_cache *oc = fx_tls_get(&op_cache_tls);
+    struct op *op;
+    if (oc && (op = oc->free)) {
+        oc->free = op->next;
+        oc->count--;
+        memset(op, 0, sizeof(*op));
+        return op;
+    }
+    return calloc(1, sizeof(*op));
+}
+
+static void op_free(struct op *op)
+{
+    struct op_cache *oc = fx_tls_get(&op_cache_tls);
+    if (oc && oc->count < OP_CACHE_MAX) {
+        op->next = oc->free;
+        oc->free = op;
+        oc->count++;
+        return;
+    }
+    free(op);
+}
+
+void completion_free(struct completion *cp)
+{
+    op_free(CONTAINING_RECORD(cp, struct op, record));
+}
+
 /* Queue op's completion. result (a reference, ours to give) goes to the
  * sink; the op's own buffer reference travels with the completion and is
  * dropped after delivery, unless it is the result itself. set_size >= 0:
@@ -397,11 +461,11 @@ static void pipe_pump(struct sock *s)
 static struct op *dgram_op(struct connection *c, const void *data, DWORD len,
                            const void *win_ext, int ext_len)
 {
-    struct op *op = calloc(1, sizeof(*op));
+    struct op *op = op_alloc();
     if (!op)
         return NULL;
     if (!(op->buf = host_copy(c, data, len))) {
-        free(op);
+        op_free(op);
         return NULL;
     }
     DWORD size, cap;
@@ -671,10 +735,10 @@ static HRESULT op_prepare(struct sock *s, IFWXIOBuffer *buf, IFWXIOCompletion *s
     HRESULT hr;
 
     *out = NULL;
-    if (!(op = calloc(1, sizeof(*op))))
+    if (!(op = op_alloc()))
         return E_OUTOFMEMORY;
     if (buf && FAILED(hr = iobuffer_data(buf, &op->data, &size, &cap))) {
-        free(op);
+        op_free(op);
         return hr == E_UNEXPECTED ? E_INVALIDARG : hr;
     }
     op->len = is_send ? size : cap;
@@ -705,7 +769,7 @@ static void op_discard(struct op *op)
     iobuffer_ref(op->buf, -1);
     if (op->sink)
         GUARDED_VOID(op->owner, "IFWXIOCompletion", "Release", IFWXIOCompletion_Release(op->sink));
-    free(op);
+    op_free(op);
 }
 
 /* Queues a prepared op under the connection lock, or refuses it (the op is
