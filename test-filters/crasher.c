@@ -16,11 +16,8 @@
  *                      through port ranges for these ports only (the local port of an
  *                      accepted connection, the destination of an outbound one), so the
  *                      host knows which rules it applies to; unset or empty: global hooks
- * Nothing is held locked when it faults. The pump itself is faultkit.h's.
+ * Nothing is held locked when it faults. The pump is the kit's (faultkit.h).
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
 #include "faultkit.h"
 
 /* {410F21F4-A8AB-48F4-9C5A-E6199B52139C} */
@@ -33,14 +30,9 @@ static enum where where = WHERE_COMPLETION;
 static LONG crash_n = 3;
 static char *ports;
 static LONG events_seen, setsockets_seen, attach_seen;
-static FwxPortRangeEvents ranges[16];
+static FwxPortRangeEvents ranges[FK_MAX_PORTS];
 
-static DWORD fk_hook_events(void)
-{
-    return fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES;
-}
-
-static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
+static BOOL crasher_init(KitFilter *filter, IFWXFirewall *firewall)
 {
     char *text = fwx_getenv("FWX_CRASHER_WHERE", "completion");
 
@@ -59,82 +51,66 @@ static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
         crash_n = 1;
     fwx_free(ports);
     ports = fwx_getenv("FWX_CRASHER_PORTS", "");
-    if (ports && *ports) {
-        DWORD n = 0;
-        for (const char *p = ports; *p && n < 16; p = *p ? p + 1 : p) {
-            char *end;
-            unsigned long port = strtoul(p, &end, 10);
-            if (end != p && port && port < 65536) {
-                ranges[n].dwEvents = fwx_Connect_Tcp | fwx_AcceptedConnection;
-                ranges[n].dwLowPort = ranges[n].dwHighPort = port;
-                n++;
-            }
-            p = end;
-            while (*p && *p != ',')
-                p++;
-        }
-        (*hooks)->dwGlobalEvents = FWX_ALL_SOURCES;    /* the event bits come per port */
-        (*hooks)->dwNumPortRanges = n;
-        (*hooks)->PortRangeEvents = ranges;
-    }
+    fk_hook_ports(filter, ports, ranges);
     fwx_trace("faults in %s on the %ldth %s; ports %s",
               where == WHERE_EVENT ? "FirewallEventHandler" :
               where == WHERE_SETSOCKETS ? "SetSockets" :
               where == WHERE_ATTACH ? "AttachToSession" : "CompleteAsyncIO", (long)crash_n,
               where == WHERE_COMPLETION ? "buffer of each connection" : "call",
               ports && *ports ? ports : "all");
-    return hr;
+    return TRUE;
 }
 
-static HRESULT fk_attach_to_session(IFWXSessionFilter **sf, PFwxFilterHookEvents *hooks, HRESULT hr)
+/* Connections on other ports than the listed ones pass without a pump. */
+static HRESULT crasher_event(KitSession *session, const FirewallEvent *event)
 {
-    if (where == WHERE_ATTACH && InterlockedIncrement(&attach_seen) == crash_n) {
-        fwx_trace("faulting in AttachToSession");
-        fk_crash();
-    }
-    return hr;
-}
+    IFWXConnection *connection;
 
-static HRESULT fk_event(const FirewallEvent *event, IFWXConnection *connection, BOOL *attach)
-{
-    if (!fk_port_listed(ports, fk_event_port(event))) {
-        *attach = FALSE;
+    if (!kit_event_connection(event, &connection) || !fk_port_listed(ports, fk_event_port(event)))
         return S_OK;
-    }
     if (where == WHERE_EVENT && InterlockedIncrement(&events_seen) % crash_n == 0) {
         fwx_trace("faulting in FirewallEventHandler");
         fk_crash();
     }
+    kit_session_attach_pump(session, connection);
     return S_OK;
 }
 
-static void fk_data_filter_created(DataFilter *df)
+static KitVerdict crasher_data(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, DWORD size,
+                               IFWXIOBuffer **out)
 {
-}
-
-static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
-{
-    if (where == WHERE_SETSOCKETS && InterlockedIncrement(&setsockets_seen) % crash_n == 0) {
-        fwx_trace("faulting in SetSockets");
-        fk_crash();
-    }
-    return hr;
-}
-
-static void fk_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer, DWORD size)
-{
-    if (where == WHERE_COMPLETION && InterlockedIncrement(&df->buffers) == crash_n) {
+    if (where == WHERE_COMPLETION && InterlockedIncrement(&pump->counter) == crash_n) {
         fwx_trace("faulting in CompleteAsyncIO (buffer %ld of the connection)", (long)crash_n);
         fk_crash();
     }
+    return KIT_PASS;
 }
 
-static HRESULT fk_completion_result(DataFilter *df, HRESULT hr)
+/* AttachToSession after the session filter was made; SetSockets after the pump started. */
+static HRESULT crasher_answer(KitFilter *filter, const KitAnswer *answer)
 {
-    return hr;
+    if (answer->type == KIT_CALL_ATTACH_TO_SESSION && where == WHERE_ATTACH &&
+        InterlockedIncrement(&attach_seen) == crash_n) {
+        fwx_trace("faulting in AttachToSession");
+        fk_crash();
+    }
+    if (answer->type == KIT_CALL_SET_SOCKETS && where == WHERE_SETSOCKETS &&
+        InterlockedIncrement(&setsockets_seen) % crash_n == 0) {
+        fwx_trace("faulting in SetSockets");
+        fk_crash();
+    }
+    return answer->hr;
 }
 
-static BOOL fk_detach_releases(void)
+static const KitClass crasher_class = {
+    .events = FK_EVENTS,
+    .init = crasher_init,
+    .event = crasher_event,
+    .data = crasher_data,
+    .answer = crasher_answer,
+};
+
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-    return TRUE;
+    return kit_filter_create(&crasher_class, riid, ppv);
 }

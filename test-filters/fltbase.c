@@ -83,6 +83,21 @@ void fwx_trace(const char *fmt, ...)
     }
 }
 
+HRESULT fwx_query_single(void *iface, const IID *iid, const IID *riid, void **ppv)
+{
+    IUnknown *unknown = (IUnknown *)iface;   /* every interface starts with IUnknown's slots */
+
+    if (!ppv)
+        return E_POINTER;
+    if (!guid_equal(riid, &IID_IUnknown) && !guid_equal(riid, iid)) {
+        *ppv = NULL;
+        return E_NOINTERFACE;
+    }
+    *ppv = iface;
+    unknown->lpVtbl->AddRef(unknown);
+    return S_OK;
+}
+
 char *fwx_getenv(const char *name, const char *defval)
 {
     DWORD size, got;

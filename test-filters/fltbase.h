@@ -66,6 +66,12 @@ void fwx_trace(const char *fmt, ...) __attribute__((format(__MINGW_PRINTF_FORMAT
  * of memory. Free with fwx_free. */
 char *fwx_getenv(const char *name, const char *defval);
 
+/* QueryInterface of an object with one interface besides IUnknown: IFACE, which is an
+ * IID one, into *ppv with a reference when RIID is IID or IUnknown, else E_NOINTERFACE
+ * (and NULL). RIID is the method's riid (pass &riid from C++, where REFIID is a
+ * reference). */
+HRESULT fwx_query_single(void *iface, const IID *iid, const IID *riid, void **ppv);
+
 /* Zero-filled allocation from the process heap, and its release (NULL is fine). */
 void *fwx_alloc(SIZE_T size);
 void fwx_free(void *p);

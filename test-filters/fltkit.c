@@ -29,6 +29,17 @@ static void observe_simple(KitFilter *filter, KitCallType type)
     observe(filter, &call);
 }
 
+/* The class has the last word on what the host gets back (KitClass.answer): the fault
+ * filters' way in, so that they need no objects of their own. */
+static HRESULT answer(KitFilter *filter, KitCallType type, HRESULT hr, PFwxFilterHookEvents *hooks,
+                      IFWXSessionFilter **session_filter, KitPump *pump)
+{
+    KitAnswer a = { .type = type, .hr = hr, .hooks = hooks, .session_filter = session_filter,
+                    .pump = pump };
+
+    return filter->cls->answer ? filter->cls->answer(filter, &a) : hr;
+}
+
 /* ==================================================================== KitFilter */
 
 static KitFilter *filter_hold(KitFilter *filter)
@@ -54,15 +65,7 @@ static KitFilter *impl_from_IFWXFilter(IFWXFilter *iface)
 
 static HRESULT STDMETHODCALLTYPE Filter_QueryInterface(IFWXFilter *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXFilter)) {
-        *ppv = iface;
-        IFWXFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXFilter, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Filter_AddRef(IFWXFilter *iface)
@@ -88,11 +91,8 @@ static ULONG STDMETHODCALLTYPE Filter_Release(IFWXFilter *iface)
 
 /* The host treats the filter as ready as soon as this returns, so everything is set up
  * first. The hook events are a member: the host copies them and never frees them. */
-static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
-                                                   PFwxFilterHookEvents *ppHooks)
+static HRESULT filter_init(KitFilter *filter, IFWXFirewall *firewall, PFwxFilterHookEvents *ppHooks)
 {
-    KitFilter *filter = impl_from_IFWXFilter(iface);
-
 #ifdef FWX_PROFILE_TMG
     /* ISA 2004/2006/TMG (-DFWX_PROFILE_TMG, tests/abi.sh profiles): ppHooks points to the
      * host's structure ({dwGlobalEvents}), which we fill; untouched it means none. */
@@ -117,6 +117,15 @@ static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewa
     return S_OK;
 }
 
+static HRESULT STDMETHODCALLTYPE Filter_FilterInit(IFWXFilter *iface, IFWXFirewall *firewall,
+                                                   PFwxFilterHookEvents *ppHooks)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+
+    return answer(filter, KIT_CALL_FILTER_INIT, filter_init(filter, firewall, ppHooks), ppHooks,
+                  NULL, NULL);
+}
+
 /* Session and data filters may still be detached after this (the order is undefined):
  * they hold their own references. */
 static HRESULT STDMETHODCALLTYPE Filter_FilterShutdown(IFWXFilter *iface)
@@ -139,11 +148,9 @@ static HRESULT session_create(KitFilter *filter, IFWXSession *session, IFWXFirew
 /* The per-session hook events, as the class asks: copied into CoTaskMem memory (the host
  * frees it), duplicated by the firewall (which is the other way ISA 2000 allows; a
  * failure there fails the triggering request, loudly), or NULL for the global ones. */
-static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
-                                                        IFWXSessionFilter **ppSessionFilter,
-                                                        PFwxFilterHookEvents *ppHooks)
+static HRESULT attach_to_session(KitFilter *filter, IFWXSession *session,
+                                 IFWXSessionFilter **ppSessionFilter, PFwxFilterHookEvents *ppHooks)
 {
-    KitFilter *filter = impl_from_IFWXFilter(iface);
     IFWXFirewall *firewall = filter->firewall;
     FwxFilterHookEvents *hooks = NULL;
     HRESULT hr;
@@ -191,6 +198,17 @@ static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXS
     return S_OK;
 }
 
+static HRESULT STDMETHODCALLTYPE Filter_AttachToSession(IFWXFilter *iface, IFWXSession *session,
+                                                        IFWXSessionFilter **ppSessionFilter,
+                                                        PFwxFilterHookEvents *ppHooks)
+{
+    KitFilter *filter = impl_from_IFWXFilter(iface);
+
+    return answer(filter, KIT_CALL_ATTACH_TO_SESSION,
+                  attach_to_session(filter, session, ppSessionFilter, ppHooks), ppHooks,
+                  ppSessionFilter, NULL);
+}
+
 static const IFWXFilterVtbl filter_vtbl = {
     Filter_QueryInterface,
     Filter_AddRef,
@@ -227,15 +245,7 @@ static KitSession *impl_from_IFWXSessionFilter(IFWXSessionFilter *iface)
 
 static HRESULT STDMETHODCALLTYPE Session_QueryInterface(IFWXSessionFilter *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXSessionFilter)) {
-        *ppv = iface;
-        IFWXSessionFilter_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXSessionFilter, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Session_AddRef(IFWXSessionFilter *iface)
@@ -382,16 +392,28 @@ HRESULT kit_session_emulate_pump(KitSession *sf, IFWXConnection *connection)
     return hr;
 }
 
-HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
+BOOL kit_event_connection(const FirewallEvent *event, IFWXConnection **connection)
 {
     switch (event->EventType) {
     case fwx_Connect_Tcp:
-        return kit_session_attach_pump(sf, event->Parameters.Connect.piConnection);
+        *connection = event->Parameters.Connect.piConnection;
+        return TRUE;
     case fwx_AcceptedConnection:
-        return kit_session_attach_pump(sf, event->Parameters.Accept.piConnectionAccepted);
+        *connection = event->Parameters.Accept.piConnectionAccepted;
+        return TRUE;
     default:
-        return S_OK;   /* fwx_ConnectionTerminating included: we keep no connection */
+        *connection = NULL;
+        return FALSE;
     }
+}
+
+HRESULT kit_session_default_event(KitSession *sf, const FirewallEvent *event)
+{
+    IFWXConnection *connection;
+
+    if (!kit_event_connection(event, &connection))
+        return S_OK;   /* fwx_ConnectionTerminating included: we keep no connection */
+    return kit_session_attach_pump(sf, connection);
 }
 
 /* ==================================================================== KitPump */
@@ -470,16 +492,17 @@ static ULONG pump_release(KitPump *pump)
 
 /* ---------------------------------------------------------------- the pump */
 
-/* The socket on SIDE with a reference of the caller's own, or NULL once detached. The
- * lock is not held while we call the socket (the host may call us back), so the extra
- * reference is what keeps the socket alive if Detach runs meanwhile. AddRef is the one
- * host call made under the lock: it cannot call back into us. */
+/* The socket on SIDE with a reference of the caller's own, or NULL once detached (a
+ * keep_at_detach pump still holds it then). The lock is not held while we call the
+ * socket (the host may call us back), so the extra reference is what keeps the socket
+ * alive if Detach runs meanwhile. AddRef is the one host call made under the lock: it
+ * cannot call back into us. */
 static IFWXSocket *pump_socket(KitPump *pump, enum kit_side side)
 {
     IFWXSocket *socket;
 
     EnterCriticalSection(&pump->lock);
-    socket = pump->sockets[side];
+    socket = pump->detached ? NULL : pump->sockets[side];
     if (socket)
         IFWXSocket_AddRef(socket);
     LeaveCriticalSection(&pump->lock);
@@ -637,11 +660,9 @@ static ULONG STDMETHODCALLTYPE DataFilter_Release(IFWXDataFilter *iface)
 }
 
 /* The signal to start pumping: both directions begin with a Recv. */
-static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IFWXSocket *internal,
-                                                       IFWXSocket *external, IFWXConnection *connection,
-                                                       IUnknown *context)
+static HRESULT set_sockets(KitPump *pump, IFWXSocket *internal, IFWXSocket *external,
+                           IFWXConnection *connection)
 {
-    KitPump *pump = impl_from_IFWXDataFilter(iface);
     BOOL usable;
 
     observe_simple(pump->filter, KIT_CALL_SET_SOCKETS);
@@ -671,6 +692,16 @@ static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IF
     if (external)
         pump_recv(pump, KIT_EXTERNAL);
     return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE DataFilter_SetSockets(IFWXDataFilter *iface, IFWXSocket *internal,
+                                                       IFWXSocket *external, IFWXConnection *connection,
+                                                       IUnknown *context)
+{
+    KitPump *pump = impl_from_IFWXDataFilter(iface);
+
+    return answer(pump->filter, KIT_CALL_SET_SOCKETS, set_sockets(pump, internal, external, connection),
+                  NULL, NULL, pump);
 }
 
 HRESULT kit_pump_set_external(KitPump *pump, IFWXSocket *external)
@@ -710,6 +741,10 @@ static HRESULT STDMETHODCALLTYPE DataFilter_Detach(IFWXDataFilter *iface)
         pump->filter->cls->pump_detach(pump);
     EnterCriticalSection(&pump->lock);
     pump->detached = TRUE;
+    if (pump->filter->cls->keep_at_detach) {   /* the leak pump_release undoes */
+        LeaveCriticalSection(&pump->lock);
+        return S_OK;
+    }
     own_external = pump->own_external;
     internal = pump->sockets[KIT_INTERNAL];
     external = pump->sockets[KIT_EXTERNAL];
@@ -789,7 +824,7 @@ static HRESULT STDMETHODCALLTYPE Completion_CompleteAsyncIO(IFWXIOCompletion *if
         on_sent(pump, from, fSuccess, Win32ErrorCode);
     else
         on_received(pump, from, &call, pIOBuffer);
-    return S_OK;
+    return answer(pump->filter, KIT_CALL_COMPLETION, S_OK, NULL, NULL, pump);
 }
 
 static const IFWXIOCompletionVtbl completion_vtbl = {

@@ -20,8 +20,13 @@
  * Each object holds the host objects it was given until its Detach (the filter: until
  * FilterShutdown), and then releases them; every host call is made with no kit lock held.
  *
- * C only: the C++ filter (cxxpass.cpp) keeps its own classes, on purpose. The example
- * kit for outside authors (examples/filter-kit/) stays standalone.
+ * The fault filters (crasher, hanger, leaker, garbage, trapper) are kit filters too: their
+ * misbehaviour goes through the answer hook and keep_at_detach, and faultkit.h holds what
+ * they share beyond the kit.
+ *
+ * C only: the C++ filters (cxxpass.cpp, atlstyle.cpp) keep their own classes, on
+ * purpose (cxxkit.h). The example kit for outside authors (examples/filter-kit/) stays
+ * standalone.
  */
 #ifndef FWX_FLTKIT_H
 #define FWX_FLTKIT_H
@@ -84,6 +89,17 @@ typedef struct {
     DWORD                size;     /* recv, ok, buffer: its size (0: the peer half-closed) */
 } KitCall;
 
+/* What the kit is about to answer the host, as told to KitClass.answer. */
+typedef struct {
+    KitCallType            type;     /* KIT_CALL_FILTER_INIT, _ATTACH_TO_SESSION, _SET_SOCKETS
+                                        or _COMPLETION */
+    HRESULT                hr;       /* the kit's answer */
+    PFwxFilterHookEvents  *hooks;    /* FILTER_INIT, ATTACH_TO_SESSION: the hook-event
+                                        out-parameter (the ISA 2000 layout) */
+    IFWXSessionFilter    **session_filter;  /* ATTACH_TO_SESSION: the out-parameter */
+    KitPump               *pump;     /* SET_SOCKETS, COMPLETION */
+} KitAnswer;
+
 /* How AttachToSession answers the per-session hook events. */
 typedef enum {
     KIT_HOOKS_COPY,        /* a CoTaskMemAlloc copy of the global ones | session_events */
@@ -138,6 +154,15 @@ struct KitClass {
     /* Every Recv that completed successfully, before the kit looks at the buffer, with
      * the ExternalAddress the host passed (NULL for TCP): dnsguard's log. */
     void (*received)(KitPump *pump, enum kit_side from, const SOCKADDR *ext, INT ext_len);
+    /* The fault filters (faultkit.h): FilterInit, AttachToSession, SetSockets and
+     * CompleteAsyncIO, on every path, once the kit's work is done (the session filter
+     * made, the pump started), hand the kit's answer here; the class returns the one the
+     * host gets, and may replace the out-parameters (garbage), or fault and never return
+     * (crasher, trapper). */
+    HRESULT (*answer)(KitFilter *filter, const KitAnswer *answer);
+    /* IFWXDataFilter::Detach keeps the sockets, connection and firewall it should release
+     * (they go at the last Release): a leak the host must survive (leaker). */
+    BOOL keep_at_detach;
 };
 
 struct KitFilter {
@@ -179,6 +204,10 @@ struct KitPump {
      * (Send when that is NULL). Failures end nothing: a failed Recv or completion is
      * traced and that direction stops, a failed Send is traced and the datagram lost. */
     BOOL             datagrams;
+    /* Appended: the class's own, as KitSession.counter (the fault filters: data buffers
+     * seen, the connection's number, a mark the client set). */
+    LONG             counter;
+    LONG             flags;
 };
 
 /* The filter object, for fwx_filter_create. */
@@ -216,6 +245,10 @@ HRESULT kit_session_create_pump(KitSession *session, IFWXDataFilter **out);
 
 /* The pump behind an IFWXDataFilter of kit_session_create_pump's. */
 #define KIT_PUMP(df) CONTAINING_RECORD((df), KitPump, IFWXDataFilter_iface)
+
+/* The connection of a connection event (fwx_Connect_Tcp, fwx_AcceptedConnection) in
+ * *connection (NULL if it has none); FALSE for any other event. */
+BOOL kit_event_connection(const FirewallEvent *event, IFWXConnection **connection);
 
 /* The connection SetSockets gave the pump, with a reference of the caller's; NULL before
  * SetSockets and once the pump is detached. */

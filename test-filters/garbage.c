@@ -30,9 +30,6 @@
  *   FWX_GARBAGE_INIT  when non-empty, FilterInit itself returns S_OK with a garbage
  *                     hook-event pointer (the host must refuse to start, naming us)
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
 #include "faultkit.h"
 
 /* {2B9F6E84-5C3A-4D1E-8F07-93A1B5C4D2E6} */
@@ -109,17 +106,10 @@ static HRESULT garbage_result(void)
     return results[(r >> 4) % 5];
 }
 
-/* ---------------------------------------------------------------- hooks */
+/* ---------------------------------------------------------------- the kit's callbacks */
 
-static DWORD fk_hook_events(void)
+static BOOL garbage_init(KitFilter *filter, IFWXFirewall *firewall)
 {
-    return fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES;
-}
-
-static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
-{
-    char *init = fwx_getenv("FWX_GARBAGE_INIT", "");
-
     seed = fk_env_ulong("FWX_GARBAGE_SEED", 1);
     for (unsigned i = 0; i < sizeof(random_bytes); i += 8) {
         unsigned long long r = draw();
@@ -132,17 +122,25 @@ static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
         if (*p >= '0' && *p <= '7')
             attach_script[attach_scripted++] = (unsigned char)(*p - '0');
     fwx_free(script);
+    return TRUE;
+}
+
+/* FWX_GARBAGE_INIT: the hook-event pointer FilterInit returns is garbage. */
+static HRESULT garbage_filter_init(const KitAnswer *answer)
+{
+    char *init = fwx_getenv("FWX_GARBAGE_INIT", "");
+
     if (init && *init) {
         /* Always unreadable, so the host's refusal is repeatable. */
-        *hooks = (PFwxFilterHookEvents)(ULONG_PTR)0x10;
-        fwx_trace("FilterInit: returning a garbage hook-event pointer %p", (void *)*hooks);
+        *answer->hooks = (PFwxFilterHookEvents)(ULONG_PTR)0x10;
+        fwx_trace("FilterInit: returning a garbage hook-event pointer %p", (void *)*answer->hooks);
     }
     fwx_free(init);
     fwx_trace("seed %llu", seed);
-    return hr;
+    return answer->hr;
 }
 
-static HRESULT fk_attach_to_session(IFWXSessionFilter **sf, PFwxFilterHookEvents *hooks, HRESULT hr)
+static HRESULT garbage_attach(IFWXSessionFilter **sf, PFwxFilterHookEvents *hooks, HRESULT hr)
 {
     LONG call = InterlockedIncrement(&attach_calls) - 1;
     BOOL scripted = call < attach_scripted;
@@ -185,34 +183,49 @@ static HRESULT fk_attach_to_session(IFWXSessionFilter **sf, PFwxFilterHookEvents
     }
 }
 
-static HRESULT fk_event(const FirewallEvent *event, IFWXConnection *connection, BOOL *attach)
+/* A pump on half of the connections, a Deny on an eighth, a random result. */
+static HRESULT garbage_event(KitSession *session, const FirewallEvent *event)
 {
-    unsigned long long r = draw();
-    *attach = (r & 1) != 0;
+    IFWXConnection *connection;
+    unsigned long long r;
+    HRESULT hr;
+
+    if (!kit_event_connection(event, &connection))
+        return S_OK;
+    r = draw();
     if (connection && (r >> 1) % 8 == 0)
         IFWXConnection_Deny(connection, 0);
-    return garbage_result();
+    hr = garbage_result();
+    if (r & 1)
+        kit_session_attach_pump(session, connection);
+    return hr;
 }
 
-static void fk_data_filter_created(DataFilter *df)
+/* The pump works; what the host is told about it is garbage. */
+static HRESULT garbage_answer(KitFilter *filter, const KitAnswer *answer)
 {
+    switch (answer->type) {
+    case KIT_CALL_FILTER_INIT:
+        return garbage_filter_init(answer);
+    case KIT_CALL_ATTACH_TO_SESSION:
+        return garbage_attach(answer->session_filter, answer->hooks, answer->hr);
+    case KIT_CALL_SET_SOCKETS:
+        return garbage_result();
+    case KIT_CALL_COMPLETION:
+        return (HRESULT)(draw() >> 32);
+    default:
+        return answer->hr;
+    }
 }
 
-static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
-{
-    return garbage_result();
-}
+static const KitClass garbage_class = {
+    .events = FK_EVENTS,
+    .init = garbage_init,
+    .event = garbage_event,
+    .answer = garbage_answer,
+};
 
-static void fk_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer, DWORD size)
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-}
-
-static HRESULT fk_completion_result(DataFilter *df, HRESULT hr)
-{
-    return (HRESULT)(draw() >> 32);
-}
-
-static BOOL fk_detach_releases(void)
-{
-    return TRUE;
+    return kit_filter_create(&garbage_class, riid, ppv);
 }

@@ -9,11 +9,8 @@
  *                     directions); hang on the first one, from the buffer that carried
  *                     "HANG" on, whose number is at least N
  * Any client buffer that contains the four bytes HANG marks its connection. Nothing is
- * held locked while it sleeps. The pump itself is faultkit.h's.
+ * held locked while it sleeps. The pump is the kit's (faultkit.h).
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
 #include "faultkit.h"
 
 /* {CCD0D296-B8A5-415D-85D7-8AD4FD7E50F9} */
@@ -21,37 +18,13 @@ const CLSID fwx_filter_clsid =
     { 0xccd0d296, 0xb8a5, 0x415d, { 0x85, 0xd7, 0x8a, 0xd4, 0xfd, 0x7e, 0x50, 0xf9 } };
 const char fwx_filter_name[] = "hanger";
 
-#define FLAG_HANG 1
+#define FLAG_HANG 1     /* KitPump.flags: the client said HANG */
 static LONG hang_n = 1;
 
-static DWORD fk_hook_events(void)
-{
-    return fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES;
-}
-
-static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
+static BOOL hanger_init(KitFilter *filter, IFWXFirewall *firewall)
 {
     hang_n = (LONG)fk_env_ulong("FWX_HANGER_N", 1);
-    return hr;
-}
-
-static HRESULT fk_attach_to_session(IFWXSessionFilter **sf, PFwxFilterHookEvents *hooks, HRESULT hr)
-{
-    return hr;
-}
-
-static HRESULT fk_event(const FirewallEvent *event, IFWXConnection *connection, BOOL *attach)
-{
-    return S_OK;
-}
-
-static void fk_data_filter_created(DataFilter *df)
-{
-}
-
-static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
-{
-    return hr;
+    return TRUE;
 }
 
 static BOOL contains_hang(IFWXIOBuffer *buffer)
@@ -66,23 +39,27 @@ static BOOL contains_hang(IFWXIOBuffer *buffer)
     return FALSE;
 }
 
-static void fk_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer, DWORD size)
+/* KitPump.counter: the connection's data buffers so far, both directions. */
+static KitVerdict hanger_data(KitPump *pump, enum kit_side from, IFWXIOBuffer *buffer, DWORD size,
+                              IFWXIOBuffer **out)
 {
-    LONG n = InterlockedIncrement(&df->buffers);
-    if (from == SIDE_INTERNAL && contains_hang(buffer))
-        InterlockedOr(&df->flags, FLAG_HANG);
-    if ((df->flags & FLAG_HANG) && n >= hang_n) {
+    LONG n = InterlockedIncrement(&pump->counter);
+    if (from == KIT_INTERNAL && contains_hang(buffer))
+        InterlockedOr(&pump->flags, FLAG_HANG);
+    if ((pump->flags & FLAG_HANG) && n >= hang_n) {
         fwx_trace("the client said HANG: blocking in CompleteAsyncIO for ever (buffer %ld)", (long)n);
         Sleep(INFINITE);
     }
+    return KIT_PASS;
 }
 
-static HRESULT fk_completion_result(DataFilter *df, HRESULT hr)
-{
-    return hr;
-}
+static const KitClass hanger_class = {
+    .events = FK_EVENTS,
+    .init = hanger_init,
+    .data = hanger_data,
+};
 
-static BOOL fk_detach_releases(void)
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
 {
-    return TRUE;
+    return kit_filter_create(&hanger_class, riid, ppv);
 }

@@ -228,15 +228,7 @@ static Echo *impl_from_echo(IFWXIOCompletion *iface)
 
 static HRESULT STDMETHODCALLTYPE Echo_QueryInterface(IFWXIOCompletion *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXIOCompletion)) {
-        *ppv = iface;
-        IFWXIOCompletion_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXIOCompletion, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Echo_AddRef(IFWXIOCompletion *iface)
@@ -409,15 +401,7 @@ static Listener *impl_from_listener(IFWXAcceptCompletion *iface)
 static HRESULT STDMETHODCALLTYPE Listener_QueryInterface(IFWXAcceptCompletion *iface, REFIID riid,
                                                          void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXAcceptCompletion)) {
-        *ppv = iface;
-        IFWXAcceptCompletion_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXAcceptCompletion, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Listener_AddRef(IFWXAcceptCompletion *iface)
@@ -579,15 +563,7 @@ static void client_line(Client *client, const char *fmt, ...)
 
 static HRESULT STDMETHODCALLTYPE Client_QueryInterface(IFWXIOCompletion *iface, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (IsEqualIID(riid, &IID_IUnknown) || IsEqualIID(riid, &IID_IFWXIOCompletion)) {
-        *ppv = iface;
-        IFWXIOCompletion_AddRef(iface);
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return fwx_query_single(iface, &IID_IFWXIOCompletion, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE Client_AddRef(IFWXIOCompletion *iface)

@@ -15,9 +15,6 @@
  *                      filter hooks only these (as crasher.c); unset or empty: all
  * The call passes three arguments the host cannot know the count of.
  */
-#define COBJMACROS
-#define CONST_VTABLE
-#include "fltbase.h"
 #include "faultkit.h"
 
 /* {C3E1A0F2-7B44-4E19-A6D3-5F0B2C8E9D71} */
@@ -29,7 +26,7 @@ enum which { TRAP_CONNECTION, TRAP_FIREWALL, TRAP_SOCKET };
 static enum which which = TRAP_CONNECTION;
 static unsigned extra = 1;
 static char *ports;
-static FwxPortRangeEvents ranges[16];
+static FwxPortRangeEvents ranges[FK_MAX_PORTS];
 
 typedef HRESULT (STDMETHODCALLTYPE *unknown_method)(void *This, DWORD a, DWORD b, DWORD c);
 
@@ -46,12 +43,7 @@ static HRESULT call_beyond(void *obj, unsigned nknown, const char *iface)
     return hr;
 }
 
-static DWORD fk_hook_events(void)
-{
-    return fwx_Connect_Tcp | fwx_AcceptedConnection | FWX_ALL_SOURCES;
-}
-
-static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
+static BOOL trapper_init(KitFilter *filter, IFWXFirewall *firewall)
 {
     char *text = fwx_getenv("FWX_TRAPPER_IFACE", "connection");
     if (text && !strcmp(text, "firewall"))
@@ -62,67 +54,46 @@ static HRESULT fk_filter_init(PFwxFilterHookEvents *hooks, HRESULT hr)
     extra = (unsigned)fk_env_ulong("FWX_TRAPPER_EXTRA", 1);
     fwx_free(ports);
     ports = fwx_getenv("FWX_TRAPPER_PORTS", "");
-    if (ports && *ports) {
-        DWORD n = 0;
-        for (const char *p = ports; *p && n < 16; p = *p ? p + 1 : p) {
-            char *end;
-            unsigned long port = strtoul(p, &end, 10);
-            if (end != p && port && port < 65536) {
-                ranges[n].dwEvents = fwx_Connect_Tcp | fwx_AcceptedConnection;
-                ranges[n].dwLowPort = ranges[n].dwHighPort = port;
-                n++;
-            }
-            p = end;
-            while (*p && *p != ',')
-                p++;
-        }
-        (*hooks)->dwGlobalEvents = FWX_ALL_SOURCES;
-        (*hooks)->dwNumPortRanges = n;
-        (*hooks)->PortRangeEvents = ranges;
-    }
-    return hr;
-}
-
-static HRESULT fk_attach_to_session(IFWXSessionFilter **sf, PFwxFilterHookEvents *hooks, HRESULT hr)
-{
-    return hr;
-}
-
-static HRESULT fk_event(const FirewallEvent *event, IFWXConnection *connection, BOOL *attach)
-{
-    if (!fk_port_listed(ports, fk_event_port(event))) {
-        *attach = FALSE;
-        return S_OK;
-    }
-    if (which == TRAP_CONNECTION)
-        return call_beyond(connection, sizeof(IFWXConnectionVtbl) / sizeof(void *), "IFWXConnection");
-    if (which == TRAP_FIREWALL && fk_firewall)
-        return call_beyond(fk_firewall, sizeof(IFWXFirewallVtbl) / sizeof(void *), "IFWXFirewall");
-    return S_OK;
-}
-
-static void fk_data_filter_created(DataFilter *df)
-{
-}
-
-static HRESULT fk_set_sockets(DataFilter *df, HRESULT hr)
-{
-    if (which == TRAP_SOCKET && df->sockets[SIDE_INTERNAL])
-        return call_beyond(df->sockets[SIDE_INTERNAL], sizeof(IFWXSocketVtbl) / sizeof(void *),
-                           "IFWXSocket");
-    return hr;
-}
-
-static void fk_received(DataFilter *df, enum side from, IFWXIOBuffer *buffer, DWORD size)
-{
-}
-
-static HRESULT fk_completion_result(DataFilter *df, HRESULT hr)
-{
-    return hr;
-}
-
-static BOOL fk_detach_releases(void)
-{
+    fk_hook_ports(filter, ports, ranges);
     return TRUE;
+}
+
+/* The connection and firewall traps, before the pump goes on the connection (the
+ * firewall is FilterInit's, which the filter object holds). */
+static HRESULT trapper_event(KitSession *session, const FirewallEvent *event)
+{
+    IFWXFirewall *firewall = session->filter->firewall;
+    IFWXConnection *connection;
+    HRESULT hr = S_OK;
+
+    if (!kit_event_connection(event, &connection) || !fk_port_listed(ports, fk_event_port(event)))
+        return S_OK;
+    if (which == TRAP_CONNECTION)
+        hr = call_beyond(connection, sizeof(IFWXConnectionVtbl) / sizeof(void *), "IFWXConnection");
+    else if (which == TRAP_FIREWALL && firewall)
+        hr = call_beyond(firewall, sizeof(IFWXFirewallVtbl) / sizeof(void *), "IFWXFirewall");
+    kit_session_attach_pump(session, connection);
+    return hr;
+}
+
+/* The socket trap, once the pump has started. */
+static HRESULT trapper_answer(KitFilter *filter, const KitAnswer *answer)
+{
+    IFWXSocket *internal = answer->pump ? answer->pump->sockets[KIT_INTERNAL] : NULL;
+
+    if (answer->type == KIT_CALL_SET_SOCKETS && which == TRAP_SOCKET && internal)
+        return call_beyond(internal, sizeof(IFWXSocketVtbl) / sizeof(void *), "IFWXSocket");
+    return answer->hr;
+}
+
+static const KitClass trapper_class = {
+    .events = FK_EVENTS,
+    .init = trapper_init,
+    .event = trapper_event,
+    .answer = trapper_answer,
+};
+
+HRESULT fwx_filter_create(REFIID riid, void **ppv)
+{
+    return kit_filter_create(&trapper_class, riid, ppv);
 }

@@ -25,155 +25,9 @@
 # FWX_KEEP (non-empty: keep the temporary directory).
 set -u
 
-B=${FWX_BUILDDIR:?FWX_BUILDDIR not set}
-S=${FWX_SRCDIR:?FWX_SRCDIR not set}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-B=$(cd "$B" && pwd)
-S=$(cd "$S" && pwd)
-
-T=$(mktemp -d /tmp/fwxabi-test.XXXXXX) || exit 99
-pids=()          # every background process we started and have not reaped
-t_start=$SECONDS
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null
-        wait "$p" 2> /dev/null
-    done
-    pids=()
-    [ -n "${FWX_KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-
-forget_pid() {  # PID: reaped by the caller
-    local keep=() p
-    for p in "${pids[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-# ---------------------------------------------------------------- TAP
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {  # DESC WHY [FILE...]: the files are shown (tail) as diagnostics
-    local desc=$1 why=$2 f
-    shift 2
-    n=$((n + 1)); failed=$((failed + 1))
-    echo "not ok $n - $desc"
-    echo "#   $why" | sed '2,$s/^/#   /'
-    for f in "$@"; do
-        [ -s "$f" ] || continue
-        echo "#   --- ${f#"$T"/} (last 25 lines)"
-        grep -v 'INFO: conn [0-9]* rule [^:]*: \(accepted\|closed,\)' "$f" | tail -n 25 | sed 's/^/#   | /'
-    done
-}
-result() {  # DESC WHY [FILE...]: ok when WHY is empty
-    if [ -z "$2" ]; then ok "$1"; else not_ok "$@"; fi
-}
-note() { echo "# $*"; }
-add() { why="${why:+$why; }$1"; }    # appends to the caller's $why
-
-# ---------------------------------------------------------------- fxpeer, ports, processes
-FXPEER=$B/tests/peers/fxpeer
-if [ ! -x "$FXPEER" ]; then
-    FXPEER=$T/fxpeer
-    if ! gcc -O2 -Wall -Wextra -o "$FXPEER" "$S/tests/peers/fxpeer.c" -lpthread 2> "$T/fxpeer.build"; then
-        echo "Bail out! cannot build fxpeer:"; cat "$T/fxpeer.build"; exit 99
-    fi
-fi
-
-# Below the ephemeral range; the start depends on our pid (parallel runs).
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 5))
-free_port() {   # sets PORT
-    local hex
-    while :; do
-        next_port=$((next_port + 1))
-        [ $next_port -ge 32000 ] && next_port=20000
-        hex=$(printf ':%04X ' $next_port)
-        grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2> /dev/null || break
-    done
-    PORT=$next_port
-}
-
-wait_for() {    # FILE PATTERN PID SECONDS: 0 when PATTERN shows up in FILE
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-
-start_server() {    # LOG PORT SENDBYTES SEED: fxpeer server; sets SRV_PID
-    "$FXPEER" server --listen "127.0.0.1:$2" --send "$3" --seed "$4" > "$1" 2>&1 &
-    SRV_PID=$!
-    pids+=("$SRV_PID")
-    wait_for "$1" '^ready' $SRV_PID 10
-}
-
-stop_peer() {   # PID: SIGTERM a peer and reap it
-    kill -TERM "$1" 2> /dev/null
-    wait "$1" 2> /dev/null
-    forget_pid "$1"
-}
-
-# start_host LOG CMD...: fwxhost with stderr in LOG; sets HOST_PID; 0 once ready.
-start_host() {
-    local log=$1
-    shift
-    "$@" > "$log" 2>&1 &
-    HOST_PID=$!
-    pids+=("$HOST_PID")
-    wait_for "$log" '^fwxhost: ready' $HOST_PID 60
-}
-
-# stop_host PID [SECONDS]: SIGTERM, wait (default 30 s, then SIGKILL); sets HOST_RC.
-stop_host() {
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < ${2:-30} * 10; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    if kill -0 "$1" 2> /dev/null; then
-        kill -KILL "$1" 2> /dev/null
-        wait "$1" 2> /dev/null
-        HOST_RC=killed
-    else
-        wait "$1"
-        HOST_RC=$?
-    fi
-    forget_pid "$1"
-}
-
-FWXHOST=$B/bin/fwxhost
-need_filters() {    # FLAVOUR NAME...: sets DLL_<name>; 1 (and MISSING) if one is absent
-    local fl=$1 f
-    shift
-    MISSING=
-    for f in "$@"; do
-        printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
-        [ -f "$B/filters/$fl/$f.dll" ] ||
-            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
-    done
-    [ -z "$MISSING" ]
-}
-
-# probe PORT: connect, send a line, wait for the close; sets PROBE (its output), PROBE_RC.
-probe() {
-    PROBE=$("$FXPEER" probe --connect 127.0.0.1:$1 --data "hello" --timeout "${2:-10}" 2>&1)
-    PROBE_RC=$?
-}
-closed_at_once() {  # PROBE text: empty if closed without bytes within 3 s, else why
-    if [ $PROBE_RC -ne 0 ]; then echo "client not closed: $PROBE"; return; fi
-    grep -q 'received 0 bytes' <<< "$PROBE" || { echo "client got bytes: $PROBE"; return; }
-    local ms
-    ms=$(sed -n 's/.* after \([0-9]*\) ms/\1/p' <<< "$PROBE")
-    [ "${ms:-99999}" -le 3000 ] || echo "client closed only after $ms ms"
-}
-count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxabi
+tl_fxpeer
 
 # Methods (IUnknown's 3 included) an interface declares in our IDL: where the
 # trap slots start.
@@ -197,34 +51,11 @@ test_trap() {
         esac
         nknown=$(idl_methods $label)
         slot=$((nknown + 2))          # FWX_TRAPPER_EXTRA=2
-        free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
         conf=$T/trap-$fl-$iface.ini hlog=$T/trap-$fl-$iface-host.log
-        cat > "$conf" << EOC
-; trapper hooks rule a's port only; passthrough is on both rules
-[host]
-workers = 2
-max-faults = 0
-log-level = info
-
-[filter pass]
-path = $DLL_passthrough
-
-[filter trapper]
-path = $DLL_trapper
-
-[rule a]
-listen = 127.0.0.1:$pa
-target = 127.0.0.1:$ta
-
-[rule b]
-listen = 127.0.0.1:$pb
-target = 127.0.0.1:$tb
-EOC
-        start_server "$T/trap-$fl-$iface-a.log" $ta 65536 71; sa=$SRV_PID
-        start_server "$T/trap-$fl-$iface-b.log" $tb 524288 72; sb=$SRV_PID
-        if ! start_host "$hlog" env FWX_TRAPPER_IFACE=$iface FWX_TRAPPER_EXTRA=2 FWX_TRAPPER_PORTS=$pa \
-                "$FWXHOST" --config "$conf"; then
-            stop_host $HOST_PID; stop_peer $sa; stop_peer $sb
+        two_rules_conf "$conf" "trapper hooks rule a's port only; passthrough is on both rules" \
+            $'workers = 2\nmax-faults = 0\nlog-level = info' pass="$DLL_passthrough" trapper="$DLL_trapper"
+        if ! two_rules_start "$T/trap-$fl-$iface" 65536 71 524288 72 "$conf" "$hlog" \
+                FWX_TRAPPER_IFACE=$iface FWX_TRAPPER_EXTRA=2 FWX_TRAPPER_PORTS=$pa; then
             not_ok "$fl trap $label" "fwxhost --config did not become ready (exit $HOST_RC)" "$hlog"; continue
         fi
         "$FXPEER" client --connect 127.0.0.1:$pb --conns 20 --send 524288 --recv 524288 --seed 72 \
@@ -628,23 +459,6 @@ test_install() {
 # ---------------------------------------------------------------- main
 note "ABI tests; flavours: $FLAVOURS; temp: $T"
 ALL_GROUPS="trap trace overrides discover profiles install"
-GROUPS_RUN=" ${FWX_ABI_TESTS:-$ALL_GROUPS} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
-for fl in $FLAVOURS; do
-    t0=$SECONDS
-    note "---- flavour $fl"
-    if [ ! -f "$B/bin/fwxhost-$fl.exe.so" ]; then
-        not_ok "$fl flavour built" "$B/bin/fwxhost-$fl.exe.so is missing"
-        continue
-    fi
-    for g in $ALL_GROUPS; do
-        want $g || continue
-        tg=$SECONDS
-        test_$g $fl
-        note "$fl $g: $((SECONDS - tg)) s"
-    done
-    note "flavour $fl: $((SECONDS - t0)) s"
-done
-echo "1..$n"
-note "$((n - failed)) passed, $failed failed, $((SECONDS - t_start)) s"
-[ $failed -eq 0 ]
+tl_groups "${FWX_ABI_TESTS:-$ALL_GROUPS}"
+tl_run_groups $ALL_GROUPS
+tl_done

@@ -18,8 +18,6 @@ TL_WHAT="outbound emulation in a network namespace"
 TL_TAIL=20
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tl_setup fwx-emulation
-tl_require root ip iptables setpriv
-chmod 755 "$T"
 tl_outbound_ns fwxemu
 tl_fxpeer
 peer=$FXPEER

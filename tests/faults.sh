@@ -33,19 +33,6 @@ set -u
 tl_setup fwxfaults
 tl_fxpeer
 
-FWXHOST=$B/bin/fwxhost
-need_filters() {    # FLAVOUR NAME...: sets DLL_<name>; 1 (and MISSING) if one is absent
-    local fl=$1 f
-    shift
-    MISSING=
-    for f in "$@"; do
-        printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
-        [ -f "$B/filters/$fl/$f.dll" ] ||
-            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
-    done
-    [ -z "$MISSING" ]
-}
-
 # probe PORT: connect, send a line, wait for the close; sets PROBE (its output), PROBE_RC.
 probe() {
     PROBE=$("$FXPEER" probe --connect 127.0.0.1:$1 --data "hello" --timeout "${2:-10}" 2>&1)
@@ -58,7 +45,6 @@ closed_at_once() {  # PROBE text: empty if closed without bytes within 3 s, else
     ms=$(sed -n 's/.* after \([0-9]*\) ms/\1/p' <<< "$PROBE")
     [ "${ms:-99999}" -le 3000 ] || echo "client closed only after $ms ms"
 }
-count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
 
 EXC='exception 0xc0000005'      # EXCEPTION_ACCESS_VIOLATION: crasher writes through NULL
 
@@ -69,32 +55,10 @@ test_crasher() {
     if ! need_filters $fl passthrough crasher; then
         not_ok "$fl crasher" "$MISSING"; return
     fi
-    free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
-    cat > "$conf" << EOF
-; crasher hooks rule a's port only (FWX_CRASHER_PORTS); passthrough is on both rules
-[host]
-workers = 2
-max-faults = 3
-log-level = info
-
-[filter pass]
-path = $DLL_passthrough
-
-[filter crasher]
-path = $DLL_crasher
-
-[rule a]
-listen = 127.0.0.1:$pa
-target = 127.0.0.1:$ta
-
-[rule b]
-listen = 127.0.0.1:$pb
-target = 127.0.0.1:$tb
-EOF
-    start_server "$T/crasher-$fl-a.log" $ta 262144 41; sa=$SRV_PID
-    start_server "$T/crasher-$fl-b.log" $tb 524288 42; sb=$SRV_PID
-    if ! start_host "$hlog" env FWX_CRASHER_PORTS=$pa FWX_CRASHER_N=3 "$FWXHOST" --config "$conf"; then
-        stop_host $HOST_PID; stop_peer $sa; stop_peer $sb
+    two_rules_conf "$conf" "crasher hooks rule a's port only (FWX_CRASHER_PORTS); passthrough is on both rules" \
+        $'workers = 2\nmax-faults = 3\nlog-level = info' pass="$DLL_passthrough" crasher="$DLL_crasher"
+    if ! two_rules_start "$T/crasher-$fl" 262144 41 524288 42 "$conf" "$hlog" \
+            FWX_CRASHER_PORTS=$pa FWX_CRASHER_N=3; then
         not_ok "$fl crasher" "fwxhost --config did not become ready (exit $HOST_RC)" "$hlog"; return
     fi
     # Rule b's clients run while rule a's connections fault, on the same workers.
@@ -411,18 +375,7 @@ test_garbage() {
 
 # ---------------------------------------------------------------- main
 note "fault-handling tests; flavours: $FLAVOURS; temp: $T"
-GROUPS_RUN=" ${FWX_FAULT_TESTS:-crasher bypass where hanger leaker garbage} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
-for fl in $FLAVOURS; do
-    t0=$SECONDS
-    note "---- flavour $fl"
-    fwxhost_built $fl || continue
-    for g in crasher bypass where hanger leaker garbage; do
-        want $g || continue
-        tg=$SECONDS
-        test_$g $fl
-        note "$fl $g: $((SECONDS - tg)) s"
-    done
-    note "flavour $fl: $((SECONDS - t0)) s"
-done
+ALL_GROUPS="crasher bypass where hanger leaker garbage"
+tl_groups "${FWX_FAULT_TESTS:-$ALL_GROUPS}"
+tl_run_groups $ALL_GROUPS
 tl_done

@@ -203,28 +203,10 @@ test_denyport() {
     if ! need_filter $fl denyport; then
         not_ok "$fl denyport" "$MISSING"; return
     fi
-    free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
-    cat > "$conf" << EOF
-; two publishing rules; the denyport filter is told to deny rule a's port
-[host]
-log-level = info
-
-[filter deny]
-path = $DLL
-
-[rule a]
-listen = 127.0.0.1:$pa
-target = 127.0.0.1:$ta
-
-[rule b]
-listen = 127.0.0.1:$pb
-target = 127.0.0.1:$tb
-EOF
     local sa sb
-    start_server "$T/deny-$fl-a.log" $ta 65536 11; sa=$SRV_PID
-    start_server "$T/deny-$fl-b.log" $tb 262144 12; sb=$SRV_PID
-    if ! start_host "$hlog" env FWX_DENYPORT_PORTS=$pa "$FWXHOST" --config "$conf"; then
-        stop_host $HOST_PID; stop_peer $sa; stop_peer $sb
+    two_rules_conf "$conf" "two publishing rules; the denyport filter is told to deny rule a's port" \
+        'log-level = info' deny="$DLL"
+    if ! two_rules_start "$T/deny-$fl" 65536 11 262144 12 "$conf" "$hlog" FWX_DENYPORT_PORTS=$pa; then
         not_ok "$fl denyport" "fwxhost --config did not become ready (exit $HOST_RC)" "$hlog"; return
     fi
     "$FXPEER" probe --connect 127.0.0.1:$pa --data "hello" --timeout 10 > "$T/deny-$fl-probe.log" 2>&1
@@ -458,8 +440,7 @@ test_refused_target() {
 
 # ---------------------------------------------------------------- main
 note "fwxhost end-to-end tests; flavours: $FLAVOURS; fxpeer: $FXPEER; temp: $T"
-GROUPS_RUN=" ${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad} "
-want() { [[ $GROUPS_RUN == *" $1 "* ]]; }
+tl_groups "${FWX_HOST_TESTS:-bulk rewrite denyport sessionlog nginx bad}"
 make_rewrite_inputs
 NGINX_WHY="not run"
 want nginx && start_nginx

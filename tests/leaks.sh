@@ -28,50 +28,10 @@
 #    that shows the bound above can fail).
 # TAP; environment as for tests/fwxhost.sh.
 set -u
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
-FLAVOURS=${FWX_FLAVOURS:-x64}
-FXPEER=$B/tests/peers/fxpeer
-T=$(mktemp -d /tmp/fwxleaks-test.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2> /dev/null; wait "$p" 2> /dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-n=0 failed=0
-result() {
-    n=$((n + 1))
-    if [ -z "$2" ]; then echo "ok $n - $1"; return; fi
-    failed=$((failed + 1)); echo "not ok $n - $1"; echo "#   $2"
-    local f; shift 2
-    for f in "$@"; do [ -s "$f" ] && grep -v 'INFO: conn' "$f" | tail -n 12 | sed 's/^/#   | /'; done
-}
-port_busy() { grep -q "$(printf ':%04X ' "$1")" /proc/net/tcp /proc/net/tcp6 2> /dev/null; }
-next_port=$((20000 + ($$ * 7919 % 1200) * 10 + 2))
-free_port() { while :; do next_port=$((next_port + 1)); port_busy $next_port || break; done; PORT=$next_port; }
-wait_for() {
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        grep -q -- "$2" "$1" 2> /dev/null && return 0
-        kill -0 "$3" 2> /dev/null || { grep -q -- "$2" "$1" 2> /dev/null; return; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() {
-    local i
-    kill -TERM "$1" 2> /dev/null
-    for ((i = 0; i < 300; i++)); do kill -0 "$1" 2> /dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2> /dev/null; wait "$1" 2> /dev/null
-}
+TL_TAIL=12
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+tl_setup fwxleaks
+tl_fxpeer
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status 2> /dev/null; }
 # col STATS FILTER N: column N of the filter's row in the --stats table
 col() { awk -v f="$2" -v k="$3" '$1 == f && NF >= 8 {print $k}' "$1" | tail -n 1; }
@@ -83,23 +43,21 @@ LEAK_BOUND_BYTES=${LEAK_BOUND_BYTES:-2048}
 reclaimed_total() { sed -n 's/.*reclaimed buffers \([0-9]*\) .*/\1/p' "$1"; }
 headers_held() { sed -n 's/.*reclaimed buffers [0-9]* (\([0-9]*\) headers held.*/\1/p' "$1"; }
 
-start_host() {   # FLAVOUR NAME TAG: sets SRV, HOST, HPID, CTL, LP, HLOG, WHY
+# leak_host FLAVOUR NAME TAG: an fxpeer server and fwxhost with filter NAME
+# in front of it; sets SRV_PID, HOST_PID, HPID (the worker), CTL, LP, HLOG, WHY.
+leak_host() {
     local fl=$1 name=$2 tag=$3 sp
     WHY=
     free_port; sp=$PORT; free_port; LP=$PORT
     HLOG=$T/host-$tag.log CTL=$T/ctl-$tag.sock
-    "$FXPEER" server --listen 127.0.0.1:$sp --send 16384 --seed 5 > "$T/srv-$tag.log" 2>&1 &
-    SRV=$!; pids+=($SRV)
-    wait_for "$T/srv-$tag.log" '^ready' $SRV 10 || { WHY="server did not start"; return 1; }
+    start_server "$T/srv-$tag.log" $sp 16384 5 || { WHY="server did not start"; return 1; }
     printf '[host]\ncontrol = %s\n%s[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
         "$CTL" "${HOST_EXTRA:-}" $name "$B/filters/$fl/$name.dll" $LP $sp > "$T/$tag.conf"
-    "$B/bin/fwxhost" --config "$T/$tag.conf" > "$HLOG" 2>&1 &
-    HOST=$!; pids+=($HOST)
-    wait_for "$HLOG" '^fwxhost: ready' $HOST 60 || { WHY="host did not start"; stop $SRV; return 1; }
+    run_host "$HLOG" "$FWXHOST" --config "$T/$tag.conf" || { WHY="host did not start"; stop_peer $SRV_PID; return 1; }
     # The worker process holds the buffers; the supervisor (HOST-501) names it.
-    HPID=$(sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$HLOG" | tail -n 1)
+    HPID=$(worker_pids "$HLOG" | tail -n 1)
     [ -n "$HPID" ] || HPID=$(sed -n 's/^<[0-9]>fwxhost\[\([0-9]*\)\].*/\1/p' "$HLOG" | head -n 1)
-    HPID=${HPID:-$HOST}
+    HPID=${HPID:-$HOST_PID}
 }
 
 stats_settled() {   # FILE: --stats into FILE once no connection is live
@@ -114,7 +72,7 @@ stats_settled() {   # FILE: --stats into FILE once no connection is live
 run_filter() {   # FLAVOUR NAME ROUNDS CONNS: sets BUFS/SESS/SOCKS/RECL/HOSTBUF/HOSTRECL/HELD/RSS[1..ROUNDS], WHY
     local fl=$1 name=$2 rounds=$3 conns=$4 round st tag=$1-$2
     BUFS=() SESS=() SOCKS=() RECL=() HOSTBUF=() HOSTRECL=() HELD=() RSS=() MAPS=()
-    start_host $fl $name $tag || return
+    leak_host $fl $name $tag || return
     for ((round = 1; round <= rounds; round++)); do
         "$FXPEER" client --connect 127.0.0.1:$LP --conns $conns --send 16384 --recv 16384 --seed 5 \
             --index-base $((round * 1000)) --timeout 60 > "$T/cli-$tag-$round.log" 2>&1 ||
@@ -128,7 +86,7 @@ run_filter() {   # FLAVOUR NAME ROUNDS CONNS: sets BUFS/SESS/SOCKS/RECL/HOSTBUF/
         RSS[$round]=$(rss_kb $HPID)
         MAPS[$round]=$(wc -l < /proc/$HPID/maps 2> /dev/null)
     done
-    stop $HOST; stop $SRV
+    stop_host $HOST_PID; stop_peer $SRV_PID
     WHY=${WHY#; }
 }
 
@@ -186,7 +144,7 @@ for fl in $FLAVOURS; do
     # A write through a pointer kept from an ended connection.
     tag=$fl-touch
     export FWX_LEAKER_TOUCH=1
-    if start_host $fl leaker $tag; then
+    if leak_host $fl leaker $tag; then
         why=
         rc=()
         for i in 1 2 3; do
@@ -196,7 +154,7 @@ for fl in $FLAVOURS; do
             stats_settled "$T/stats-$tag.txt" || why="$why; connection $i still live"
         done
         faults=$(col "$T/stats-$tag.txt" leaker 4)
-        stop $HOST; stop $SRV
+        stop_host $HOST_PID; stop_peer $SRV_PID
         [ "${rc[1]}" = 0 ] || why="$why; connection 1 failed: $(tail -n 1 "$T/cli-$tag-1.log")"
         [ "${rc[2]}" != 0 ] || why="$why; connection 2 carried its bytes although the filter wrote into reclaimed memory"
         [ "${rc[3]}" = 0 ] || why="$why; connection 3 failed: $(tail -n 1 "$T/cli-$tag-3.log")"
@@ -211,5 +169,4 @@ for fl in $FLAVOURS; do
     result "$fl leaker touching a reclaimed buffer: access violation logged (${n_fault:-?}x), only that connection ended (client exits ${rc[1]:-?}/${rc[2]:-?}/${rc[3]:-?})" \
         "${why#; }" "$HLOG"
 done
-echo "1..$n"
-[ $failed -eq 0 ]
+tl_done

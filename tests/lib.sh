@@ -2,7 +2,9 @@
 # environment (B, S, FLAVOURS, WINE32/WINE64), the temporary directory and
 # the cleanup trap (every pid in `pids` is stopped), TAP output (ok, not_ok,
 # skip, result, tl_done), fxpeer, port picking (free_port), waiting for a
-# log line (wait_for), starting and stopping fwxhost, and the network
+# log line (wait_for, count), test groups (tl_groups, want, tl_run_groups),
+# the test filters a test needs (need_filters),
+# starting and stopping fwxhost, nginx and dnsmasq servers, and the network
 # namespace helpers of the netns tests (tl_require, tl_netns,
 # tl_outbound_ns, tl_topology).
 #
@@ -96,6 +98,29 @@ tl_done() {     # plan, summary; the exit status is 0 iff nothing failed
     echo "1..$n"
     note "$((n - failed)) passed ($skipped skipped), $failed failed, $((SECONDS - t_start)) s"
     [ $failed -eq 0 ]
+}
+
+# ---------------------------------------------------------------- test groups
+# A test made of groups (test_GROUP FLAVOUR functions) runs the ones its
+# environment variable selects: tl_groups SELECTED (space-separated, the
+# default being all), then want GROUP is 0 when GROUP is to run, and
+# tl_run_groups GROUP... runs the wanted ones for each flavour built, timed.
+tl_groups() { GROUPS_RUN=" $1 "; }
+want() { [[ ${GROUPS_RUN:-} == *" $1 "* ]]; }
+tl_run_groups() {
+    local fl g t0 tg
+    for fl in $FLAVOURS; do
+        t0=$SECONDS
+        note "---- flavour $fl"
+        fwxhost_built $fl || continue
+        for g in "$@"; do
+            want $g || continue
+            tg=$SECONDS
+            test_$g $fl
+            note "$fl $g: $((SECONDS - tg)) s"
+        done
+        note "flavour $fl: $((SECONDS - t0)) s"
+    done
 }
 
 # ---------------------------------------------------------------- fxpeer
@@ -218,6 +243,49 @@ start_fwxhost() {
     shift
     run_host "$log" "$FWXHOST" "$@"
 }
+# need_filters FLAVOUR NAME...: sets DLL_<name> to each test filter's
+# path; 1 (and every absent one in MISSING) if one is not built.
+need_filters() {
+    local fl=$1 f
+    shift
+    MISSING=
+    for f in "$@"; do
+        printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
+        [ -f "$B/filters/$fl/$f.dll" ] ||
+            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
+    done
+    [ -z "$MISSING" ]
+}
+count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
+# two_rules_conf CONF COMMENT HOSTLINES NAME=DLL...: picks the ports pa, pb
+# (listening) and ta, tb (targets) and writes CONF: the ";" COMMENT, [host]
+# with HOSTLINES (newline-separated), a [filter NAME] per NAME=DLL, and the
+# publishing rules a (pa -> ta) and b (pb -> tb), every filter on both.
+two_rules_conf() {
+    local conf=$1 comment=$2 hostlines=$3 f
+    shift 3
+    free_port; pa=$PORT; free_port; pb=$PORT; free_port; ta=$PORT; free_port; tb=$PORT
+    {
+        printf '; %s\n[host]\n%s\n' "$comment" "$hostlines"
+        for f in "$@"; do printf '\n[filter %s]\npath = %s\n' "${f%%=*}" "${f#*=}"; done
+        printf '\n[rule a]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' "$pa" "$ta"
+        printf '\n[rule b]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' "$pb" "$tb"
+    } > "$conf"
+}
+# two_rules_start PREFIX ABYTES ASEED BBYTES BSEED CONF LOG [VAR=VALUE...]:
+# fxpeer servers on ta and tb (logs PREFIX-a.log, PREFIX-b.log; pids sa,
+# sb) sending ABYTES/BBYTES with seeds ASEED/BSEED, then fwxhost --config
+# CONF with the VARs in its environment (HOST_PID, log LOG); 0 once it is
+# ready, else 1 with the host and both servers stopped (HOST_RC set).
+two_rules_start() {
+    local prefix=$1 conf=$6 log=$7
+    start_server "$prefix-a.log" "$ta" "$2" "$3"; sa=$SRV_PID
+    start_server "$prefix-b.log" "$tb" "$4" "$5"; sb=$SRV_PID
+    shift 7
+    start_host "$log" env "$@" "$FWXHOST" --config "$conf" && return 0
+    stop_host "$HOST_PID"; stop_peer "$sa"; stop_peer "$sb"
+    return 1
+}
 # worker_pids LOG: the worker pids fwxhost's supervisor logged it started.
 worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
 
@@ -277,6 +345,27 @@ EOF
     return 1
 }
 
+# ---------------------------------------------------------------- dnsmasq
+# tl_dnsmasq ADDR PORT [NS]: dnsmasq (in namespace NS, if given) answering
+# example.test with 10.1.2.3 on ADDR:PORT, log $T/dnsmasq.log; sets
+# DNSMASQ_PID; 0 once a dig from the same namespace gets that answer
+# (within about 5 s), else 1.
+tl_dnsmasq() {
+    local run=()
+    [ -n "${3:-}" ] && run=(ip netns exec "$3")
+    "${run[@]}" dnsmasq --no-daemon --conf-file=/dev/null --port="$2" --listen-address="$1" \
+        --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
+        > "$T/dnsmasq.log" 2>&1 &
+    DNSMASQ_PID=$!
+    pids+=("$DNSMASQ_PID")
+    for _ in $(seq 1 50); do
+        [ "$("${run[@]}" dig @"$1" -p "$2" example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] &&
+            return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ---------------------------------------------------------------- replay scripts
 # script_bytes PREFIX FILE: the bytes of every line of an fwxreplay script
 # starting with PREFIX ("server: ", "client received: ", ...), its quoted
@@ -320,10 +409,14 @@ tl_netns() {    # NAME...: creates the namespaces (lo up); deleted at exit
 
 # tl_outbound_ns PREFIX: one namespace ns=PREFIX$$ (inns runs a command in
 # it) where uid 65534's TCP connections to 127.0.0.3:8080 are redirected
-# (iptables REDIRECT) to port 3128, an outbound rule's port; skip_all if
-# the namespace or the NAT rule cannot be made.
+# (iptables REDIRECT) to port 3128, an outbound rule's port; skip_all
+# unless root, ip, iptables and setpriv (the client runs as uid 65534) are
+# there, or if the namespace or the NAT rule cannot be made. $T becomes
+# readable to that client.
 inns() { ip netns exec "$ns" "$@"; }
 tl_outbound_ns() {
+    tl_require root ip iptables setpriv
+    chmod 755 "$T"
     ns=$1$$
     tl_netns "$ns" 2> "$T/netns.err" ||
         skip_all "cannot create a network namespace ($(tr '\n' ' ' < "$T/netns.err"))"

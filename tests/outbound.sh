@@ -17,8 +17,6 @@ TL_WHAT="outbound rule in a network namespace"
 TL_TAIL=20
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tl_setup fwx-outbound
-tl_require root ip iptables setpriv
-chmod 755 "$T"
 # Connections by uid 65534 to 127.0.0.3:8080 go to the host on 127.0.0.1:3128.
 tl_outbound_ns fwxout
 tl_fxpeer

@@ -215,18 +215,8 @@ udp_bytes() {
 }
 DNSCAP=
 if [ -n "$HAVE_TCPDUMP" ] && command -v dnsmasq > /dev/null && command -v dig > /dev/null; then
-    while :; do
-        free_port; dp=$PORT
-        grep -q "$(printf ':%04X ' $dp)" /proc/net/udp /proc/net/udp6 2> /dev/null || break
-    done
-    dnsmasq --no-daemon --conf-file=/dev/null --port=$dp --listen-address=127.0.0.1 \
-        --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
-        > "$T/dnsmasq.log" 2>&1 &
-    dpid=$!; pids+=($dpid)
-    for _ in $(seq 1 50); do
-        [ "$(dig @127.0.0.1 -p $dp example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] && break
-        sleep 0.1
-    done
+    free_port; dp=$PORT     # free for UDP too
+    tl_dnsmasq 127.0.0.1 $dp
     two_digs() {    # a short name, then a long one (two flows: dig's ports differ)
         [ "$(dig @127.0.0.1 -p $dp example.test +short +time=2 +tries=1)" = 10.1.2.3 ] &&
             [ "$(dig @127.0.0.1 -p $dp a-rather-long-host-name.example.test +short +time=2 +tries=1)" = 10.1.2.3 ]
@@ -236,7 +226,7 @@ if [ -n "$HAVE_TCPDUMP" ] && command -v dnsmasq > /dev/null && command -v dig > 
     else
         not_ok "tcpdump capture of dig <-> dnsmasq" "${CAP_WHY}" "$T/dig.log" "$T/dnsmasq.log" "$T/dns.pcap.log"
     fi
-    kill -TERM $dpid 2> /dev/null; wait $dpid 2> /dev/null; forget_pid $dpid
+    stop_peer $DNSMASQ_PID
 else
     skip "tcpdump, dnsmasq or dig not installed: DNS capture replay"
 fi

@@ -17,81 +17,38 @@
 #     datagrams are dropped (logged once) until some sessions end.
 # TAP; environment as for tests/fwxhost.sh.
 set -u
-B=$(cd "${FWX_BUILDDIR:?FWX_BUILDDIR not set}" && pwd)
-: "${WINEPREFIX:?WINEPREFIX not set}"
-export WINEPREFIX WINEDEBUG=${WINEDEBUG:--all}
+TL_TAIL=15
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 peer=$B/tests/peers/udppeer
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift;
-           for f in "$@"; do [ -f "$f" ] && tail -n 15 "$f" | sed 's/^/#   | /'; done; }
 for tool in dnsmasq dig; do
     if ! command -v $tool > /dev/null; then
         echo "1..0 # SKIP $tool is not installed"
         exit 77
     fi
 done
-T=$(mktemp -d /tmp/fwx-udp.XXXXXX) || exit 99
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
-    rm -rf "$T"
+tl_setup fwx-udp
+start_host() {  # NAME: config $T/NAME.ini, log $T/NAME.log; sets HOST_PID
+    run_host "$T/$1.log" "$FWXHOST" --config "$T/$1.ini"
 }
-trap cleanup EXIT
-trap 'exit 99' INT TERM HUP
-# Ports free for TCP and UDP (dnsmasq takes both), pid-seeded.
-free_port() {
-    local p
-    for p in $(shuf -i 20000-32000 -n 100 --random-source=<(yes $$)); do
-        (exec 3<> /dev/tcp/127.0.0.1/$p) 2> /dev/null && continue
-        ss -Hlun "sport = :$p" 2> /dev/null | grep -q . && continue
-        case " ${used:-} " in *" $p "*) continue ;; esac
-        used="${used:-} $p"; echo "$p"; return
-    done
-}
-wait_ready() {  # LOG PID
-    for _ in $(seq 1 300); do
-        grep -q 'fwxhost: ready' "$1" 2> /dev/null && return 0
-        kill -0 "$2" 2> /dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-hp=
-start_host() {  # NAME: config $T/NAME.ini, log $T/NAME.log
-    "$B/bin/fwxhost" --config "$T/$1.ini" 2> "$T/$1.log" &
-    hp=$!
-    pids+=($hp)
-    wait_ready "$T/$1.log" $hp
-}
-stop_host() {  # NAME: the host stops cleanly, every buffer and connection released
-    local rc
-    kill -TERM $hp 2> /dev/null
-    wait $hp 2> /dev/null
-    rc=$?
-    if [ $rc = 0 ] && ! grep -q 'still referenced\|released more often' "$T/$1.log" &&
+# udp_host_stops NAME: stops the host; a check that it stopped cleanly,
+# every buffer and connection released.
+udp_host_stops() {
+    stop_host
+    if [ "$HOST_RC" = 0 ] && ! grep -q 'still referenced\|released more often' "$T/$1.log" &&
        grep -q 'NOTICE: stopped:' "$T/$1.log"; then
         ok "$1: fwxhost stops cleanly with UDP connections open (exit 0, no buffer left referenced)"
     else
-        not_ok "$1: fwxhost stops cleanly with UDP connections open (exit $rc)" "$T/$1.log"
+        fail "$1: fwxhost stops cleanly with UDP connections open (exit $HOST_RC)" "$T/$1.log"
     fi
 }
 
-dns=$(free_port)
-dnsmasq --no-daemon --conf-file=/dev/null --port=$dns --listen-address=127.0.0.1 \
-    --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
-    > "$T/dnsmasq.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do
-    [ "$(dig @127.0.0.1 -p $dns example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] && break
-    sleep 0.1
-done
+free_port; dns=$PORT
+tl_dnsmasq 127.0.0.1 $dns
 
 for flavour in ${FWX_FLAVOURS:-x64}; do
     dll=$B/filters/$flavour/dnsguard.dll
     # ---- features: dnsguard with its ExternalAddress log, a UDP and a TCP rule
-    uport=$(free_port) tport=$(free_port)
+    free_port; uport=$PORT; free_port; tport=$PORT
     glog=$T/guard-$flavour.txt
     cat > "$T/feat-$flavour.ini" << EOF
 [host]
@@ -113,7 +70,7 @@ target = 127.0.0.1:$dns
 EOF
     export FWX_DNSGUARD_LOG=$glog FWX_DNSGUARD_EXTADDR=1 FWX_DNSGUARD_TCP=1
     if ! start_host feat-$flavour; then
-        not_ok "$flavour: fwxhost starts with a UDP rule" "$T/feat-$flavour.log"
+        fail "$flavour: fwxhost starts with a UDP rule" "$T/feat-$flavour.log"
         continue
     fi
     unset FWX_DNSGUARD_LOG FWX_DNSGUARD_EXTADDR FWX_DNSGUARD_TCP
@@ -121,13 +78,13 @@ EOF
     if [ "$got" = 10.1.2.3 ] && grep -q 'rule dns-udp: new UDP client' "$T/feat-$flavour.log"; then
         ok "$flavour: dig through fwxhost + dnsguard (UDP) gets 10.1.2.3"
     else
-        not_ok "$flavour: dig through fwxhost + dnsguard (UDP) gets 10.1.2.3 (got '$got')" \
+        fail "$flavour: dig through fwxhost + dnsguard (UDP) gets 10.1.2.3 (got '$got')" \
             "$T/feat-$flavour.log" "$glog"
     fi
     if grep -qx "bind 127.0.0.1:$uport attach=0x80004001" "$glog"; then
         ok "$flavour: fwx_Bind_Udp at rule start for the listening address; AttachDataFilter there is E_NOTIMPL"
     else
-        not_ok "$flavour: fwx_Bind_Udp at rule start for the listening address" "$glog"
+        fail "$flavour: fwx_Bind_Udp at rule start for the listening address" "$glog"
     fi
     # The seed: the source when receiving from the external side, the target when
     # receiving from the internal side. Both are dnsmasq here.
@@ -136,14 +93,14 @@ EOF
        ! grep '^recv ' "$glog" | grep -vqx "recv \(internal\|external\) ext=127.0.0.1:$dns"; then
         ok "$flavour: UDP ExternalAddress is the target (internal side) and the source (external side)"
     else
-        not_ok "$flavour: UDP ExternalAddress is the target (internal side) and the source (external side)" "$glog"
+        fail "$flavour: UDP ExternalAddress is the target (internal side) and the source (external side)" "$glog"
     fi
     got=$(dig @127.0.0.1 -p $tport example.test +tcp +short +time=3 +tries=1 2>&1)
     if [ "$got" = 10.1.2.3 ] && grep -qx 'recv internal ext=NULL' "$glog" &&
        grep -qx 'recv external ext=NULL' "$glog"; then
         ok "$flavour: TCP receives get a NULL ExternalAddress"
     else
-        not_ok "$flavour: TCP receives get a NULL ExternalAddress (dig: '$got')" "$glog"
+        fail "$flavour: TCP receives get a NULL ExternalAddress (dig: '$got')" "$glog"
     fi
     for kind in short response longname pointer qdcount; do
         case $kind in
@@ -156,7 +113,7 @@ EOF
 then answer 10.1.2.3" ] && grep -q "^drop $why len=" "$glog"; then
             ok "$flavour: malformed query ($kind) dropped and logged ($why); the next query passes"
         else
-            not_ok "$flavour: malformed query ($kind) dropped and logged ($why); the next query passes ($out)" "$glog"
+            fail "$flavour: malformed query ($kind) dropped and logged ($why); the next query passes ($out)" "$glog"
         fi
     done
     # Every client address above has been silent for > udp-timeout (1 s) after this.
@@ -166,13 +123,13 @@ then answer 10.1.2.3" ] && grep -q "^drop $why len=" "$glog"; then
     if [ "$clients" -ge 6 ] && [ "$expired" = "$clients" ]; then
         ok "$flavour: $clients UDP client addresses expired after udp-timeout"
     else
-        not_ok "$flavour: UDP client addresses expire after udp-timeout ($expired of $clients)" \
+        fail "$flavour: UDP client addresses expire after udp-timeout ($expired of $clients)" \
             "$T/feat-$flavour.log"
     fi
-    stop_host feat-$flavour
+    udp_host_stops feat-$flavour
 
     # ---- deny: IFWXUdpDestination::Deny for every destination
-    uport=$(free_port)
+    free_port; uport=$PORT
     glog=$T/guard-deny-$flavour.txt
     printf '[host]\nlog-level = info\ncontrol = %s\n\n[filter guard]\npath = %s\n\n' \
         "$T/ctl-$flavour.sock" "$dll" > "$T/deny-$flavour.ini"
@@ -192,17 +149,17 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
            [ "$(grep -c 'denied for 1 s: destination expired' "$hlog")" = 2 ]; then
             ok "$flavour: a denied destination gets no datagram and expires after udp-timeout"
         else
-            not_ok "$flavour: a denied destination gets no datagram and expires ($a / $b)" "$glog" "$hlog"
+            fail "$flavour: a denied destination gets no datagram and expires ($a / $b)" "$glog" "$hlog"
         fi
-        stop_host deny-$flavour
+        udp_host_stops deny-$flavour
     else
         unset FWX_DNSGUARD_LOG FWX_DNSGUARD_DENY
-        not_ok "$flavour: fwxhost starts (deny)" "$T/deny-$flavour.log"
+        fail "$flavour: fwxhost starts (deny)" "$T/deny-$flavour.log"
     fi
 
     # ---- chain: two data filters (dnsguard and a copy) on each connection; the
     # datagrams and their addresses cross an in-memory link (SendTo -> Recv)
-    uport=$(free_port)
+    free_port; uport=$PORT
     cp "$dll" "$T/dnsguard2-$flavour.dll"
     glog=$T/guard-chain-$flavour.txt
     printf '[host]\nlog-level = info\ncontrol = %s\n\n[filter guard]\npath = %s\n\n[filter guard2]\npath = %s\n\n' \
@@ -222,18 +179,18 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
            [ "$ex" = 4000 ] && [ "$other" = 0 ]; then
             ok "$flavour/chain: two filters, 2000 queries none lost; every Recv of both saw ExternalAddress = the target ($in + $ex)"
         else
-            not_ok "$flavour/chain: two filters ($out; internal $in, external $ex, other $other)" \
+            fail "$flavour/chain: two filters ($out; internal $in, external $ex, other $other)" \
                 "$T/chain-$flavour.log" "$glog"
         fi
-        stop_host chain-$flavour
+        udp_host_stops chain-$flavour
     else
         unset FWX_DNSGUARD_LOG FWX_DNSGUARD_EXTADDR
-        not_ok "$flavour/chain: fwxhost starts" "$T/chain-$flavour.log"
+        fail "$flavour/chain: fwxhost starts" "$T/chain-$flavour.log"
     fi
 
     # ---- load: 10 000 queries from 50 sources, with dnsguard and with no filter
     for mode in guard direct; do
-        uport=$(free_port)
+        free_port; uport=$PORT
         {
             printf '[host]\nlog-level = info\ncontrol = %s\n\n' "$T/ctl-$flavour.sock"
             [ $mode = guard ] && printf '[filter guard]\npath = %s\n\n' "$dll"
@@ -242,7 +199,7 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
         } > "$T/$mode-$flavour.ini"
         export FWX_DNSGUARD_LOG=$T/guard-load-$flavour.txt
         if ! start_host $mode-$flavour; then
-            not_ok "$flavour/$mode: fwxhost starts" "$T/$mode-$flavour.log"
+            fail "$flavour/$mode: fwxhost starts" "$T/$mode-$flavour.log"
             continue
         fi
         unset FWX_DNSGUARD_LOG
@@ -255,15 +212,15 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
            [ "$conns" = 50 ]; then
             ok "$flavour/$mode: 10000 queries from 50 sources, none lost, one connection per source ($out)"
         else
-            not_ok "$flavour/$mode: 10000 queries from 50 sources, none lost ($out; $conns connections)" \
+            fail "$flavour/$mode: 10000 queries from 50 sources, none lost ($out; $conns connections)" \
                 "$T/$mode-$flavour.log"
         fi
-        stop_host $mode-$flavour
+        udp_host_stops $mode-$flavour
     done
 
     # ---- [host] max-sessions counts UDP clients (HOST-901): with 2, a third client
     # address gets nothing (logged once) until the first two expire.
-    uport=$(free_port)
+    free_port; uport=$PORT
     printf '[host]\nlog-level = info\nmax-sessions = 2\ncontrol = %s\n\n' "$T/ctl-$flavour.sock" \
         > "$T/max-$flavour.ini"
     printf '[rule dns]\nprotocol = udp\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\nudp-timeout = 2\n' \
@@ -281,12 +238,11 @@ then no answer" ] && [ "$(grep -c '^deny 0x00000000' "$glog")" = 2 ] &&
            [ "$a3b" = "no answer" ] && [ "$a4" = "answer 10.1.2.3" ] && [ "$nlog" = 1 ] && [ "$nconn" = 3 ]; then
             ok "$flavour: max-sessions 2 holds for UDP clients: the 3rd and 4th get nothing (logged once), a 5th is served once 2 expired"
         else
-            not_ok "$flavour: max-sessions 2 holds for UDP clients ($a1 / $a2 / $a3 / $a3b / $a4; $nlog log lines, $nconn connections)" "$hlog"
+            fail "$flavour: max-sessions 2 holds for UDP clients ($a1 / $a2 / $a3 / $a3b / $a4; $nlog log lines, $nconn connections)" "$hlog"
         fi
-        stop_host max-$flavour
+        udp_host_stops max-$flavour
     else
-        not_ok "$flavour/max-sessions: fwxhost starts" "$T/max-$flavour.log"
+        fail "$flavour/max-sessions: fwxhost starts" "$T/max-$flavour.log"
     fi
 done
-echo "1..$n"
-[ $failed = 0 ]
+tl_done

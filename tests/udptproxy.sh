@@ -58,14 +58,7 @@ none_lost_by_host() {
     sd=$(sed -n 's/.* server-drops \([0-9]*\) .*/\1/p' <<< "$1")
     [ -n "$lost" ] && [ -n "$sd" ] && [ "$lost" -le "$sd" ]
 }
-ip netns exec $nsv dnsmasq --no-daemon --conf-file=/dev/null --port=53 --listen-address=10.201.2.2 \
-    --bind-interfaces --address=/example.test/10.1.2.3 --no-resolv --pid-file= \
-    > "$T/dnsmasq.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do
-    [ "$(ip netns exec $G dig @10.201.2.2 example.test +short +time=1 +tries=1 2> /dev/null)" = 10.1.2.3 ] && break
-    sleep 0.1
-done
+tl_dnsmasq 10.201.2.2 53 $nsv
 got=$(ip netns exec $C dig @10.201.2.2 example.test +short +time=1 +tries=1 2>&1)
 if [ "$got" != 10.1.2.3 ]; then
     ok "without fwxhost the client cannot reach the server (the gateway is the only path)"

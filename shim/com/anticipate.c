@@ -534,24 +534,39 @@ struct anticipation *anticipate_take_connect(struct session *s, const void *win_
 
 /* ------------------------------------------------------------ RedirectConnections */
 
+/* The caller's address IN when it names one (a specific IPv4 address, or an IPv6
+ * one): copied to *W, *GIVEN set. Else the session's *SAVED address of *SAVED_LEN
+ * bytes, read under its lock. Win32 layout; returns the length, <= 0 when there is
+ * none. Shared by RedirectConnections' and BindForClient's defaults (HOST-100). */
+static int given_or_saved(struct session *s, LPSOCKADDR in, DWORD in_len,
+                          const SOCKADDR_STORAGE *saved, const int *saved_len,
+                          SOCKADDR_STORAGE *w, BOOL *given)
+{
+    int wlen;
+
+    *given = in && in_len >= sizeof(SOCKADDR_IN) && in_len <= sizeof(*w) &&
+             ((in->sa_family == AF_INET && ((SOCKADDR_IN *)in)->sin_addr.s_addr != INADDR_ANY) ||
+              (in->sa_family == AF_INET6 && in_len >= sizeof(SOCKADDR_IN6)));
+    if (*given) {
+        memcpy(w, in, in_len);
+        return in_len;
+    }
+    EnterCriticalSection(&s->lock);
+    wlen = *saved_len;
+    memcpy(w, saved, sizeof(*w));
+    LeaveCriticalSection(&s->lock);
+    return wlen;
+}
+
 /* The internal address the client is told: the caller's IP if it gave one
  * (in,out), else the local address of the session's latest client
  * connection (HOST-100). Linux layout, port 0. */
 static int internal_address(struct session *s, LPSOCKADDR in, DWORD in_len, void *out, int *out_len)
 {
     SOCKADDR_STORAGE w;
-    int wlen = 0;
-    if (in && in_len >= sizeof(SOCKADDR_IN) && in_len <= sizeof(w) &&
-        ((in->sa_family == AF_INET && ((SOCKADDR_IN *)in)->sin_addr.s_addr != INADDR_ANY) ||
-         (in->sa_family == AF_INET6 && in_len >= sizeof(SOCKADDR_IN6)))) {
-        memcpy(&w, in, in_len);
-        wlen = in_len;
-    } else {
-        EnterCriticalSection(&s->lock);
-        wlen = s->last_local_len;
-        memcpy(&w, &s->last_local, sizeof(w));
-        LeaveCriticalSection(&s->lock);
-    }
+    BOOL given;
+    int wlen = given_or_saved(s, in, in_len, &s->last_local, &s->last_local_len, &w, &given);
+
     if (wlen <= 0 || fx_sa_from_win32(&w, wlen, out, out_len) != 0)
         return -1;
     ((struct sockaddr_in *)out)->sin_port = 0;    /* same offset for IPv6 */
@@ -707,22 +722,13 @@ HRESULT anticipate_redirect(struct session *s, LPSOCKADDR *addrs, DWORD len, DWO
 static int external_address(struct session *s, LPSOCKADDR in, DWORD in_len, void *out, int *out_len)
 {
     SOCKADDR_STORAGE w;
-    int wlen = 0;
-    if (in && in_len >= sizeof(SOCKADDR_IN) && in_len <= sizeof(w) &&
-        ((in->sa_family == AF_INET && ((SOCKADDR_IN *)in)->sin_addr.s_addr != INADDR_ANY) ||
-         (in->sa_family == AF_INET6 && in_len >= sizeof(SOCKADDR_IN6)))) {
-        memcpy(&w, in, in_len);
-        wlen = in_len;
-    } else {
-        EnterCriticalSection(&s->lock);
-        wlen = s->last_ext_len;
-        memcpy(&w, &s->last_ext, sizeof(w));
-        LeaveCriticalSection(&s->lock);
-        if (wlen > 0 && in && in_len >= sizeof(SOCKADDR_IN))
-            ((SOCKADDR_IN *)&w)->sin_port = ((SOCKADDR_IN *)in)->sin_port;
-        else if (wlen > 0)
-            ((SOCKADDR_IN *)&w)->sin_port = 0;
-    }
+    BOOL given;
+    int wlen = given_or_saved(s, in, in_len, &s->last_ext, &s->last_ext_len, &w, &given);
+
+    /* Our saved address, with the port of the caller's wildcard address if it gave one. */
+    if (!given && wlen > 0)
+        ((SOCKADDR_IN *)&w)->sin_port =
+            in && in_len >= sizeof(SOCKADDR_IN) ? ((SOCKADDR_IN *)in)->sin_port : 0;
     if (wlen <= 0 || fx_sa_from_win32(&w, wlen, out, out_len) != 0)
         return -1;
     return 0;

@@ -752,7 +752,7 @@ static int client_verdict(const struct cli_conn *c, const struct opts *o, char *
     return 0;
 }
 
-static int run_client(struct opts *o)
+static int run_client(const struct opts *o)
 {
     if (!o->connect || !o->have_send || !o->have_recv || !o->have_seed)
         die("client needs --connect, --send, --recv and --seed");
@@ -1571,6 +1571,16 @@ done:
     return 0;
 }
 
+/* The modes, by their name (argv[1]). */
+static const struct mode {
+    const char *name;
+    int (*run)(const struct opts *o);
+} modes[] = {
+    { "server", run_server }, { "client", run_client }, { "send", run_send },
+    { "sink", run_sink }, { "probe", run_probe }, { "hold", run_hold },
+    { "iserver", run_iserver }, { "iclient", run_iclient },
+};
+
 int main(int argc, char **argv)
 {
     struct opts o;
@@ -1580,22 +1590,9 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
         usage();
     parse_opts(argc, argv, &o);
-    if (!strcmp(argv[1], "server"))
-        return run_server(&o);
-    if (!strcmp(argv[1], "client"))
-        return run_client(&o);
-    if (!strcmp(argv[1], "send"))
-        return run_send(&o);
-    if (!strcmp(argv[1], "sink"))
-        return run_sink(&o);
-    if (!strcmp(argv[1], "probe"))
-        return run_probe(&o);
-    if (!strcmp(argv[1], "hold"))
-        return run_hold(&o);
-    if (!strcmp(argv[1], "iserver"))
-        return run_iserver(&o);
-    if (!strcmp(argv[1], "iclient"))
-        return run_iclient(&o);
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (!strcmp(argv[1], modes[i].name))
+            return modes[i].run(&o);
     fprintf(stderr, "fxpeer: unknown mode '%s'\n", argv[1]);
     usage();
 }
