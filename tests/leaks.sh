@@ -54,10 +54,14 @@ leak_host() {
     printf '[host]\ncontrol = %s\n%s[filter %s]\npath = %s\n[rule r]\nlisten = 127.0.0.1:%s\ntarget = 127.0.0.1:%s\n' \
         "$CTL" "${HOST_EXTRA:-}" $name "$B/filters/$fl/$name.dll" $LP $sp > "$T/$tag.conf"
     run_host "$HLOG" "$FWXHOST" --config "$T/$tag.conf" || { WHY="host did not start"; stop_peer $SRV_PID; return 1; }
-    # The worker process holds the buffers; the supervisor (HOST-501) names it.
-    HPID=$(worker_pids "$HLOG" | tail -n 1)
-    [ -n "$HPID" ] || HPID=$(sed -n 's/^<[0-9]>fwxhost\[\([0-9]*\)\].*/\1/p' "$HLOG" | head -n 1)
-    HPID=${HPID:-$HOST_PID}
+    # The worker process holds the buffers: the supervisor's child. (Its
+    # "started worker" line is logged at info only, and the first pid in
+    # the log may be the supervisor's, whose memory never grows.)
+    HPID=$(worker_of $HOST_PID) || {
+        WHY="no worker process under the supervisor $HOST_PID"
+        stop_host $HOST_PID; stop_peer $SRV_PID
+        return 1
+    }
 }
 
 stats_settled() {   # FILE: --stats into FILE once no connection is live

@@ -286,8 +286,20 @@ two_rules_start() {
     stop_host "$HOST_PID"; stop_peer "$sa"; stop_peer "$sb"
     return 1
 }
-# worker_pids LOG: the worker pids fwxhost's supervisor logged it started.
+# worker_pids LOG: the worker pids fwxhost's supervisor logged it started
+# (log-level info or debug only).
 worker_pids() { sed -n 's/.*supervisor: started worker pid \([0-9]*\).*/\1/p' "$1"; }
+# worker_of PID: prints the Wine worker process under supervisor PID (its
+# child; HOST-500), waiting up to 5 s for it; 1 if there is none.
+worker_of() {
+    local w
+    for _ in $(seq 1 50); do
+        w=$(pgrep -P "$1" | head -n 1)
+        [ -n "$w" ] && { echo "$w"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
 
 # ns_host NS CONF LOG READY [VAR=VALUE...]: fwxhost --config CONF in
 # namespace NS (environment FWX_FILTER_TRACE=1 and the VARs), stderr in LOG;
