@@ -17,6 +17,9 @@
 #      with a log line and exit status 1
 #   e. --no-supervisor: one process, SIGHUP is logged and survived
 #   f. the supervisor killed with SIGKILL: its worker stops by itself
+#   g. the worker's own options that take a value (--trace, --abi) leave
+#      the command line supervised: the worker is the launcher's child and
+#      serves a session
 #
 # Environment (set by make check): FWX_BUILDDIR, FWX_SRCDIR, FWX_FLAVOURS,
 # WINEPREFIX. Directly:
@@ -236,6 +239,30 @@ test_alone_and_orphan() {
     result "$fl supervisor killed (SIGKILL): worker $w stopped by itself in $((i / 10)).$((i % 10)) s" "$why" "$hlog"
 }
 
+# ---------------------------------------------------------------- g. worker options
+test_worker_options() {
+    local fl=$1 lp tp why="" hlog w srv
+    hlog=$T/opts-$fl-host.log
+    free_port; lp=$PORT; free_port; tp=$PORT
+    : > "$T/empty-abi.ini"
+    "$FXPEER" server --listen 127.0.0.1:$tp --send 4000 --seed 93 > "$T/opts-$fl-server.log" 2>&1 &
+    srv=$!
+    pids+=("$srv")
+    wait_for "$T/opts-$fl-server.log" '^ready' $srv 10
+    if ! start_host "$hlog" --filter "$B/filters/$fl/passthrough.dll" --listen 127.0.0.1:$lp \
+            --target 127.0.0.1:$tp --control "$T/opts.sock" --trace "$T/opts-$fl.trace" \
+            --abi "$T/empty-abi.ini"; then
+        not_ok "$fl --trace/--abi supervised" "fwxhost did not become ready" "$hlog"
+        stop_host $HOST_PID; stop_peer $srv; return
+    fi
+    w=$(worker_of $HOST_PID) || add "no worker process under the launcher: not supervised"
+    "$FXPEER" client --connect 127.0.0.1:$lp --conns 1 --send 1000 --recv 4000 --seed 93 --timeout 20 \
+        > "$T/opts-$fl-client.log" 2>&1 || add "client: $(tail -n 1 "$T/opts-$fl-client.log")"
+    grep -q 'CompleteAsyncIO' "$T/opts-$fl.trace" 2> /dev/null || add "the worker wrote no trace"
+    stop_host $HOST_PID; stop_peer $srv
+    result "$fl --trace and --abi: supervised (worker ${w:-?}), one session passed, traced" "$why" "$hlog"
+}
+
 for fl in $FLAVOURS; do
     if [ ! -f "$B/filters/$fl/hanger.dll" ] || [ ! -f "$B/filters/$fl/passthrough.dll" ]; then
         not_ok "$fl supervisor" "test filters not built in $B/filters/$fl"
@@ -245,6 +272,7 @@ for fl in $FLAVOURS; do
     test_restart $fl
     test_limit $fl
     test_alone_and_orphan $fl
+    test_worker_options $fl
 done
 
 tl_done

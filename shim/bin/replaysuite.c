@@ -21,7 +21,7 @@ static int takes_value(const char *a)
 {
     return !strcmp(a, "--filter") || !strcmp(a, "--chunking") || !strcmp(a, "--timeout") ||
            !strcmp(a, "--log-level") || !strcmp(a, "--junit") || !strcmp(a, "--pcap") ||
-           !strcmp(a, "--stream") || !strcmp(a, "--to-script");
+           !strcmp(a, "--stream") || !strcmp(a, "--to-script") || !strcmp(a, "--trace");
 }
 
 static int is_dir(const char *p)

@@ -43,6 +43,7 @@
 #include "fxconf.h"
 #include "fxctl.h"
 #include "fxinherit.h"
+#include "fxloop.h"
 #include "fxlog.h"
 #include "fxnet.h"
 #include "fxudp.h"
@@ -101,13 +102,6 @@ static struct {
     int ever_served;
     char no_control[300];       /* why the default control socket is missing */
 } S;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static const char *describe(int status, char *buf, size_t len)
 {
@@ -392,7 +386,7 @@ static struct worker *worker_start(unsigned use)
     w->use = use;
     w->ready_fd = sv[0];        /* polled until "ready" */
     w->control_fd = sv[0];      /* the same socket; owns it */
-    w->started = now_ms();
+    w->started = fx_now_ms();
     fx_log(FX_LOG_INFO, "supervisor: started worker pid %d", (int)pid);
     return w;
 }
@@ -441,12 +435,12 @@ static void begin_stop(int status)
     /* The worker drains, ends filters' sockets (5 s), notices stuck
      * threads (hang-timeout); past all of that, SIGKILL. */
     unsigned hang = S.cfg ? S.cfg->host.hang_timeout : 30;
-    S.kill_at = now_ms() + ((uint64_t)S.drain + hang + 20) * 1000;
+    S.kill_at = fx_now_ms() + ((uint64_t)S.drain + hang + 20) * 1000;
 }
 
 static void schedule_restart(void)
 {
-    uint64_t now = now_ms();
+    uint64_t now = fx_now_ms();
     unsigned limit = S.cfg->host.restart_limit, kept = 0;
 
     for (unsigned i = 0; i < S.nrestarts; i++)
@@ -660,6 +654,21 @@ int fwx_supervise_wanted(int argc, char **argv)
     return 1;
 }
 
+/* fwxhost's options that take a value and leave the command line
+ * supervisable; the supervisor reads some of them, the worker all. Any
+ * other option (--install, a typo) runs the worker alone, which then says
+ * what is wrong. */
+static int supervised_option(const char *a)
+{
+    static const char *const opts[] = { "--config", "--listen", "--target", "--control",
+                                        "--log-level", "--drain", "--workers", "--filter",
+                                        "--record", "--trace", "--abi", "--user" };
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+        if (!strcmp(a, opts[i]))
+            return 1;
+    return 0;
+}
+
 /* The options the supervisor needs; everything else is the worker's to
  * check. 0, or -1 when the command line is not one it can supervise (the
  * worker then says what is wrong). */
@@ -667,9 +676,7 @@ static int parse(int argc, char **argv, const char **level)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--config") || !strcmp(a, "--listen") || !strcmp(a, "--target") ||
-            !strcmp(a, "--control") || !strcmp(a, "--log-level") || !strcmp(a, "--drain") ||
-            !strcmp(a, "--workers") || !strcmp(a, "--filter") || !strcmp(a, "--record")) {
+        if (supervised_option(a)) {
             if (!v)
                 return -1;
             i++;
@@ -764,7 +771,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
                 p[np].events = POLLIN;
                 pw[np++] = &S.workers[i];
             }
-        uint64_t now = now_ms();
+        uint64_t now = fx_now_ms();
         int timeout = 1000;
         if (S.restart_at)
             timeout = S.restart_at > now ? (int)(S.restart_at - now < 1000 ? S.restart_at - now : 1000) : 0;
@@ -787,7 +794,7 @@ int fwx_supervise(int argc, char **argv, int (*launch)(int, char **))
                 begin_stop(0);
             }
         }
-        now = now_ms();
+        now = fx_now_ms();
         if (S.restart_at && now >= S.restart_at && !S.stopping) {
             S.restart_at = 0;
             if (!S.pending && !(S.serving = worker_start(USE_CUR))) {

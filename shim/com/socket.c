@@ -638,8 +638,7 @@ void sock_abort_all(struct sock *s, DWORD error)
     if (s->kind == SOCK_DATAGRAM && s->fd >= 0) {
         if (s->owns_fd) {
             fx_loop_del_fd(c->worker->loop, s->fd);
-            fx_udp_emulate_end(s->fd);
-            close(s->fd);
+            fx_udp_close(s->fd);
         }
         s->fd = -1;
     }

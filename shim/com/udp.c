@@ -186,7 +186,7 @@ void udp_conn_ended(struct connection *c)
         c->client_fd = -1;      /* the rule's socket: never closed by a connection */
     if (uc->direct && uc->peer_fd >= 0) {
         fx_loop_del_fd(ur->w->loop, uc->peer_fd);
-        close(uc->peer_fd);
+        fx_udp_close(uc->peer_fd);      /* fwxreplay emulates it (peer_hook) */
         if (c->client_fd == uc->peer_fd)
             c->client_fd = -1;
     }
@@ -307,13 +307,8 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
     }
     uc = s ? calloc(1, sizeof(*uc)) : NULL;
     c = uc ? connection_create(w, rule, s) : NULL;
-    if (ur->outbound && s) {
-        if (c)
-            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
-        else
-            session_unpin(s);
-        IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
-    }
+    if (ur->outbound && s)
+        connection_keep_client_session(c, s);
     if (!c) {
         free(uc);
         fx_log(FX_LOG_WARN, "rule %s: out of memory for UDP client %s", rname(ur), who);
@@ -584,8 +579,7 @@ void udp_rule_stop(struct rule *rule)
     if (!ur || ur->fd < 0)
         return;
     fx_loop_del_fd(ur->w->loop, ur->fd);
-    fx_udp_emulate_end(ur->fd);
-    close(ur->fd);
+    fx_udp_close(ur->fd);
     ur->fd = -1;
     if (ur->dropped)
         fx_log(FX_LOG_INFO, "rule %s: %llu datagrams dropped (denied, unknown or queue full)",

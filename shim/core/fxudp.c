@@ -127,6 +127,12 @@ void fx_udp_emulate_end(int fd)
         emus[fd].on = 0;
 }
 
+void fx_udp_close(int fd)
+{
+    fx_udp_emulate_end(fd);
+    close(fd);
+}
+
 int fx_udp_getsockname(int fd, void *sa, int *salen)
 {
     struct emu *e = emu_of(fd);

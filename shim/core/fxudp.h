@@ -54,6 +54,9 @@ int fx_udp_transparent_peer(const void *local, int locallen, const void *peer, i
 int fx_udp_socketpair(int fds[2]);
 int fx_udp_emulate(int fd, const void *local, int locallen, const void *peer, int peerlen);
 void fx_udp_emulate_end(int fd);
+/* close(fd), ending its emulation first: the next socket that gets the
+ * same number must not inherit fake addresses. */
+void fx_udp_close(int fd);
 /* The local address: the emulated one, else getsockname. 0 or -errno. */
 int fx_udp_getsockname(int fd, void *sa, int *salen);
 
