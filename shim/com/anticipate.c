@@ -515,6 +515,11 @@ static BOOL connect_matches(const struct anticipation *a, const struct session *
 struct anticipation *anticipate_take_connect(struct session *s, const void *win_target, int len)
 {
     struct anticipation *found = NULL;
+    /* Every outbound connection asks; almost always nothing is registered,
+     * so skip the global lock then. A filter registers before its client
+     * can learn the port (the syscalls in between order the store). */
+    if (!*(struct anticipation *volatile *)&registry)
+        return NULL;
     reg_setup();
     EnterCriticalSection(&reg_lock);
     for (struct anticipation *a = registry; a; a = a->next)

@@ -539,6 +539,18 @@ static void start_connect(struct connection *c)
                                       connect_timeout, c);
 }
 
+/* host_client_session gave s pinned and referenced: the pin goes to c
+ * until its teardown (or is dropped when c could not be made), the
+ * reference is dropped (c holds its own). */
+void connection_keep_client_session(struct connection *c, struct session *s)
+{
+    if (c)
+        c->pins_session = TRUE;
+    else
+        session_unpin(s);
+    IFWXSession_Release(session_iface(s));
+}
+
 struct connection *connection_create(struct worker *w, struct rule *rule, struct session *s)
 {
     struct connection *c = calloc(1, sizeof(*c));
@@ -636,13 +648,8 @@ static struct connection *accept_events(struct worker *w, struct rule *rule, int
         return NULL;
     }
     c = connection_create(w, rule, s);
-    if (outbound) {
-        if (c)
-            c->pins_session = TRUE;   /* host_client_session's pin: until teardown */
-        else
-            session_unpin(s);
-        IFWXSession_Release(session_iface(s));   /* host_client_session's reference */
-    }
+    if (outbound)
+        connection_keep_client_session(c, s);
     if (!c) {
         fx_close_abort(client_fd);
         return NULL;

@@ -277,6 +277,9 @@ void connection_bind_object_end(struct connection *c);
  * (ends of a dgram connection are sock_create_dgram; c->socks[0] is then
  * the client end) and the teardown (loop thread). */
 struct connection *connection_create(struct worker *w, struct rule *rule, struct session *s);
+/* Outbound: the pinned, referenced session host_client_session returned
+ * now belongs to c (c may be NULL: the pin is dropped). */
+void connection_keep_client_session(struct connection *c, struct session *s);
 void connection_set_addr(unsigned char *lin, int *lin_len, SOCKADDR_STORAGE *win, int *win_len,
                          const void *sa, int len);
 void connection_start_pump(struct connection *c);

@@ -61,19 +61,22 @@ static LONG stripe_lock[STRIPES];
 static struct fx_tls charge_tls = FX_TLS_INIT;
 static BOOL cache_put(struct iobuffer *b);
 
-/* Leaf spin locks: nothing but list work (and a reclaim's two syscalls)
- * runs under them. */
-static void stripe_enter(unsigned i)
+/* Leaf spin locks (the charge stripes, the shared pool): nothing but list
+ * work (and a reclaim's two syscalls) runs under them. */
+static void spin_enter(LONG *lock)
 {
-    for (int spins = 0; InterlockedCompareExchange(&stripe_lock[i], 1, 0); spins++)
+    for (int spins = 0; InterlockedCompareExchange(lock, 1, 0); spins++)
         if (spins > 64)
             SwitchToThread();
 }
 
-static void stripe_leave(unsigned i)
+static void spin_leave(LONG *lock)
 {
-    InterlockedExchange(&stripe_lock[i], 0);
+    InterlockedExchange(lock, 0);
 }
+
+static void stripe_enter(unsigned i) { spin_enter(&stripe_lock[i]); }
+static void stripe_leave(unsigned i) { spin_leave(&stripe_lock[i]); }
 
 /* Out of its charge's list, if in one; returns whether it was reclaimed. */
 static BOOL uncharge(struct iobuffer *b)
@@ -322,17 +325,6 @@ static struct {
     unsigned count;
 } shared;
 
-static void shared_enter(void)
-{
-    for (int spins = 0; InterlockedCompareExchange(&shared.lock, 1, 0); spins++)
-        if (spins > 64)
-            SwitchToThread();
-}
-
-static void shared_leave(void)
-{
-    InterlockedExchange(&shared.lock, 0);
-}
 
 struct thread_cache {
     struct iobuffer *free;      /* linked through ->original */
@@ -374,12 +366,12 @@ static struct iobuffer *cache_take(size_t inline_size)
     }
     if (!shared.free)           /* a racy peek: an empty pool costs no lock */
         return NULL;
-    shared_enter();
+    spin_enter(&shared.lock);
     if ((b = shared.free)) {
         shared.free = (struct iobuffer *)b->original;
         shared.count--;
     }
-    shared_leave();
+    spin_leave(&shared.lock);
     return b;
 }
 
@@ -395,14 +387,14 @@ static BOOL cache_put(struct iobuffer *b)
         tc->count++;
         return TRUE;
     }
-    shared_enter();
+    spin_enter(&shared.lock);
     if (shared.count < SHARED_MAX) {
         b->original = (IFWXIOBuffer *)shared.free;
         shared.free = b;
         shared.count++;
         kept = TRUE;
     }
-    shared_leave();
+    spin_leave(&shared.lock);
     return kept;
 }
 

@@ -143,6 +143,14 @@ struct netsock {
 };
 
 static struct fx_vtbl_IFWXNetworkSocket netsock_vtbl, netsock_vtbl_tmg;
+
+/* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt.
+ * While an auto profile is not settled (FilterInit), the ISA 2000 order. */
+static const IFWXNetworkSocketVtbl *ns_vtbl_for(const struct fx_filter *f)
+{
+    return f && f->profile == FX_PROFILE_TMG && !f->profile_tentative ? &netsock_vtbl_tmg.vtbl
+                                                                      : &netsock_vtbl.vtbl;
+}
 static LONG next_id;
 static LONG next_worker;
 
@@ -287,11 +295,7 @@ static struct netsock *ns_new(struct worker *w, struct fx_filter *owner, BOOL fr
         *hr = E_OUTOFMEMORY;
         return NULL;
     }
-    /* ABI-303: a tmg filter's IFWXNetworkSocket has SetSockOpt before GetSockOpt.
-     * While an auto profile is not settled (FilterInit), the ISA 2000 order. */
-    s->IFWXNetworkSocket_iface.lpVtbl =
-        owner && owner->profile == FX_PROFILE_TMG && !owner->profile_tentative
-            ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
+    s->IFWXNetworkSocket_iface.lpVtbl = ns_vtbl_for(owner);
     s->ref = 1;
     s->holds = 1;
     InitializeCriticalSection(&s->lock);
@@ -1284,8 +1288,7 @@ void netsock_settle_profile(struct fx_filter *f)
     AcquireSRWLockExclusive(&live_lock);
     for (struct netsock *s = live_head; s; s = s->live_next)
         if (s->owner == f)
-            s->IFWXNetworkSocket_iface.lpVtbl = f->profile == FX_PROFILE_TMG
-                                                    ? &netsock_vtbl_tmg.vtbl : &netsock_vtbl.vtbl;
+            s->IFWXNetworkSocket_iface.lpVtbl = ns_vtbl_for(f);
     ReleaseSRWLockExclusive(&live_lock);
 }
 

@@ -415,6 +415,21 @@ static BOOL port_in_ranges(const FwxFilterHookEvents *h, DWORD type, unsigned po
     return FALSE;
 }
 
+/* One event into one session filter: the guarded FirewallEventHandler
+ * call, inside the event's context (what AttachDataFilter and friends
+ * check, event_ctx_current). */
+static HRESULT call_handler(struct fx_filter *f, IFWXSessionFilter *sf, FwxFirewallEvent *ev,
+                            struct connection *conn)
+{
+    HRESULT hr;
+    struct event_ctx ctx = { ev->EventType, conn, f, NULL };
+    event_ctx_enter(&ctx);
+    GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
+                 IFWXSessionFilter_FirewallEventHandler(sf, ev));
+    event_ctx_leave(&ctx);
+    return hr;
+}
+
 /* Does a hook set ask for this event? A mask without any source bit is
  * read as "all sources" (reference 9.1.9 leaves it open; ABI decision). */
 static BOOL hooks_match(const FwxFilterHookEvents *h, DWORD type, DWORD source, unsigned port)
@@ -492,11 +507,7 @@ HRESULT session_raise(struct session *s, FwxFirewallEvent *ev, unsigned port,
         if (!(sf = entry_acquire(s, entry)))
             continue;
 
-        struct event_ctx ctx = { type, conn, f, NULL };
-        event_ctx_enter(&ctx);
-        GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
-                     IFWXSessionFilter_FirewallEventHandler(sf, ev));
-        event_ctx_leave(&ctx);
+        hr = call_handler(f, sf, ev, conn);
         entry_release(s, entry);
         if (hr == FX_E_FILTER_FAULT || hr == E_OUTOFMEMORY) {
             if (first_error == S_OK)
@@ -535,11 +546,7 @@ void session_raise_terminating(struct session *s, struct connection *conn)
     }
     for (int i = 0; i < n; i++) {
         struct fx_filter *f = targets[i]->filter;
-        struct event_ctx ctx = { fwx_ConnectionTerminating, conn, f, NULL };
-        event_ctx_enter(&ctx);
-        GUARDED_CALL(hr, f, "IFWXSessionFilter", "FirewallEventHandler",
-                     IFWXSessionFilter_FirewallEventHandler(sfs[i], &ev));
-        event_ctx_leave(&ctx);
+        hr = call_handler(f, sfs[i], &ev, conn);
         if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
             fx_log(FX_LOG_INFO, "filter %s: fwx_ConnectionTerminating handler returned 0x%08lx",
                    fx_filter_name(f), (unsigned long)hr);
@@ -554,11 +561,7 @@ HRESULT session_raise_one(struct session *s, IFWXSessionFilter *sf, struct fx_fi
     if (s->ended || (owner && owner->disabled))
         return FWX_E_TERMINATING;
     ev->EventSource = s->source;
-    struct event_ctx ctx = { ev->EventType, conn, owner, NULL };
-    event_ctx_enter(&ctx);
-    GUARDED_CALL(hr, owner, "IFWXSessionFilter", "FirewallEventHandler",
-                 IFWXSessionFilter_FirewallEventHandler(sf, ev));
-    event_ctx_leave(&ctx);
+    hr = call_handler(owner, sf, ev, conn);
     if (FAILED(hr) && hr != FWX_E_TERMINATING && hr != FX_E_FILTER_FAULT)
         fx_log(FX_LOG_INFO, "filter %s: FirewallEventHandler (event 0x%lx) returned 0x%08lx",
                fx_filter_name(owner), (unsigned long)ev->EventType, (unsigned long)hr);

@@ -375,10 +375,10 @@ int fx_loop_add_fd(fx_loop *loop, int fd, unsigned events, fx_io_cb cb, void *da
     io->armed = 0;
     io->exclusive = (events & FX_EXCLUSIVE) && (events & FX_READ);
     rc = fx_loop_arm(loop, fd, io, events);
-    if (rc < 0)
+    if (rc < 0) {
         io->exclusive = 0;
-    if (rc < 0)
         return rc;
+    }
     io->registered = 1;
     return 0;
 }

@@ -93,11 +93,6 @@ static uint32_t rd32(const uint8_t *b, int swap)
 
 /* ------------------------------------------------------------ flows */
 
-static int same_addr(const fx_sockaddr *a, int alen, const fx_sockaddr *b, int blen)
-{
-    return alen == blen && !memcmp(a, b, (size_t)alen);
-}
-
 static void make_addr(fx_sockaddr *sa, int *len, int v6, const uint8_t *ip, uint16_t port)
 {
     memset(sa, 0, sizeof(*sa));
@@ -124,13 +119,13 @@ static fx_pcap_flow *find_flow(fx_pcap *p, int proto, const fx_sockaddr *src, in
         fx_pcap_flow *f = &p->flows[i];
         if (f->proto != proto)
             continue;
-        if (same_addr(&f->client, f->client_len, src, srclen) &&
-            same_addr(&f->server, f->server_len, dst, dstlen)) {
+        if (fx_sa_equal(&f->client, f->client_len, src, srclen) &&
+            fx_sa_equal(&f->server, f->server_len, dst, dstlen)) {
             *dir = 0;
             return f;
         }
-        if (same_addr(&f->client, f->client_len, dst, dstlen) &&
-            same_addr(&f->server, f->server_len, src, srclen)) {
+        if (fx_sa_equal(&f->client, f->client_len, dst, dstlen) &&
+            fx_sa_equal(&f->server, f->server_len, src, srclen)) {
             *dir = 1;
             return f;
         }

@@ -652,7 +652,7 @@ fail:
 fx_relay *fx_relay_start(fx_loop *loop, int fd_a, int fd_b, unsigned flags,
                          fx_relay_done_cb done, void *arg)
 {
-    fx_relay_opts opts = { flags, 0, NULL, NULL };
+    fx_relay_opts opts = { .flags = flags };
     return fx_relay_start_opts(loop, fd_a, fd_b, &opts, done, arg);
 }
 

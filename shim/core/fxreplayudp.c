@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fxloop.h"
+
 #include "fxudp.h"
 
 #ifndef SIOCOUTQ
@@ -108,13 +110,6 @@ static int server_fd_of(const void *client, int client_len, const void *from, in
     return fd >= 0 ? fd : end_of(0, client, client_len, NULL, 0);
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int unread(int fd)
 {
     int n = 0;
@@ -181,8 +176,8 @@ static void collect(int rule_fd, fx_text *log, unsigned *to_client, unsigned *to
 static int settle(int fd, const fx_replay_udp_opts *o, unsigned bound, fx_replay_result *r,
                   int line)
 {
-    uint64_t until = now_ms() + bound;
-    while (fd >= 0 && unread(fd) > 0 && now_ms() < until)
+    uint64_t until = fx_now_ms() + bound;
+    while (fd >= 0 && unread(fd) > 0 && fx_now_ms() < until)
         usleep(200);
     if (fd >= 0 && unread(fd) > 0) {
         fx_text_printf(&r->notes, "note: line %d: the host did not read the datagram within "
