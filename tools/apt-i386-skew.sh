@@ -1,6 +1,6 @@
 #!/bin/bash
 # Installs Debian i386 packages next to their amd64 twins when the mirror's
-# i386 lists lag its amd64 lists (see docs/building.md, "i386 version skew").
+# i386 lists lag its amd64 lists (README.md, "Two commands": ./fwx deps runs it).
 #
 # A Multi-Arch: same library must have one version on both architectures.
 # When the i386 list offers an older (or newer) version than the installed
