@@ -161,6 +161,26 @@ probe() {   # HOST PORT DELAY
         cmd QUIT'
 }
 
+# check_actions RUN SECOND PATTERN DESC: for the publishing and the SecureNAT
+# set-up, $T/RUN-$f-SETUP.out (from probe) shows the first data connection
+# refused and the second SECOND, and $log names the set-up's action
+# (RedirectConnections or AllowFutureConnect, ACTION in DESC) with PATTERN.
+check_actions() {
+    local run=$1 second=$2 pattern=$3 setup o action desc
+    for setup in publish securenat; do
+        o=$T/$run-$f-$setup.out
+        action=RedirectConnections
+        [ $setup = securenat ] && action=AllowFutureConnect
+        desc="$f $setup: ${4//ACTION/$action}"
+        if grep -q '^first: refused' "$o" && grep -q "^second: $second" "$o" &&
+           grep -q "$action #[0-9]* .*$pattern" "$log"; then
+            ok "$desc"
+        else
+            fail "$desc" "$o" "$log"
+        fi
+    done
+}
+
 # Four transfers in one set-up: passive (EPSV down, PASV up), active (EPRT down, PORT up).
 transfers() {   # FLAVOUR SETUP URL LOG
     local f=$1 setup=$2 url=$3 log=$4 mode down up what ms t0 dest
@@ -248,17 +268,8 @@ for f in $FLAVOURS; do
         incl "${CURL[@]}" --ftp-pasv "ftp://$GW_IN:2121/down.bin" -o "$T/got.bin" 2> "$T/curl-$f-cancel.err"
         rc=$?
         stop_host
-        for setup in publish securenat; do
-            o=$T/cancel-$f-$setup.out
-            action=RedirectConnections
-            [ $setup = securenat ] && action=AllowFutureConnect
-            if grep -q '^first: refused' "$o" && grep -q '^second: refused' "$o" &&
-               grep -q "$action #[0-9]* .*cancelled by the filter" "$log"; then
-                ok "$f $setup: a cancelled $action refuses the data connection (twice)"
-            else
-                fail "$f $setup: a cancelled $action refuses the data connection" "$o" "$log"
-            fi
-        done
+        check_actions cancel refused 'cancelled by the filter' \
+            'a cancelled ACTION refuses the data connection (twice)'
         if [ $rc != 0 ] && [ ! -s "$T/got.bin" ] && ! grep -q 'established data connection' "$log"; then
             ok "$f: curl through a cancelling ftpproxy gets no data (curl exit $rc), no connection established"
         else
@@ -275,17 +286,8 @@ for f in $FLAVOURS; do
         probe $GW_IN 2121 2.5 > "$T/expire-$f-publish.out" 2>&1
         probe $SERVER 21 2.5 > "$T/expire-$f-securenat.out" 2>&1
         stop_host
-        for setup in publish securenat; do
-            o=$T/expire-$f-$setup.out
-            action=RedirectConnections
-            [ $setup = securenat ] && action=AllowFutureConnect
-            if grep -q '^first: refused' "$o" && grep -q '^second: connected' "$o" &&
-               grep -q "$action #[0-9]* .*expired (secondary-timeout)" "$log"; then
-                ok "$f $setup: an expired $action (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted"
-            else
-                fail "$f $setup: an expired $action refuses the late data connection" "$o" "$log"
-            fi
-        done
+        check_actions expire connected 'expired (secondary-timeout)' \
+            'an expired ACTION (FWX_FLAG_TIMEOUT, 1 s) refuses the late data connection; a fresh one is accepted'
     else
         fail "$f: fwxhost starts (expiry run)" "$log"
     fi

@@ -31,15 +31,8 @@ host_argv() {
     if [ "$1" = x86 ]; then HOST_ARGV=("$WINE32" "$B/bin/fwxhost-x86.exe.so")
     else HOST_ARGV=("$WINE64" "$B/bin/fwxhost-x64.exe.so"); fi
 }
-FWXHOST=$B/bin/fwxhost
-
-need_filter() {     # FLAVOUR NAME: sets DLL; 1 (and a message in MISSING) if absent
-    DLL=$B/filters/$1/$2.dll
-    MISSING=
-    [ -f "$DLL" ] && return 0
-    MISSING="filter not built: $DLL (is $2 in C_FILTERS/CXX_FILTERS and was 'make' run?)"
-    return 1
-}
+# FLAVOUR NAME: sets DLL; 1 (and a message in MISSING) if absent
+need_filter() { DLL=$B/filters/$1/$2.dll; need_filters "$1" "$2"; }
 
 # ---------------------------------------------------------------- a. bulk
 BULK_CONNS=100

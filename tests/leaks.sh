@@ -32,7 +32,6 @@ TL_TAIL=12
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 tl_setup fwxleaks
 tl_fxpeer
-rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status 2> /dev/null; }
 # col STATS FILTER N: column N of the filter's row in the --stats table
 col() { awk -v f="$2" -v k="$3" '$1 == f && NF >= 8 {print $k}' "$1" | tail -n 1; }
 host_live_buffers() { sed -n 's/.*host buffers \([0-9]*\) live.*/\1/p' "$1"; }

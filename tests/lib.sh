@@ -252,11 +252,12 @@ need_filters() {
     for f in "$@"; do
         printf -v "DLL_$f" '%s' "$B/filters/$fl/$f.dll"
         [ -f "$B/filters/$fl/$f.dll" ] ||
-            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS?)"
+            MISSING="${MISSING:+$MISSING; }filter not built: $B/filters/$fl/$f.dll (is $f in C_FILTERS or CXX_FILTERS, and was 'make' run?)"
     done
     [ -z "$MISSING" ]
 }
 count() { grep -c -- "$1" "$2" 2> /dev/null; }   # PATTERN FILE: matching lines (0 if none)
+rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status 2> /dev/null; }   # PID: resident KiB
 # two_rules_conf CONF COMMENT HOSTLINES NAME=DLL...: picks the ports pa, pb
 # (listening) and ta, tb (targets) and writes CONF: the ";" COMMENT, [host]
 # with HOSTLINES (newline-separated), a [filter NAME] per NAME=DLL, and the
@@ -282,7 +283,7 @@ two_rules_start() {
     start_server "$prefix-a.log" "$ta" "$2" "$3"; sa=$SRV_PID
     start_server "$prefix-b.log" "$tb" "$4" "$5"; sb=$SRV_PID
     shift 7
-    start_host "$log" env "$@" "$FWXHOST" --config "$conf" && return 0
+    run_host "$log" env "$@" "$FWXHOST" --config "$conf" && return 0
     stop_host "$HOST_PID"; stop_peer "$sa"; stop_peer "$sb"
     return 1
 }

@@ -29,7 +29,6 @@ tl_fxpeer
 HELD=${FWX_LIMITS_HELD:-10000}
 RSS_PER_CONN_KB=16
 stop() { stop_host "$1"; }    # PID: SIGTERM and reap
-rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status 2> /dev/null; }
 live() { "$B/bin/fwxhost" --stats --control "$T/ctl.sock" 2> /dev/null |
          sed -n 's/^host: connections [0-9]* total, \([0-9]*\) live.*/\1/p'; }
 
