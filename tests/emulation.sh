@@ -41,15 +41,7 @@ listen = 127.0.0.1:3128
 listen = 127.0.0.1:3129
 target = 127.0.0.1:9
 EOF
-    : > "$log"
-    FWX_FILTER_TRACE=1 ip netns exec "$ns" "$B/bin/fwxhost" --config "$T/emu-$f.ini" 2> "$log" &
-    hp=$!
-    pids+=($hp)
-    for _ in $(seq 1 150); do
-        [ "$(grep -c 'fwxhost: ready' "$log")" = 2 ] && break
-        kill -0 $hp 2> /dev/null || break
-        sleep 0.1
-    done
+    ns_host "$ns" "$T/emu-$f.ini" "$log" 2 || fail "$f: fwxhost starts with both rules ready" "$log"
     # Without the host nothing answers there: the client would be refused.
     out=$T/reply-$f.txt
     : > "$out"
@@ -69,9 +61,8 @@ EOF
     else
         fail "$f: inbound emulation answers a client of a publishing rule" "$T/client-in-$f.log" "$out" "$log"
     fi
-    kill -TERM $hp
-    wait $hp
-    rc=$?
+    stop_host
+    rc=$HOST_RC
     inchecks=(
         "EmulateConnection: 0x00000000, connection the accepted one"
         "second EmulateConnection: 0xc0040009"

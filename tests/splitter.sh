@@ -74,17 +74,9 @@ listen = $GW_IN:8000
 target = $ALPHA:8009
 EOF
     log=$d/host.log
-    FWX_FILTER_TRACE=1 SPLITTER_ROUTES="alpha=$ALPHA:8001,beta=$BETA:8002,bad=1.2.3" \
-        ip netns exec "$ng" "$B/bin/fwxhost" --config "$d/split.ini" 2> "$log" &
-    hp=$!
-    pids+=($hp)
-    for _ in $(seq 1 150); do
-        grep -q 'fwxhost: ready' "$log" && break
-        kill -0 $hp 2> /dev/null || break
-        sleep 0.1
-    done
-    if ! grep -q 'fwxhost: ready' "$log"; then
+    if ! ns_host "$ng" "$d/split.ini" "$log" 1 SPLITTER_ROUTES="alpha=$ALPHA:8001,beta=$BETA:8002,bad=1.2.3"; then
         fail "$f: fwxhost with the splitter filter starts in the gateway namespace" "$log"
+        stop_host
         for p in "${spids[@]}"; do kill -TERM $p; wait $p; done
         continue
     fi
@@ -98,9 +90,8 @@ EOF
         send "$T/$r.req" "$d/$r.reply"
         echo $? > "$d/$r.rc"
     done
-    kill -TERM $hp
-    wait $hp
-    hrc=$?
+    stop_host
+    hrc=$HOST_RC
     for p in "${spids[@]}"; do kill -TERM $p; wait $p; done
 
     # Routed clients: replies, and the servers' bytes.
