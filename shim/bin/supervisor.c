@@ -63,8 +63,7 @@ struct sock {
     char env_key[80];   /* its key in the handoff (fxinherit.h) */
     int fd;
     unsigned uses;      /* USE_CUR, USE_PEND: which configurations need it */
-    dev_t dev;          /* a control socket file, to remove only our own */
-    ino_t ino;
+    struct fx_ctl_file file;   /* a control socket file, to remove only our own */
     char *path;
 };
 
@@ -191,12 +190,10 @@ static struct sock *sock_new(const char *key, const char *env_key, int fd)
 
 static void sock_close(struct sock *s)
 {
-    struct stat st;
     close(s->fd);
     s->fd = -1;
     if (s->path) {
-        if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-            unlink(s->path);
+        fx_ctl_file_unlink(s->path, &s->file);
         free(s->path);
         s->path = NULL;
     }
@@ -218,14 +215,13 @@ static void socks_prune(void)
  * one line in err (the caller then clears use and calls socks_prune). */
 static int socks_bind(fx_config *cfg, unsigned use, char *err, size_t errlen)
 {
-    char text[80], addr[64], key[160], why[256];
+    char text[FX_INHERIT_KEYLEN], key[160], why[256];
     struct sock *s;
 
     for (size_t r = 0; r < cfg->nrules; r++) {
         fx_rule_conf *rc = &cfg->rules[r];
         int udp = rc->protocol == FX_PROTO_UDP;
-        fx_addr_format(&rc->listen, rc->listen_len, addr, sizeof(addr));
-        snprintf(text, sizeof(text), "%s%s", udp ? "udp " : "", addr);  /* fxinherit.h */
+        fx_inherit_rule_key(rc, text);
         if (!(s = sock_find(text))) {
             int fd = !udp ? fx_tcp_listen(&rc->listen, rc->listen_len, 1024, 0, why, sizeof(why))
                    : rc->type == FX_RULE_OUTBOUND
@@ -290,12 +286,8 @@ static int socks_bind(fx_config *cfg, unsigned use, char *err, size_t errlen)
             snprintf(err, errlen, "too many listening sockets");
             return -1;
         }
-        struct stat st;
         s->path = strdup(p);
-        if (stat(p, &st) == 0) {
-            s->dev = st.st_dev;
-            s->ino = st.st_ino;
-        }
+        fx_ctl_file_note(p, &s->file);
     }
     s->uses |= use;
     return 0;

@@ -271,9 +271,9 @@ static int add_listener(struct host *h, struct rule *rule, int w, int fd, unsign
  * EPOLLEXCLUSIVE, so one worker wakes per connection (HOST-500). */
 static int adopt_listeners(struct host *h, struct rule *rule, char *err, size_t errlen)
 {
-    char text[64];
-    fx_addr_format(&rule->conf->listen, rule->conf->listen_len, text, sizeof(text));
-    int fd = fx_inherited_fd(text);
+    char key[FX_INHERIT_KEYLEN];
+    fx_inherit_rule_key(rule->conf, key);
+    int fd = fx_inherited_fd(key);
     if (fd < 0)
         return listen_error(h, rule, "the supervisor handed down no listening socket for "
                             "this address (was the configuration changed while it started?)",

@@ -543,9 +543,8 @@ int udp_rule_open_fd(struct rule *rule, struct worker *w, int fd, char *err, siz
     } else if (fx_inherited()) {
         /* Under the supervisor: the socket it bound ("udp ADDR:PORT",
          * fxinherit.h); a reload's old worker closes its copy on drain. */
-        char key[80];
-        fx_addr_format(&rule->conf->listen, rule->conf->listen_len, key + 4, sizeof(key) - 4);
-        memcpy(key, "udp ", 4);
+        char key[FX_INHERIT_KEYLEN];
+        fx_inherit_rule_key(rule->conf, key);
         ur->fd = fx_inherited_fd(key);
         if (ur->fd < 0)
             snprintf(err, errlen, "the supervisor handed down no UDP socket for this address");

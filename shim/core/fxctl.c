@@ -23,8 +23,7 @@ struct fx_ctl {
     fx_loop *loop;
     int unix_fd, http_fd;
     char *path;
-    dev_t dev;
-    ino_t ino;
+    struct fx_ctl_file file;   /* the control socket file, when we bound it */
     char metrics_addr[FX_ADDRSTRLEN];
     fx_ctl_render_fn render;
     void *arg;
@@ -328,17 +327,31 @@ int fx_ctl_bind_unix(const char *path, int is_default, char *err, size_t errlen)
     return fd;
 }
 
-static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, size_t errlen)
+void fx_ctl_file_note(const char *path, struct fx_ctl_file *f)
 {
     struct stat st;
+    f->dev = f->ino = 0;
+    if (stat(path, &st) == 0) {
+        f->dev = (unsigned long long)st.st_dev;
+        f->ino = (unsigned long long)st.st_ino;
+    }
+}
+
+void fx_ctl_file_unlink(const char *path, const struct fx_ctl_file *f)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && (unsigned long long)st.st_dev == f->dev &&
+        (unsigned long long)st.st_ino == f->ino)
+        unlink(path);
+}
+
+static int open_unix(fx_ctl *ctl, const char *path, int is_default, char *err, size_t errlen)
+{
     int fd = fx_ctl_bind_unix(path, is_default, err, errlen);
 
     if (fd < 0)
         return -1;
-    if (stat(path, &st) == 0) {
-        ctl->dev = st.st_dev;
-        ctl->ino = st.st_ino;
-    }
+    fx_ctl_file_note(path, &ctl->file);
     ctl->unix_fd = fd;
     return 0;
 }
@@ -414,7 +427,6 @@ void fx_ctl_stop(fx_ctl *ctl)
 
 void fx_ctl_free(fx_ctl *ctl)
 {
-    struct stat st;
     if (!ctl)
         return;
     while (ctl->clients)
@@ -422,9 +434,7 @@ void fx_ctl_free(fx_ctl *ctl)
     if (ctl->unix_fd >= 0) {
         fx_loop_del_fd(ctl->loop, ctl->unix_fd);
         close(ctl->unix_fd);
-        /* Only our own file: another host may have replaced it. */
-        if (stat(ctl->path, &st) == 0 && st.st_dev == ctl->dev && st.st_ino == ctl->ino)
-            unlink(ctl->path);
+        fx_ctl_file_unlink(ctl->path, &ctl->file);
     }
     if (ctl->http_fd >= 0) {
         fx_loop_del_fd(ctl->loop, ctl->http_fd);

@@ -63,6 +63,14 @@ fx_ctl *fx_ctl_new_fds(const char *path, int is_default, int unix_fd, const void
  * (non-blocking, close-on-exec) or -1 with one line in err. */
 int fx_ctl_bind_unix(const char *path, int is_default, char *err, size_t errlen);
 
+/* The socket file a binder owns: noted right after binding, removed at the
+ * end only if it is still that file (another host may have replaced it). */
+struct fx_ctl_file {
+    unsigned long long dev, ino;
+};
+void fx_ctl_file_note(const char *path, struct fx_ctl_file *f);
+void fx_ctl_file_unlink(const char *path, const struct fx_ctl_file *f);
+
 /* The HTTP address actually bound ("127.0.0.1:9469"), or "" without one. */
 const char *fx_ctl_metrics_addr(const fx_ctl *ctl);
 

@@ -13,6 +13,7 @@
 
 #include "fxconf.h"
 #include "fxinherit.h"
+#include "fxnet.h"
 
 static struct {
     char key[80];
@@ -160,4 +161,11 @@ struct fx_config *fx_config_load_as_handed(const char *path, char *err, size_t e
     if (fd >= 0)
         return fx_config_load_fd(fd, path, err, errlen);
     return fx_config_load(path, err, errlen);
+}
+
+void fx_inherit_rule_key(const struct fx_rule_conf *rule, char key[FX_INHERIT_KEYLEN])
+{
+    size_t pre = rule->protocol == FX_PROTO_UDP ? 4 : 0;
+    memcpy(key, "udp ", pre);
+    fx_addr_format(&rule->listen, rule->listen_len, key + pre, FX_INHERIT_KEYLEN - pre);
 }

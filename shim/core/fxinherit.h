@@ -55,6 +55,12 @@ int fx_inherited(void);
 /* The fd handed down for key, or -1. */
 int fx_inherited_fd(const char *key);
 
+/* The key of a rule's listening socket ("ADDR:PORT", "udp ADDR:PORT"), for
+ * both sides of the handoff. */
+#define FX_INHERIT_KEYLEN 80      /* "udp " + FX_ADDRSTRLEN, rounded up */
+struct fx_rule_conf;
+void fx_inherit_rule_key(const struct fx_rule_conf *rule, char key[FX_INHERIT_KEYLEN]);
+
 /* fx_config_load(path), or from the "@config" copy when there is one. */
 struct fx_config *fx_config_load_as_handed(const char *path, char *err, size_t errlen);
 

@@ -14,6 +14,7 @@
 #include "fxpcap.h"
 
 #include "fxlog.h"
+#include "fxrecord.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -702,17 +703,11 @@ fx_script *fx_pcap_to_script(const fx_pcap *p, size_t n, const char *name, char 
         const fx_pcap_event *e = &f->ev[i];
         int rc = 0;
         if (e->type == FX_PCAP_DATA) {
-            /* Lines as fwxhost --record writes them: after '\n' from 1024
-             * bytes on, at 4096 bytes at the latest. */
+            /* Lines as fwxhost --record writes them. */
             const unsigned char *d = f->data ? f->data + e->off : NULL;
             size_t pos = 0;
             while (pos < e->len && !rc) {
-                size_t end = e->len - pos > 4096 ? pos + 4096 : e->len, cut = end;
-                for (size_t k = pos + 1024; k < end; k++)
-                    if (d[k - 1] == '\n') {
-                        cut = k;
-                        break;
-                    }
+                size_t cut = fx_rec_line_end(d, pos, e->len);
                 rc = push_step(s, e->dir ? FX_STEP_SERVER_SEND : FX_STEP_CLIENT_SEND, d + pos,
                                cut - pos);
                 pos = cut;

@@ -119,17 +119,21 @@ static void add_step(fx_rec *r, const char *text)
     r->steps++;
 }
 
+size_t fx_rec_line_end(const unsigned char *data, size_t pos, size_t len)
+{
+    size_t end = len - pos > LINE_HARD ? pos + LINE_HARD : len;
+    for (size_t k = pos + LINE_SOFT; k < end; k++)
+        if (data[k - 1] == '\n')
+            return k;
+    return end;
+}
+
 static void flush_run(fx_rec *r)
 {
     const char *verb = r->runside == FX_REC_SERVER ? "server: \"" : "client: \"";
     size_t i = 0;
     while (i < r->runlen) {
-        size_t end = r->runlen - i > LINE_HARD ? i + LINE_HARD : r->runlen, cut = end;
-        for (size_t k = i + LINE_SOFT; k < end; k++)
-            if (r->run[k - 1] == '\n') {
-                cut = k;
-                break;
-            }
+        size_t cut = fx_rec_line_end(r->run, i, r->runlen);
         fx_text_add(&r->body, verb, strlen(verb));
         fx_escape(&r->body, r->run + i, cut - i);
         fx_text_add(&r->body, "\"\n", 2);

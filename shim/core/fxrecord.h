@@ -58,4 +58,9 @@ size_t fx_rec_payload(const fx_rec *r);         /* bytes recorded (both sides) *
 int fx_rec_write(fx_rec *r, char *path, size_t pathlen, char *err, size_t errlen);
 void fx_rec_free(fx_rec *r);
 
+/* Where the script line starting at pos of data[0..len) ends: after a '\n'
+ * once it holds 1024 bytes, at 4096 bytes in any case. fwxhost --record and
+ * fwxreplay --pcap cut their send lines the same way. */
+size_t fx_rec_line_end(const unsigned char *data, size_t pos, size_t len);
+
 #endif /* FX_RECORD_H */

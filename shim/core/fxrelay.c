@@ -83,6 +83,7 @@ struct fx_dir {
 struct fx_relay {
     fx_loop *loop;
     fx_pipe_pool *pool;   /* the loop's; NULL only if it could not be made */
+    fx_pipe_pool *bufcache;   /* pool, when bufsize is the size it caches; else NULL */
     int splice;           /* FX_RELAY_SPLICE, no tap, and a pool */
     int fd[2];
     unsigned interest[2];
@@ -249,17 +250,16 @@ static void fx_dir_release_pipe(fx_relay *r, struct fx_dir *d, int reusable)
  * is sent. */
 static char *fx_buf_get(fx_relay *r)
 {
-    fx_pipe_pool *pool = r->pool;
-    if (pool != NULL && r->bufsize == FX_RELAY_DEFAULT_BUFSIZE && pool->nbufs > 0)
+    fx_pipe_pool *pool = r->bufcache;
+    if (pool != NULL && pool->nbufs > 0)
         return pool->bufs[--pool->nbufs];
     return malloc(r->bufsize);
 }
 
 static void fx_buf_put(fx_relay *r, char *buf)
 {
-    fx_pipe_pool *pool = r->pool;
-    if (pool != NULL && buf != NULL && r->bufsize == FX_RELAY_DEFAULT_BUFSIZE &&
-        pool->nbufs < FX_RELAY_BUF_CACHE) {
+    fx_pipe_pool *pool = r->bufcache;
+    if (pool != NULL && buf != NULL && pool->nbufs < FX_RELAY_BUF_CACHE) {
         pool->bufs[pool->nbufs++] = buf;
         return;
     }
@@ -625,6 +625,7 @@ fx_relay *fx_relay_start_opts(fx_loop *loop, int fd_a, int fd_b,
      * No pool (out of memory): copy mode with malloc still works. */
     r->pool = fx_pipe_pool_of(loop);
     r->splice = want_splice && r->pool != NULL;
+    r->bufcache = r->bufsize == FX_RELAY_DEFAULT_BUFSIZE ? r->pool : NULL;
     fx_dir_init(r, &r->dir[0], fd_a, fd_b);
     fx_dir_init(r, &r->dir[1], fd_b, fd_a);
 

@@ -248,9 +248,9 @@ long fx_udp_sendto(int fd, const void *buf, unsigned long len, const void *sa, i
     ssize_t n;
     struct emu *e = emu_of(fd);
 
-    if (e)
-        return sa ? fx_udp_frame_send(fd, e->local, e->locallen, sa, salen, buf, len)
-                  : fx_udp_frame_send(fd, e->local, e->locallen, e->peer, e->peerlen, buf, len);
+    if (e)      /* no address: the emulated connected peer */
+        return fx_udp_frame_send(fd, e->local, e->locallen, sa ? sa : e->peer,
+                                 sa ? salen : e->peerlen, buf, len);
     do
         n = sendto(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)sa,
                    sa ? (socklen_t)salen : 0);
