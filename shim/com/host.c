@@ -360,6 +360,7 @@ int host_start(struct host *h, fx_config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "cannot create the event loop of worker %d", w);
             return -1;
         }
+        fx_loop_set_poll_spin(h->workers[w].loop, cfg->host.poll_spin);
     }
     /* After the loops exist: filters may create network sockets in
      * FilterInit; their work waits on the loops until the workers start. */

@@ -35,7 +35,8 @@ static const char *const fx_host_keys[] = {
     "workers", "log-level", "max-sessions", "connect-timeout",
     "idle-timeout", "max-buffer", "trace", "max-faults", "on-disabled-filter",
     "hang-timeout", "control", "metrics", "record", "record-max-bytes", "user", "secondary-timeout",
-    "restart-limit", "restart-delay", "reload-drain", "session-timeout", "reclaim-leaks", NULL
+    "restart-limit", "restart-delay", "reload-drain", "session-timeout", "reclaim-leaks",
+    "poll-spin", NULL
 };
 static const char *const fx_filter_keys[] = {
     "path", "clsid", "enabled", "profile", "setting.NAME", NULL
@@ -278,6 +279,7 @@ fx_config *fx_config_new_empty(void)
     cfg->host.restart_delay = 1;
     cfg->host.reload_drain = 300;
     cfg->host.reclaim_leaks = 1;
+    cfg->host.poll_spin = FX_POLL_SPIN_DEFAULT;
     return cfg;
 }
 
@@ -472,6 +474,10 @@ static int fx_set_host(fx_config *cfg, const char *key, const char *value,
             return fx_bad_value(key, value, "a number from 1 to 64, or 0 for one per CPU core",
                                 msg, msglen);
         h->workers = (int)v;
+    } else if (strcasecmp(key, "poll-spin") == 0) {
+        if (fx_parse_uint(value, 1000, &v) < 0)
+            return fx_bad_value(key, value, "microseconds from 0 to 1000", msg, msglen);
+        h->poll_spin = (unsigned)v;
     } else if (strcasecmp(key, "log-level") == 0) {
         int lv = fx_log_level_parse(value);
         if (lv < 0)

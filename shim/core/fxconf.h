@@ -72,9 +72,11 @@ typedef struct fx_rule_conf {
 } fx_rule_conf;
 
 #define FX_UDP_TIMEOUT_DEFAULT 60
+#define FX_POLL_SPIN_DEFAULT   50   /* docs/BENCHMARKS.md, finding 23 */
 
 typedef struct fx_host_conf {
     int workers;              /* 0 = one per CPU core */
+    unsigned poll_spin;       /* microseconds a worker polls before sleeping (fxloop.h) */
     int log_level;            /* enum fx_log_level */
     unsigned max_sessions;
     unsigned connect_timeout; /* seconds */

@@ -90,6 +90,16 @@ void fx_timer_cancel(fx_loop *loop, fx_timer *timer);
  * request is consumed on return, so the loop can be run again; posted
  * tasks still queued then run in that next run. */
 int  fx_loop_run(fx_loop *loop);
+/* Before fx_loop_run (or on the loop thread).  After an epoll batch that
+ * had events, poll without sleeping for up to usec microseconds (yielding
+ * the CPU between polls) before blocking: the answer to what the batch
+ * sent usually arrives within a few microseconds, and catching it awake
+ * saves a sleep and a wake-up.  0, the default, blocks at once.  An idle
+ * loop spins once after its last event, then sleeps. */
+void fx_loop_set_poll_spin(fx_loop *loop, unsigned usec);
+/* Loop thread (or after the loop stopped): how many times the loop blocked
+ * in epoll_wait, and how many spins found an event. */
+void fx_loop_counters(const fx_loop *loop, uint64_t *sleeps, uint64_t *spin_hits);
 /* Any thread; the loop returns after finishing its current iteration. */
 void fx_loop_stop(fx_loop *loop);
 /* Nonzero when the calling thread is the one inside fx_loop_run. */

@@ -86,7 +86,7 @@ static const char good_conf[] =
     "idle-timeout = 0\n"
     "max-buffer = 128k\n"
     "trace = /var/log/fwx/trace.log\n"
-    "\n"
+    "poll-spin = 0\n"
     "# chain order is file order\n"
     "[filter first]\n"
     "    path = /opt/filters/a.dll\n"
@@ -120,6 +120,7 @@ static void check_good(const fx_config *c)
     char g[40];
 
     assert_int_equal(c->host.workers, 4);
+    assert_int_equal(c->host.poll_spin, 0);
     assert_int_equal(c->host.log_level, FX_LOG_DEBUG);
     assert_int_equal(c->host.max_sessions, 500);
     assert_int_equal(c->host.connect_timeout, 5);
@@ -227,6 +228,7 @@ static void test_defaults(void **state)
     c = fx_config_load(g_path, err, sizeof(err));
     assert_non_null(c);
     assert_int_equal(c->host.workers, 0);
+    assert_int_equal(c->host.poll_spin, 50);
     assert_int_equal(c->host.log_level, FX_LOG_INFO);
     assert_int_equal(c->host.max_sessions, 10000);
     assert_int_equal(c->host.connect_timeout, 10);
@@ -382,7 +384,7 @@ static void test_err_unknown_key(void **state)
                  "%s:2: unknown key 'foo' in [host] (known keys: workers, log-level, max-sessions, "
                  "connect-timeout, idle-timeout, max-buffer, trace, max-faults, on-disabled-filter, "
                  "hang-timeout, control, metrics, record, record-max-bytes, user, secondary-timeout, "
-                 "restart-limit, restart-delay, reload-drain, session-timeout, reclaim-leaks)");
+                 "restart-limit, restart-delay, reload-drain, session-timeout, reclaim-leaks, poll-spin)");
     expect_error("[host]\nmax-fault = 3\n",
                  "%s:2: unknown key 'max-fault' in [host] (did you mean 'max-faults'?)");
     expect_error("[filter f]\npath = a.dll\nsettings.Mode = x\n",
@@ -434,6 +436,8 @@ static void test_err_bad_values(void **state)
                  "%s:2: bad value '65' for 'workers' (expected a number from 1 to 64, or 0 for one per CPU core)");
     expect_error("[host]\nworkers = -1\n",
                  "%s:2: bad value '-1' for 'workers' (expected a number from 1 to 64, or 0 for one per CPU core)");
+    expect_error("[host]\npoll-spin = 1001\n",
+                 "%s:2: bad value '1001' for 'poll-spin' (expected microseconds from 0 to 1000)");
     expect_error("[host]\nlog-level = loud\n",
                  "%s:2: bad value 'loud' for 'log-level' (expected error, warn, notice, info or debug)");
     expect_error("[host]\nmax-sessions = 0\n",

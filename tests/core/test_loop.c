@@ -3,7 +3,7 @@
  * cross-thread posting, timers (order, cancel, self-cancel, re-arm), fd
  * removal inside a batch (no stale callbacks, even when the fd number is
  * reused), parking with events 0, taking over a registration, stop from
- * another thread.
+ * another thread, the bounded poll before sleeping.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -668,6 +668,80 @@ static void test_exclusive_shared_listener(void **state)
     close(lfd);
 }
 
+/* ---- poll spin --------------------------------------------------------- */
+
+/* The first byte arrives at once; its callback starts a thread that writes
+ * the second byte delay_ms later.  The counters are read in each callback. */
+struct spinrun {
+    fx_loop *loop;
+    int pfd[2];
+    unsigned delay_ms;
+    int seen;
+    uint64_t sleeps[2], hits[2];
+    pthread_t writer;
+};
+
+static void *spin_writer(void *arg)
+{
+    struct spinrun *r = arg;
+    usleep(r->delay_ms * 1000);
+    assert_int_equal(write(r->pfd[1], "b", 1), 1);
+    return NULL;
+}
+
+static void spin_read_cb(fx_loop *loop, int fd, unsigned events, void *data)
+{
+    struct spinrun *r = data;
+    char c;
+    (void)events;
+
+    assert_int_equal(read(fd, &c, 1), 1);
+    fx_loop_counters(loop, &r->sleeps[r->seen], &r->hits[r->seen]);
+    if (r->seen++ == 0)
+        assert_int_equal(pthread_create(&r->writer, NULL, spin_writer, r), 0);
+    else
+        fx_loop_stop(loop);
+}
+
+static void spin_run(struct spinrun *r, unsigned spin_us, unsigned delay_ms)
+{
+    memset(r, 0, sizeof(*r));
+    r->delay_ms = delay_ms;
+    r->loop = fx_loop_new();
+    assert_int_equal(pipe2(r->pfd, O_CLOEXEC | O_NONBLOCK), 0);
+    fx_loop_set_poll_spin(r->loop, spin_us);
+    assert_int_equal(fx_loop_add_fd(r->loop, r->pfd[0], FX_READ, spin_read_cb, r), 0);
+    assert_int_equal(write(r->pfd[1], "a", 1), 1);
+    assert_int_equal(fx_loop_run(r->loop), 0);
+    pthread_join(r->writer, NULL);
+    assert_int_equal(r->seen, 2);
+    fx_loop_del_fd(r->loop, r->pfd[0]);
+    close(r->pfd[0]);
+    close(r->pfd[1]);
+    fx_loop_free(r->loop);
+}
+
+/* An event due within the spin is caught without sleeping; one due after
+ * it is waited for asleep (the spin ends); without a spin the loop sleeps
+ * at once. */
+static void test_poll_spin(void **state)
+{
+    struct spinrun r;
+    (void)state;
+
+    spin_run(&r, 2000000, 20);       /* 2 s spin, byte after 20 ms */
+    assert_int_equal(r.sleeps[1], r.sleeps[0]);
+    assert_int_equal(r.hits[1], r.hits[0] + 1);
+
+    spin_run(&r, 10000, 200);        /* 10 ms spin, byte after 200 ms */
+    assert_int_equal(r.sleeps[1], r.sleeps[0] + 1);
+    assert_int_equal(r.hits[1], r.hits[0]);
+
+    spin_run(&r, 0, 20);
+    assert_int_equal(r.sleeps[1], r.sleeps[0] + 1);
+    assert_int_equal(r.hits[1], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -682,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_take_over),
         cmocka_unit_test(test_now_monotonic),
         cmocka_unit_test(test_exclusive_shared_listener),
+        cmocka_unit_test(test_poll_spin),
     };
     return cmocka_run_group_tests_name("fxloop", tests, NULL, NULL);
 }
