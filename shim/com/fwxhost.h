@@ -39,12 +39,12 @@
                   (iface), (method));                                          \
        E_NOTIMPL; })
 
-/* Per-thread pointers through Win32 TLS. Reading an ELF __thread variable
- * directly inside a WINAPI (ms_abi) function makes gcc 12 emit a call to
- * __tls_get_addr that clobbers RDI/RSI, which the Microsoft convention
- * says the callee preserves (caught by tests/host/test_abi.c). These
- * helpers are ordinary functions, so they are safe to call from WINAPI
- * methods. */
+/* Per-thread pointers. Reading an ELF __thread variable directly inside a
+ * WINAPI (ms_abi) function makes gcc 12 emit a call to __tls_get_addr that
+ * clobbers RDI/RSI, which the Microsoft convention says the callee
+ * preserves (caught by tests/host/test_abi.c). These helpers are ordinary,
+ * never-inlined functions that keep the values in ELF TLS, so they are
+ * safe to call from WINAPI methods. */
 struct fx_tls { LONG index; };      /* zero-initialised: not allocated yet */
 #define FX_TLS_INIT { 0 }
 void *fx_tls_get(struct fx_tls *t);

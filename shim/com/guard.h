@@ -42,7 +42,7 @@ struct guard_frame {
     struct guard_frame *outer;    /* nesting: filter -> host -> filter */
     DWORD code;                   /* exception code, once caught */
     void *address;                /* where it was raised */
-    unsigned long long start;     /* fx_now_ms() at guard_begin, for the watchdog */
+    unsigned long long start;     /* fx_now_coarse_ms() at guard_begin, for the watchdog */
     struct guard_slot *slot;      /* this thread's */
 };
 

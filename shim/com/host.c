@@ -516,7 +516,7 @@ void host_stop(struct host *h, unsigned drain_seconds)
 }
 
 /* The worker whose loop runs on the calling thread, or NULL (the main
- * thread, a filter's own thread). Cached per thread in Win32 TLS: __thread
+ * thread, a filter's own thread). Cached per thread with fx_tls_get: __thread
  * is unsafe in code called from WINAPI functions (fwxhost.h). */
 static struct fx_tls current_worker_tls = FX_TLS_INIT;
 

@@ -580,6 +580,13 @@ static uint64_t fx_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t fx_now_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* After a batch that had work, the next event is usually microseconds
  * away: the peer's answer to what the batch just sent.  Blocking for it
  * costs a context switch and, when the CPU then idles, a wake-up

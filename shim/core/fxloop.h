@@ -115,5 +115,9 @@ void fx_loop_slot_set(fx_loop *loop, int slot, void *ptr, void (*free_fn)(void *
 
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t fx_now_ms(void);
+/* CLOCK_MONOTONIC_COARSE in milliseconds: up to one clock tick (1-10 ms)
+ * behind fx_now_ms, and a quarter of its cost (no clock hardware read).
+ * For timestamps compared at second scale, such as the watchdog's. */
+uint64_t fx_now_coarse_ms(void);
 
 #endif /* FX_LOOP_H */
