@@ -85,6 +85,15 @@ EOF
     [ "$(field "$out" deny 5)" = enabled ] || why="${why:+$why; }filter deny state $(field "$out" deny 5)"
     grep -q '^host: connections 4 total, 0 live, 1 denied;.*host buffers [0-9]* live' "$out" ||
         why="${why:+$why; }host line: $(grep '^host:' "$out")"
+    # Two workers; the 4 connections woke at least one of them.
+    local wl
+    wl=$(grep '^workers: ' "$out")
+    if [[ $wl =~ ^workers:\ sleeps\ ([0-9]+)\ /\ ([0-9]+)\;\ spin\ catches\ ([0-9]+)\ /\ ([0-9]+)$ ]]; then
+        (( BASH_REMATCH[1] + BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4] > 0 )) ||
+            why="${why:+$why; }workers line counts nothing: $wl"
+    else
+        why="${why:+$why; }workers line: '$wl'"
+    fi
     result "$fl: fwxhost --stats: web 3 connections, $up/$down bytes; blocked 1 denial; filter deny 1 denial" \
         "$why" "$out" "$T/$fl-stats.err" "$hlog"
 
@@ -105,6 +114,12 @@ EOF
     expect_metric "$m" "fwxshim_host_connections_live 0"
     grep -q '^# HELP fwxshim_host_buffers_live ' "$m" || why="${why:+$why; }no HELP for host_buffers_live"
     grep -q '^fwxshim_host_buffers_live [0-9]*$' "$m" || why="${why:+$why; }no fwxshim_host_buffers_live"
+    for w in 0 1; do
+        grep -q "^fwxshim_worker_sleeps_total{worker=\"$w\"} [0-9]*\$" "$m" ||
+            why="${why:+$why; }no fwxshim_worker_sleeps_total for worker $w"
+        grep -q "^fwxshim_worker_spin_catches_total{worker=\"$w\"} [0-9]*\$" "$m" ||
+            why="${why:+$why; }no fwxshim_worker_spin_catches_total for worker $w"
+    done
     grep -v '^#' "$m" | grep -v '^fwxshim_[a-z_]*\({[a-z]*="[^"]*"}\)\? -\?[0-9]*$' > "$T/$fl-badlines.txt"
     [ -s "$T/$fl-badlines.txt" ] && why="${why:+$why; }lines not in Prometheus form: $(head -n 1 "$T/$fl-badlines.txt")"
     result "$fl: GET /metrics: the same numbers in Prometheus text" "$why" "$m"

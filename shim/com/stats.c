@@ -83,6 +83,15 @@ static long long filter_value(struct fx_filter *f, enum filter_field k)
     return 0;
 }
 
+/* which 0: sleeps, 1: spin catches (fx_loop_counters). */
+static uint64_t worker_counter(struct worker *w, int which)
+{
+    uint64_t sleeps = 0, catches = 0;
+    if (w->loop)
+        fx_loop_counters(w->loop, &sleeps, &catches);
+    return which ? catches : sleeps;
+}
+
 static void prometheus(FILE *f, struct host *h)
 {
     static const struct { const char *name, *type, *help; enum rule_field k; } rm[] = {
@@ -140,6 +149,15 @@ static void prometheus(FILE *f, struct host *h)
     fprintf(f, "fwxshim_faults_total %ld\n", (long)guard_fault_total());
     head(f, "workers", "gauge", "Worker threads.");
     fprintf(f, "fwxshim_workers %d\n", h->nworkers);
+    head(f, "worker_sleeps_total", "counter", "Times the worker blocked waiting for events.");
+    for (int w = 0; w < h->nworkers; w++)
+        fprintf(f, "fwxshim_worker_sleeps_total{worker=\"%d\"} %llu\n", w,
+                (unsigned long long)worker_counter(&h->workers[w], 0));
+    head(f, "worker_spin_catches_total", "counter",
+         "Times the worker's poll before sleeping (poll-spin) found an event, saving a sleep.");
+    for (int w = 0; w < h->nworkers; w++)
+        fprintf(f, "fwxshim_worker_spin_catches_total{worker=\"%d\"} %llu\n", w,
+                (unsigned long long)worker_counter(&h->workers[w], 1));
     head(f, "start_time_seconds", "gauge", "When the host started, in seconds since the epoch.");
     fprintf(f, "fwxshim_start_time_seconds %lld\n", (long long)started);
 }
@@ -155,6 +173,13 @@ static void table(FILE *f, struct host *h)
             (long)read32(&h->denied_connections), (long)read32(&h->live_sessions),
             (long)iobuffer_live_count(), (long)guard_fault_total(),
             (long)iobuffer_reclaimed_count(), (long)held, (long)held_bytes);
+    fprintf(f, "workers: sleeps");
+    for (int w = 0; w < h->nworkers; w++)
+        fprintf(f, "%s%llu", w ? " / " : " ", (unsigned long long)worker_counter(&h->workers[w], 0));
+    fprintf(f, "; spin catches");
+    for (int w = 0; w < h->nworkers; w++)
+        fprintf(f, "%s%llu", w ? " / " : " ", (unsigned long long)worker_counter(&h->workers[w], 1));
+    fprintf(f, "\n");
     fprintf(f, "\n%-20s %-8s %11s %6s %8s %8s %18s %16s\n", "rule", "type", "connections", "live",
             "denials", "refused", "bytes-from-clients", "bytes-to-clients");
     for (int r = 0; r < h->nrules; r++) {

@@ -94,8 +94,10 @@ struct fx_loop {
     _Atomic pthread_t owner;
 
     uint64_t spin_ns;          /* fx_loop_set_poll_spin */
-    uint64_t sleeps;           /* fx_loop_counters */
-    uint64_t spin_hits;
+    /* fx_loop_counters: written by the loop thread only, read by any
+     * (the statistics), so plain relaxed stores, no locked increments. */
+    _Atomic uint64_t sleeps;
+    _Atomic uint64_t spin_hits;
 
     void *slot[FX_LOOP_NSLOTS];            /* fx_loop_slot_set */
     void (*slot_free[FX_LOOP_NSLOTS])(void *);
@@ -573,6 +575,12 @@ static void fx_loop_dispatch(fx_loop *loop, const struct epoll_event *e)
     fx_loop_run_deferred(loop);
 }
 
+static void fx_counter_bump(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 static uint64_t fx_now_ns(void)
 {
     struct timespec ts;
@@ -602,7 +610,8 @@ static int fx_loop_spin(fx_loop *loop)
     for (;;) {
         int n = epoll_wait(loop->epfd, loop->events, FX_LOOP_BATCH, 0);
         if (n != 0) {
-            loop->spin_hits += n > 0;
+            if (n > 0)
+                fx_counter_bump(&loop->spin_hits);
             return n;
         }
         if (fx_now_ns() - start >= loop->spin_ns)
@@ -624,7 +633,8 @@ int fx_loop_run(fx_loop *loop)
         if (busy && loop->spin_ns && timeout != 0)
             n = fx_loop_spin(loop);
         if (n == 0) {
-            loop->sleeps += timeout != 0;
+            if (timeout != 0)
+                fx_counter_bump(&loop->sleeps);
             n = epoll_wait(loop->epfd, loop->events, FX_LOOP_BATCH, timeout);
         }
         busy = n > 0;
@@ -651,8 +661,8 @@ void fx_loop_set_poll_spin(fx_loop *loop, unsigned usec)
 
 void fx_loop_counters(const fx_loop *loop, uint64_t *sleeps, uint64_t *spin_hits)
 {
-    *sleeps = loop->sleeps;
-    *spin_hits = loop->spin_hits;
+    *sleeps = atomic_load_explicit(&loop->sleeps, memory_order_relaxed);
+    *spin_hits = atomic_load_explicit(&loop->spin_hits, memory_order_relaxed);
 }
 
 void fx_loop_stop(fx_loop *loop)

@@ -97,8 +97,8 @@ int  fx_loop_run(fx_loop *loop);
  * saves a sleep and a wake-up.  0, the default, blocks at once.  An idle
  * loop spins once after its last event, then sleeps. */
 void fx_loop_set_poll_spin(fx_loop *loop, unsigned usec);
-/* Loop thread (or after the loop stopped): how many times the loop blocked
- * in epoll_wait, and how many spins found an event. */
+/* Any thread: how many times the loop blocked in epoll_wait, and how many
+ * spins found an event before it had to (fwxhost --stats, /metrics). */
 void fx_loop_counters(const fx_loop *loop, uint64_t *sleeps, uint64_t *spin_hits);
 /* Any thread; the loop returns after finishing its current iteration. */
 void fx_loop_stop(fx_loop *loop);
