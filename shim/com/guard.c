@@ -6,13 +6,13 @@
  * The frame stack is per thread: a filter may call the host, which may call
  * another filter, and the exception filter must blame the innermost one.
  * Each thread that ever makes a guarded call owns a slot, found through
- * per-thread storage (fx_tls_get) and kept on a global list for the watchdog. The slot mirrors
- * the innermost guarded call (frame, filter, interface, method, start) so
- * that the watchdog never reads a worker's stack, where a frame may be
- * gone (a thread can even die inside a call). The owning thread is the
- * only writer; it updates the mirror as a sequence lock (gen odd while it
- * writes), and the watchdog believes a read only if gen was even and did
- * not change. What the fields point to (static strings, the host's filter
+ * per-thread storage (fx_tls_get) and kept on a global list for the
+ * watchdog. The slot mirrors the innermost guarded call (frame, filter,
+ * interface, method, start) so that the watchdog never reads a worker's
+ * stack, where a frame may be gone (a thread can even die inside a call).
+ * The owning thread is the only writer; it updates the mirror as a
+ * sequence lock (gen odd while it writes), and the watchdog believes a
+ * read only if gen was even and did not change. What the fields point to (static strings, the host's filter
  * table) lives as long as the process.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */

@@ -164,6 +164,13 @@ uint64_t fx_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t fx_now_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static int fx_timer_less(const fx_timer *a, const fx_timer *b)
 {
     return a->due < b->due || (a->due == b->due && a->seq < b->seq);
@@ -588,13 +595,6 @@ static uint64_t fx_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t fx_now_coarse_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* After a batch that had work, the next event is usually microseconds
  * away: the peer's answer to what the batch just sent.  Blocking for it
  * costs a context switch and, when the CPU then idles, a wake-up
@@ -630,8 +630,8 @@ int fx_loop_run(fx_loop *loop)
     fx_loop_run_deferred(loop);
     while (!atomic_load(&loop->stop_req)) {
         int timeout = fx_loop_timeout(loop), n = 0;
-        if (busy && loop->spin_ns && timeout != 0)
-            n = fx_loop_spin(loop);
+        if (busy && loop->spin_ns && timeout != 0 && (n = fx_loop_spin(loop)) == 0)
+            timeout = fx_loop_timeout(loop);    /* the spin took some of it */
         if (n == 0) {
             if (timeout != 0)
                 fx_counter_bump(&loop->sleeps);
