@@ -12,8 +12,8 @@
  * stack, where a frame may be gone (a thread can even die inside a call).
  * The owning thread is the only writer; it updates the mirror as a
  * sequence lock (gen odd while it writes), and the watchdog believes a
- * read only if gen was even and did not change. What the fields point to (static strings, the host's filter
- * table) lives as long as the process.
+ * read only if gen was even and did not change. What the fields point to
+ * (static strings, the host's filter table) lives as long as the process.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include <stdarg.h>
