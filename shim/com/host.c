@@ -266,9 +266,32 @@ static int add_listener(struct host *h, struct rule *rule, int w, int fd, unsign
     return 0;
 }
 
+/* One listening socket per rule, shared by every worker through its own
+ * dup registered with EPOLLEXCLUSIVE: one waiting worker wakes per
+ * connection, and a busy or stuck one leaves it to the next that polls
+ * (HOST-500).  Per-worker SO_REUSEPORT sockets, used before without the
+ * supervisor, hashed each connection to a worker whatever its state, so a
+ * stuck worker's share waited.  Takes fd. */
+static int share_listener(struct host *h, struct rule *rule, int fd, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    for (int w = 0; w < h->nworkers && rc == 0; w++) {
+        int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (mine < 0) {
+            char why[128];
+            snprintf(why, sizeof(why), "dup of the listening socket: %s", strerror(errno));
+            rc = listen_error(h, rule, why, err, errlen);
+        } else {
+            rc = add_listener(h, rule, w, mine, FX_EXCLUSIVE, err, errlen);
+        }
+    }
+    close(fd);      /* the workers' dups keep the socket */
+    return rc;
+}
+
 /* Under the supervisor (fwxhost(8)): the socket it bound for the rule's
- * address, shared by every worker through its own dup registered with
- * EPOLLEXCLUSIVE, so one worker wakes per connection (HOST-500). */
+ * address; the supervisor keeps its own copy. */
 static int adopt_listeners(struct host *h, struct rule *rule, char *err, size_t errlen)
 {
     char key[FX_INHERIT_KEYLEN];
@@ -278,18 +301,7 @@ static int adopt_listeners(struct host *h, struct rule *rule, char *err, size_t 
         return listen_error(h, rule, "the supervisor handed down no listening socket for "
                             "this address (was the configuration changed while it started?)",
                             err, errlen);
-    for (int w = 0; w < h->nworkers; w++) {
-        int mine = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (mine < 0) {
-            char why[128];
-            snprintf(why, sizeof(why), "dup of the inherited socket: %s", strerror(errno));
-            return listen_error(h, rule, why, err, errlen);
-        }
-        if (add_listener(h, rule, w, mine, FX_EXCLUSIVE, err, errlen) != 0)
-            return -1;
-    }
-    close(fd);      /* the supervisor keeps its own; ours are the dups */
-    return 0;
+    return share_listener(h, rule, fd, err, errlen);
 }
 
 static int open_listeners(struct host *h, char *err, size_t errlen)
@@ -309,20 +321,13 @@ static int open_listeners(struct host *h, char *err, size_t errlen)
                 return -1;
             continue;
         }
-        /* The workers share the port through SO_REUSEPORT, which would also
-         * let a second host share it silently: bind once without it first. */
-        int probe = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1, 0, why, sizeof(why));
-        if (probe < 0)
+        /* Without SO_REUSEPORT: a second host on the same address fails
+         * here instead of sharing it silently. */
+        int fd = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1024, 0, why, sizeof(why));
+        if (fd < 0)
             return listen_error(h, rule, why, err, errlen);
-        close(probe);
-        for (int w = 0; w < h->nworkers; w++) {
-            int fd = fx_tcp_listen(&rule->conf->listen, rule->conf->listen_len, 1024,
-                                   h->nworkers > 1, why, sizeof(why));
-            if (fd < 0)
-                return listen_error(h, rule, why, err, errlen);
-            if (add_listener(h, rule, w, fd, 0, err, errlen) != 0)
-                return -1;
-        }
+        if (share_listener(h, rule, fd, err, errlen) != 0)
+            return -1;
     }
     return 0;
 }

@@ -40,7 +40,7 @@ struct rule {
     fx_rule_conf *conf;
     struct session *session;       /* publishing: the published server's */
     struct connection *listener;   /* publishing: the listening side, for its events */
-    int listen_fds[64];            /* one per worker (SO_REUSEPORT) */
+    int listen_fds[64];            /* one per worker: dups of one socket (host.c) */
     struct udp_rule *udp;          /* UDP rules: udp.c's state */
     /* Counters for stats.c: Interlocked*, read by the control thread. */
     LONG connections;              /* accepted (denied and refused ones too) */
