@@ -85,10 +85,10 @@ EOF
     [ "$(field "$out" deny 5)" = enabled ] || why="${why:+$why; }filter deny state $(field "$out" deny 5)"
     grep -q '^host: connections 4 total, 0 live, 1 denied;.*host buffers [0-9]* live' "$out" ||
         why="${why:+$why; }host line: $(grep '^host:' "$out")"
-    # Two workers; the 4 connections woke at least one of them.
+    # Two workers, no live connection left; the 4 connections woke at least one of them.
     local wl
     wl=$(grep '^workers: ' "$out")
-    if [[ $wl =~ ^workers:\ sleeps\ ([0-9]+)\ /\ ([0-9]+)\;\ spin\ catches\ ([0-9]+)\ /\ ([0-9]+)$ ]]; then
+    if [[ $wl =~ ^workers:\ live\ 0\ /\ 0\;\ sleeps\ ([0-9]+)\ /\ ([0-9]+)\;\ spin\ catches\ ([0-9]+)\ /\ ([0-9]+)$ ]]; then
         (( BASH_REMATCH[1] + BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4] > 0 )) ||
             why="${why:+$why; }workers line counts nothing: $wl"
     else
@@ -115,6 +115,8 @@ EOF
     grep -q '^# HELP fwxshim_host_buffers_live ' "$m" || why="${why:+$why; }no HELP for host_buffers_live"
     grep -q '^fwxshim_host_buffers_live [0-9]*$' "$m" || why="${why:+$why; }no fwxshim_host_buffers_live"
     for w in 0 1; do
+        grep -q "^fwxshim_worker_connections_live{worker=\"$w\"} 0\$" "$m" ||
+            why="${why:+$why; }no fwxshim_worker_connections_live 0 for worker $w"
         grep -q "^fwxshim_worker_sleeps_total{worker=\"$w\"} [0-9]*\$" "$m" ||
             why="${why:+$why; }no fwxshim_worker_sleeps_total for worker $w"
         grep -q "^fwxshim_worker_spin_catches_total{worker=\"$w\"} [0-9]*\$" "$m" ||

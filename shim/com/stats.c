@@ -83,13 +83,16 @@ static long long filter_value(struct fx_filter *f, enum filter_field k)
     return 0;
 }
 
-/* which 0: sleeps, 1: spin catches (fx_loop_counters). */
-static uint64_t worker_counter(struct worker *w, int which)
+enum worker_field { W_LIVE, W_SLEEPS, W_CATCHES };
+
+static uint64_t worker_value(struct worker *w, enum worker_field k)
 {
     uint64_t sleeps = 0, catches = 0;
+    if (k == W_LIVE)
+        return (uint64_t)read32(&w->connections);
     if (w->loop)
         fx_loop_counters(w->loop, &sleeps, &catches);
-    return which ? catches : sleeps;
+    return k == W_CATCHES ? catches : sleeps;
 }
 
 static void prometheus(FILE *f, struct host *h)
@@ -149,15 +152,18 @@ static void prometheus(FILE *f, struct host *h)
     fprintf(f, "fwxshim_faults_total %ld\n", (long)guard_fault_total());
     head(f, "workers", "gauge", "Worker threads.");
     fprintf(f, "fwxshim_workers %d\n", h->nworkers);
-    head(f, "worker_sleeps_total", "counter", "Times the worker blocked waiting for events.");
-    for (int w = 0; w < h->nworkers; w++)
-        fprintf(f, "fwxshim_worker_sleeps_total{worker=\"%d\"} %llu\n", w,
-                (unsigned long long)worker_counter(&h->workers[w], 0));
-    head(f, "worker_spin_catches_total", "counter",
-         "Times the worker's poll before sleeping (poll-spin) found an event, saving a sleep.");
-    for (int w = 0; w < h->nworkers; w++)
-        fprintf(f, "fwxshim_worker_spin_catches_total{worker=\"%d\"} %llu\n", w,
-                (unsigned long long)worker_counter(&h->workers[w], 1));
+    static const struct { const char *name, *type, *help; enum worker_field k; } wm[] = {
+        { "worker_connections_live", "gauge", "Live connections on the worker.", W_LIVE },
+        { "worker_sleeps_total", "counter", "Times the worker blocked waiting for events.", W_SLEEPS },
+        { "worker_spin_catches_total", "counter",
+          "Times the worker's poll before sleeping (poll-spin) found an event, saving a sleep.", W_CATCHES },
+    };
+    for (size_t m = 0; m < ARRAYSIZE(wm); m++) {
+        head(f, wm[m].name, wm[m].type, wm[m].help);
+        for (int w = 0; w < h->nworkers; w++)
+            fprintf(f, "fwxshim_%s{worker=\"%d\"} %llu\n", wm[m].name, w,
+                    (unsigned long long)worker_value(&h->workers[w], wm[m].k));
+    }
     head(f, "start_time_seconds", "gauge", "When the host started, in seconds since the epoch.");
     fprintf(f, "fwxshim_start_time_seconds %lld\n", (long long)started);
 }
@@ -173,12 +179,15 @@ static void table(FILE *f, struct host *h)
             (long)read32(&h->denied_connections), (long)read32(&h->live_sessions),
             (long)iobuffer_live_count(), (long)guard_fault_total(),
             (long)iobuffer_reclaimed_count(), (long)held, (long)held_bytes);
-    fprintf(f, "workers: sleeps");
-    for (int w = 0; w < h->nworkers; w++)
-        fprintf(f, "%s%llu", w ? " / " : " ", (unsigned long long)worker_counter(&h->workers[w], 0));
-    fprintf(f, "; spin catches");
-    for (int w = 0; w < h->nworkers; w++)
-        fprintf(f, "%s%llu", w ? " / " : " ", (unsigned long long)worker_counter(&h->workers[w], 1));
+    static const struct { const char *label; enum worker_field k; } wl[] = {
+        { "workers: live", W_LIVE }, { "; sleeps", W_SLEEPS }, { "; spin catches", W_CATCHES },
+    };
+    for (size_t m = 0; m < ARRAYSIZE(wl); m++) {
+        fputs(wl[m].label, f);
+        for (int w = 0; w < h->nworkers; w++)
+            fprintf(f, "%s%llu", w ? " / " : " ",
+                    (unsigned long long)worker_value(&h->workers[w], wl[m].k));
+    }
     fprintf(f, "\n");
     fprintf(f, "\n%-20s %-8s %11s %6s %8s %8s %18s %16s\n", "rule", "type", "connections", "live",
             "denials", "refused", "bytes-from-clients", "bytes-to-clients");
