@@ -85,12 +85,13 @@ EOF
     [ "$(field "$out" deny 5)" = enabled ] || why="${why:+$why; }filter deny state $(field "$out" deny 5)"
     grep -q '^host: connections 4 total, 0 live, 1 denied;.*host buffers [0-9]* live' "$out" ||
         why="${why:+$why; }host line: $(grep '^host:' "$out")"
-    # Two workers, no live connection left; the 4 connections woke at least one of them.
+    # Two workers, no live connection left; each has blocked in epoll_wait
+    # at least once by now, so a sleep count of 0 means the counter is not wired.
     local wl
     wl=$(grep '^workers: ' "$out")
     if [[ $wl =~ ^workers:\ live\ 0\ /\ 0\;\ sleeps\ ([0-9]+)\ /\ ([0-9]+)\;\ spin\ catches\ ([0-9]+)\ /\ ([0-9]+)$ ]]; then
-        (( BASH_REMATCH[1] + BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4] > 0 )) ||
-            why="${why:+$why; }workers line counts nothing: $wl"
+        (( BASH_REMATCH[1] > 0 && BASH_REMATCH[2] > 0 )) ||
+            why="${why:+$why; }a worker never slept: $wl"
     else
         why="${why:+$why; }workers line: '$wl'"
     fi
