@@ -157,18 +157,26 @@ static void fx_loop_run_deferred(fx_loop *loop)
 
 /* ---- time and timers -------------------------------------------------- */
 
-uint64_t fx_now_ms(void)
+static uint64_t fx_clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t fx_now_ns(void)
+{
+    return fx_clock_ns(CLOCK_MONOTONIC);
+}
+
+uint64_t fx_now_ms(void)
+{
+    return fx_clock_ns(CLOCK_MONOTONIC) / 1000000u;
 }
 
 uint64_t fx_now_coarse_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return fx_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000u;
 }
 
 static int fx_timer_less(const fx_timer *a, const fx_timer *b)
@@ -586,13 +594,6 @@ static void fx_counter_bump(_Atomic uint64_t *c)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-}
-
-static uint64_t fx_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* After a batch that had work, the next event is usually microseconds
