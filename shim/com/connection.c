@@ -165,7 +165,7 @@ void connection_teardown(struct connection *c)
 
     /* What the connection's filters still hold of its buffers now is a
      * leak: take the memory back (HOST-900). */
-    if (!iobuffer_charge_empty(&c->charge)) {
+    if (iobuffer_charge_close(&c->charge)) {
         char what[96];
         snprintf(what, sizeof(what), "conn %lu rule %s", c->id, rule_name(c));
         iobuffer_reclaim(&c->charge, what, the_host->config->host.reclaim_leaks);
@@ -567,7 +567,7 @@ struct connection *connection_create(struct worker *w, struct rule *rule, struct
     c->id = (unsigned long)InterlockedIncrement(&next_connection_id);
     c->client_fd = c->server_fd = -1;
     c->state = CONN_EVENTS;
-    iobuffer_charge_init(&c->charge, c->id);
+    iobuffer_charge_init(&c->charge);
     return c;
 }
 
@@ -975,8 +975,10 @@ static ULONG WINAPI connection_Release(IFWXConnection *iface)
     struct connection *c = impl_from_IFWXConnection(iface);
     LONG ref = InterlockedDecrement(&c->ref);
     if (ref == 0) {
-        /* Normally empty (teardown reclaimed); a connection that never
-         * pumped may still have some. Nothing may point here after free. */
+        /* Normally empty: teardown, on the worker, reclaimed it before
+         * dropping the life reference. A connection freed without one has
+         * no pump left to touch its buffers, so any thread may walk them
+         * here. Nothing may point at the charge after free. */
         iobuffer_reclaim(&c->charge, "connection freed",
                          !the_host || !the_host->config || the_host->config->host.reclaim_leaks);
         IFWXSession_Release(session_iface(c->session));

@@ -49,6 +49,8 @@ struct fx_tls { LONG index; };      /* zero-initialised: not allocated yet */
 #define FX_TLS_INIT { 0 }
 void *fx_tls_get(struct fx_tls *t);
 void fx_tls_set(struct fx_tls *t, void *value);
+/* Names the calling thread: equal only for calls on the same live thread. */
+const void *fx_thread_token(void);
 
 /* Compares two IIDs and logs an unknown one once per object kind. */
 void fx_log_unknown_iid(const char *object, REFIID riid);
@@ -88,18 +90,28 @@ HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
 /* Charging (HOST-900): every host buffer made for a connection is charged
  * to it; when the connection ends, iobuffer_reclaim takes back the memory
  * of those a filter still references. A charge is embedded in its owner
- * (struct connection) and lives until iobuffer_reclaim ran on it. */
+ * (struct connection) and lives until iobuffer_reclaim ran on it.
+ *
+ * No lock: one thread, the charge's (the connection's worker, the first
+ * to charge), links and unlinks its buffers and runs its reclaim. A buffer
+ * whose last reference goes on another thread is only marked, with one
+ * atomic exchange, and the charge's thread frees it on its next charge or
+ * at the reclaim. */
 struct iobuffer;
 struct iobuffer_charge {
-    struct iobuffer *head;         /* charged buffers, under the charge's stripe lock */
-    unsigned stripe;
+    struct iobuffer *head;         /* charged buffers: the charge's thread only */
+    const void *thread;            /* fx_thread_token() of that thread, once it charged */
+    LONG released_elsewhere;       /* marked buffers in the list, waiting to be freed */
+    BOOL closed;                   /* reclaimed: charges no more */
 };
-void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
-/* Charge a host buffer that is not charged yet (other buffers: nothing). */
+void iobuffer_charge_init(struct iobuffer_charge *ch);
+/* Charge a host buffer that is not charged yet (other buffers: nothing).
+ * On the charge's thread only; a call from another thread, or after the
+ * reclaim, charges nothing. */
 void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
-/* Nothing is charged to ch. The charge's own thread only (the one that
- * charges its buffers). */
-BOOL iobuffer_charge_empty(const struct iobuffer_charge *ch);
+/* Charge nothing more to ch (the connection is ending); returns whether
+ * buffers are still charged, for iobuffer_reclaim. The charge's thread. */
+BOOL iobuffer_charge_close(struct iobuffer_charge *ch);
 /* The charge buffers created on this thread go to (CreateBuffer inside a
  * completion or SetSockets); returns the previous one, to restore. */
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
@@ -107,12 +119,14 @@ struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
  * while pinned, a buffer is never reclaimed. +1 / -1; host buffers only. */
 void iobuffer_pin(IFWXIOBuffer *buf, int delta);
 /* The connection ended and released what it held: every buffer still
- * charged to ch is uncharged; with reclaim, those still referenced (by
- * filter code) are reclaimed: methods answer FWX_E_TERMINATING,
- * page-backed data returns to the system and faults when touched. Logs
- * one line per filter with what was reclaimed (what names the
- * connection). Without reclaim ([host] reclaim-leaks = no) they are only
- * uncharged and stay whole. */
+ * charged to ch is uncharged, and ch charges no more; with reclaim, those
+ * still referenced (by filter code) are reclaimed: methods answer
+ * FWX_E_TERMINATING, page-backed data returns to the system and faults
+ * when touched. Logs one line per filter with what was reclaimed (what
+ * names the connection). Without reclaim ([host] reclaim-leaks = no) they are only
+ * uncharged and stay whole. Closes ch. Runs on the charge's thread, or
+ * once nothing else can touch its buffers (the last reference to the
+ * connection went); on an emptied charge it does nothing. */
 void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
 /* Totals since start: buffers reclaimed, and headers of reclaimed buffers
  * still referenced (with their bytes). */

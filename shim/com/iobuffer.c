@@ -21,6 +21,14 @@
  * FWX_E_TERMINATING) but its pages go back to the system and fault when
  * touched, and are never reused. Smaller heap buffers live inline and are
  * only marked (their memory stays: freeing it could corrupt the heap).
+ *
+ * Charging takes no lock (issue 6): a charge's list belongs to its thread
+ * (fwxhost.h). Each charged buffer has a state word, changed atomically
+ * only where two threads can meet: a last Release on another thread
+ * (LINKED -> BUSY -> RELEASED_ELSEWHERE, left in the list for the charge's
+ * thread to free) against the reclaim (LINKED -> BUSY -> NONE). Whoever
+ * finds BUSY waits for the other's few instructions. A last Release on the
+ * charge's own thread, the data path's case, unlinks with plain stores.
  */
 #include "fwxhost.h" /* first: Winsock before any libc header */
 #include "trap.h"
@@ -43,26 +51,29 @@ struct iobuffer {
     IFWXIOBuffer *original;       /* window buffers: the buffer viewed */
     struct fx_filter *owner;      /* counted in owner->live_buffers, or NULL */
     BYTE *block;                  /* page-backed heap buffers: data's pages (fxpages.h) */
-    /* Charge (under stripe_lock[stripe]): the connection's list. */
+    /* Charge: the connection's list, linked by the charge's thread. */
     struct iobuffer_charge *charge;
     struct iobuffer *cnext, **cpprev;
-    unsigned stripe;              /* NO_STRIPE: never charged */
+    const void *charger;          /* the charge's thread; NULL: never charged */
+    volatile LONG cstate;         /* enum charge_state */
     LONG pins;                    /* host operations holding a raw pointer into data */
-    volatile LONG reclaimed;      /* set once, under the stripe lock */
+    volatile LONG reclaimed;      /* set once, by the reclaim, while BUSY */
     BYTE inline_data[];           /* small heap buffers */
 };
 
-#define NO_STRIPE ~0u
-#define STRIPES 64
+enum charge_state {
+    CHARGE_NONE,                  /* in no list (never charged, or reclaimed) */
+    CHARGE_LINKED,                /* in its charge's list, referenced */
+    CHARGE_BUSY,                  /* another thread is moving it: wait */
+    CHARGE_RELEASED_ELSEWHERE,    /* in the list, unreferenced: the charge's thread frees it */
+};
 
 static LONG iobuffer_live;
 static LONG reclaimed_total, reclaimed_held, reclaimed_held_bytes;
-static LONG stripe_lock[STRIPES];
 static struct fx_tls charge_tls = FX_TLS_INIT;
 static BOOL cache_put(struct iobuffer *b);
 
-/* Leaf spin locks (the charge stripes, the shared pool): nothing but list
- * work (and a reclaim's two syscalls) runs under them. */
+/* The shared pool's leaf spin lock: nothing but list work runs under it. */
 static void spin_enter(LONG *lock)
 {
     for (int spins = 0; InterlockedCompareExchange(lock, 1, 0); spins++)
@@ -75,32 +86,92 @@ static void spin_leave(LONG *lock)
     InterlockedExchange(lock, 0);
 }
 
-static void stripe_enter(unsigned i) { spin_enter(&stripe_lock[i]); }
-static void stripe_leave(unsigned i) { spin_leave(&stripe_lock[i]); }
-
-/* Out of its charge's list, if in one; returns whether it was reclaimed. */
-static BOOL uncharge(struct iobuffer *b)
-{
-    BOOL reclaimed;
-    if (b->stripe == NO_STRIPE)
-        return FALSE;
-    stripe_enter(b->stripe);
-    if (b->charge) {
-        if (b->cnext)
-            b->cnext->cpprev = b->cpprev;
-        *b->cpprev = b->cnext;
-        b->charge = NULL;
-    }
-    reclaimed = b->reclaimed;
-    stripe_leave(b->stripe);
-    return reclaimed;
-}
-
 static void iobuffer_destroy(struct iobuffer *b)
 {
     if (b->block)
         fx_pages_free(b->block, b->capacity);
     free(b);
+}
+
+/* Its last reference went and it was never reclaimed: out of the gauges,
+ * back to this thread's cache or freed. */
+static void iobuffer_free(struct iobuffer *b)
+{
+    InterlockedDecrement(&iobuffer_live);
+    if (b->owner)
+        InterlockedDecrement(&b->owner->live_buffers);
+    if (!cache_put(b))
+        iobuffer_destroy(b);
+}
+
+/* The charge's thread: out of the list (plain stores, nobody else links). */
+static void unlink_charged(struct iobuffer *b)
+{
+    if (b->cnext)
+        b->cnext->cpprev = b->cpprev;
+    *b->cpprev = b->cnext;
+    b->charge = NULL;
+    b->cnext = NULL;
+    b->cpprev = NULL;
+}
+
+/* Wait out another thread's BUSY (a few instructions, unless it was
+ * preempted): take LINKED to BUSY, or return the other state found. */
+static LONG charge_claim(struct iobuffer *b)
+{
+    for (int spins = 0;; spins++) {
+        LONG state = b->cstate;
+        if (state == CHARGE_LINKED &&
+            InterlockedCompareExchange(&b->cstate, CHARGE_BUSY, CHARGE_LINKED) == CHARGE_LINKED)
+            return CHARGE_BUSY;
+        if (state == CHARGE_NONE || state == CHARGE_RELEASED_ELSEWHERE)
+            return state;
+        if (spins > 64)
+            SwitchToThread();
+    }
+}
+
+enum release_fate { FREE_IT, RECLAIMED_DESTROY_IT, LEFT_TO_CHARGE };
+
+/* The last reference to b went: take it out of its charge, if in one. */
+static enum release_fate uncharge(struct iobuffer *b)
+{
+    struct iobuffer_charge *ch;
+
+    if (!b->charger)
+        return FREE_IT;
+    if (b->charger == fx_thread_token()) {
+        /* The charge's thread, which alone links and reclaims: no other
+         * thread changes a LINKED buffer nobody references. */
+        if (b->cstate == CHARGE_LINKED) {
+            unlink_charged(b);
+            b->cstate = CHARGE_NONE;
+            return FREE_IT;
+        }
+        return b->reclaimed ? RECLAIMED_DESTROY_IT : FREE_IT;
+    }
+    if (charge_claim(b) == CHARGE_NONE)
+        return b->reclaimed ? RECLAIMED_DESTROY_IT : FREE_IT;
+    /* BUSY is ours: the reclaim waits for it, so the charge is still there. */
+    ch = b->charge;
+    InterlockedIncrement(&ch->released_elsewhere);
+    InterlockedExchange(&b->cstate, CHARGE_RELEASED_ELSEWHERE);
+    return LEFT_TO_CHARGE;
+}
+
+/* The charge's thread: free what other threads released. */
+static void sweep_released(struct iobuffer_charge *ch)
+{
+    struct iobuffer *b, *next;
+    for (b = ch->head; b; b = next) {
+        next = b->cnext;
+        if (b->cstate != CHARGE_RELEASED_ELSEWHERE)
+            continue;
+        unlink_charged(b);
+        b->cstate = CHARGE_NONE;
+        InterlockedDecrement(&ch->released_elsewhere);
+        iobuffer_free(b);
+    }
 }
 
 static struct fx_vtbl_IFWXIOBuffer iobuffer_vtbl;
@@ -142,18 +213,19 @@ static ULONG WINAPI iobuffer_Release(IFWXIOBuffer *iface)
     if (ref == 0) {
         if (buf->original)
             GUARDED_VOID(NULL, "IFWXIOBuffer", "Release", IFWXIOBuffer_Release(buf->original));
-        if (uncharge(buf)) {
+        switch (uncharge(buf)) {
+        case RECLAIMED_DESTROY_IT:
             /* Counted out of the live gauges when it was reclaimed. */
             InterlockedDecrement(&reclaimed_held);
             InterlockedExchangeAdd(&reclaimed_held_bytes, -(LONG)sizeof(*buf));
             iobuffer_destroy(buf);     /* its pages are never reused */
-            return 0;
+            break;
+        case FREE_IT:
+            iobuffer_free(buf);
+            break;
+        case LEFT_TO_CHARGE:
+            break;
         }
-        InterlockedDecrement(&iobuffer_live);
-        if (buf->owner)
-            InterlockedDecrement(&buf->owner->live_buffers);
-        if (!cache_put(buf))
-            iobuffer_destroy(buf);
     } else if (ref < 0) {
         /* A filter released more than it owned. Keep the object (leaking
          * it) rather than free it twice. */
@@ -429,7 +501,8 @@ static struct iobuffer *iobuffer_alloc(enum iobuffer_kind kind, size_t size)
     buf->charge = NULL;
     buf->cnext = NULL;
     buf->cpprev = NULL;
-    buf->stripe = NO_STRIPE;
+    buf->charger = NULL;
+    buf->cstate = CHARGE_NONE;
     buf->pins = 0;
     buf->reclaimed = 0;
     /* Made inside a filter's call (CreateBuffer, ...): that filter's. */
@@ -579,34 +652,42 @@ HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size)
 
 /* ------------------------------------------------------------ charging */
 
-void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id)
+void iobuffer_charge_init(struct iobuffer_charge *ch)
 {
     ch->head = NULL;
-    ch->stripe = (unsigned)(id % STRIPES);
+    ch->thread = NULL;
+    ch->released_elsewhere = 0;
+    ch->closed = FALSE;
 }
 
 void iobuffer_charge(IFWXIOBuffer *iface, struct iobuffer_charge *ch)
 {
     struct iobuffer *b = unsafe_impl(iface);
+    const void *self;
 
-    if (!b || !ch || b->stripe != NO_STRIPE)
+    if (!b || !ch || b->charger || ch->closed)
         return;
-    stripe_enter(ch->stripe);
-    b->stripe = ch->stripe;
+    self = fx_thread_token();
+    if (!ch->thread)
+        ch->thread = self;
+    else if (ch->thread != self)
+        return;        /* the list is one thread's: this buffer stays uncharged */
+    if (*(volatile LONG *)&ch->released_elsewhere)
+        sweep_released(ch);
+    b->charger = self;
     b->charge = ch;
     b->cnext = ch->head;
     b->cpprev = &ch->head;
     if (ch->head)
         ch->head->cpprev = &b->cnext;
     ch->head = b;
-    stripe_leave(ch->stripe);
+    b->cstate = CHARGE_LINKED;
 }
 
-BOOL iobuffer_charge_empty(const struct iobuffer_charge *ch)
+BOOL iobuffer_charge_close(struct iobuffer_charge *ch)
 {
-    /* Only the connection's own thread adds to the list, and that is the
-     * caller; a release elsewhere can only empty it further. */
-    return *(struct iobuffer * const volatile *)&ch->head == NULL;
+    ch->closed = TRUE;
+    return ch->head != NULL;
 }
 
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch)
@@ -629,59 +710,79 @@ struct reclaim_tally {
     unsigned buffers, kept;        /* reclaimed; of them, small ones whose memory stays */
     unsigned long long bytes;      /* data bytes returned to the system */
 };
+#define TALLY_SLOTS 8              /* filters named apart in one reclaim's log */
+
+/* b is still referenced after its connection ended: take its pages,
+ * counted in the tally of its filter. */
+static void reclaim_one(struct iobuffer *b, struct reclaim_tally *tally, unsigned *ntally)
+{
+    struct reclaim_tally *t = NULL;
+
+    b->reclaimed = 1;
+    for (unsigned i = 0; i < *ntally && !t; i++)
+        if (tally[i].owner == b->owner)
+            t = &tally[i];
+    if (!t && *ntally < TALLY_SLOTS) {
+        t = &tally[(*ntally)++];
+        t->owner = b->owner;
+    }
+    if (!t) {               /* more filters than slots: the last one sums them */
+        t = &tally[TALLY_SLOTS - 1];
+        t->owner = NULL;
+    }
+    t->buffers++;
+    if (b->block && fx_pages_reclaim(b->block, b->capacity) == 0)
+        t->bytes += fx_pages_round(b->capacity);
+    else
+        t->kept++;
+    /* Out of the live gauges: the leak is now only its header. */
+    InterlockedDecrement(&iobuffer_live);
+    if (b->owner) {
+        InterlockedDecrement(&b->owner->live_buffers);
+        InterlockedIncrement(&b->owner->reclaimed_buffers);
+    }
+    InterlockedIncrement(&reclaimed_total);
+    InterlockedIncrement(&reclaimed_held);
+    InterlockedExchangeAdd(&reclaimed_held_bytes, (LONG)sizeof(*b));
+}
 
 void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim)
 {
-    struct reclaim_tally tally[8];
+    struct reclaim_tally tally[TALLY_SLOTS];
     unsigned ntally = 0, pinned = 0;
     struct iobuffer *b, *next;
 
+    ch->closed = TRUE;
     memset(tally, 0, sizeof(tally));
-    stripe_enter(ch->stripe);
+    /* The whole list goes: each entry is only cut loose (an unlink would
+     * write into the one before, which another thread may have freed once
+     * it left BUSY). */
     for (b = ch->head; b; b = next) {
+        LONG state = charge_claim(b);
         next = b->cnext;
         b->charge = NULL;
         b->cnext = NULL;
         b->cpprev = NULL;
-        /* ref 0: a Release is on its way to free it (it waits for this
-         * lock and finds it uncharged). Pinned: another connection's
-         * queued operation reads it; it stays whole. */
-        if (!reclaim || InterlockedCompareExchange(&b->ref, 0, 0) <= 0 || b->reclaimed)
-            continue;
-        if (b->pins > 0) {
-            pinned++;
+        if (state == CHARGE_RELEASED_ELSEWHERE) {
+            b->cstate = CHARGE_NONE;
+            InterlockedDecrement(&ch->released_elsewhere);
+            iobuffer_free(b);
             continue;
         }
-        b->reclaimed = 1;
-        struct reclaim_tally *t = NULL;
-        for (unsigned i = 0; i < ntally && !t; i++)
-            if (tally[i].owner == b->owner)
-                t = &tally[i];
-        if (!t && ntally < ARRAYSIZE(tally)) {
-            t = &tally[ntally++];
-            t->owner = b->owner;
+        if (state != CHARGE_BUSY)
+            continue;          /* not a list state: nothing to decide */
+        /* ref 0: a Release on another thread is on its way to free it (it
+         * waits for BUSY to end and finds it uncharged). Pinned: another
+         * connection's queued operation reads it; it stays whole. */
+        if (reclaim && InterlockedCompareExchange(&b->ref, 0, 0) > 0 && !b->reclaimed) {
+            if (b->pins > 0)
+                pinned++;
+            else
+                reclaim_one(b, tally, &ntally);
         }
-        if (!t) {               /* more filters than slots: the last one sums them */
-            t = &tally[ARRAYSIZE(tally) - 1];
-            t->owner = NULL;
-        }
-        t->buffers++;
-        if (b->block && fx_pages_reclaim(b->block, b->capacity) == 0)
-            t->bytes += fx_pages_round(b->capacity);
-        else
-            t->kept++;
-        /* Out of the live gauges: the leak is now only its header. */
-        InterlockedDecrement(&iobuffer_live);
-        if (b->owner) {
-            InterlockedDecrement(&b->owner->live_buffers);
-            InterlockedIncrement(&b->owner->reclaimed_buffers);
-        }
-        InterlockedIncrement(&reclaimed_total);
-        InterlockedIncrement(&reclaimed_held);
-        InterlockedExchangeAdd(&reclaimed_held_bytes, (LONG)sizeof(*b));
+        InterlockedExchange(&b->cstate, CHARGE_NONE);
     }
     ch->head = NULL;
-    stripe_leave(ch->stripe);
 
     for (unsigned i = 0; i < ntally; i++)
         fx_log(FX_LOG_NOTICE, "%s: reclaimed %u buffer(s) filter %s still held after its session "

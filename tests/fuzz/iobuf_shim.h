@@ -108,6 +108,11 @@ struct fx_tls { void *value; };
 #define FX_TLS_INIT { 0 }
 static inline void *fx_tls_get(struct fx_tls *t) { return t->value; }
 static inline void fx_tls_set(struct fx_tls *t, void *value) { t->value = value; }
+static inline const void *fx_thread_token(void)
+{
+    static char the_thread;
+    return &the_thread;
+}
 #define IOBUFFER_POOL_SIZE (64 * 1024)   /* as shim/com/fwxhost.h */
 void iobuffer_thread_cache_init(void);
 void iobuffer_thread_cache_free(void);
@@ -144,9 +149,12 @@ void iobuffer_set_owner(IFWXIOBuffer *buf, struct fx_filter *owner);
 struct iobuffer;
 struct iobuffer_charge {           /* as shim/com/fwxhost.h */
     struct iobuffer *head;
-    unsigned stripe;
+    const void *thread;
+    LONG released_elsewhere;
+    BOOL closed;
 };
-void iobuffer_charge_init(struct iobuffer_charge *ch, unsigned long id);
+void iobuffer_charge_init(struct iobuffer_charge *ch);
+BOOL iobuffer_charge_close(struct iobuffer_charge *ch);
 void iobuffer_charge(IFWXIOBuffer *buf, struct iobuffer_charge *ch);
 struct iobuffer_charge *iobuffer_charge_enter(struct iobuffer_charge *ch);
 void iobuffer_pin(IFWXIOBuffer *buf, int delta);

@@ -725,7 +725,7 @@ static void test_buffer_reclaim(void **state)
     ULONG n;
     (void)state;
 
-    iobuffer_charge_init(&ch, 7);
+    iobuffer_charge_init(&ch);
     assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &big), S_OK);
     assert_int_equal(iobuffer_create(100, &little), S_OK);
     assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &pinned), S_OK);
@@ -751,7 +751,7 @@ static void test_buffer_reclaim(void **state)
         IFWXIOBuffer *orig = NULL, *view = NULL;
         BYTE *orig_data;
         LONG before = iobuffer_reclaimed_count();
-        iobuffer_charge_init(&ch2, 8);
+        iobuffer_charge_init(&ch2);
         assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &orig), S_OK);
         assert_int_equal(IFWXIOBuffer_Append(orig, "xyz", 3, NULL), S_OK);
         assert_int_equal(iobuffer_create_window(orig, 1, 2, &view), S_OK);
@@ -800,6 +800,146 @@ static void test_buffer_reclaim(void **state)
     iobuffer_pin(pinned, -1);
     assert_int_equal(IFWXIOBuffer_Release(pinned), 0);
     assert_int_equal(iobuffer_live_count(), live - 4);
+}
+
+/* A thread that releases (or charges) buffers it did not charge. */
+struct elsewhere_job {
+    IFWXIOBuffer **bufs;
+    int n;
+    struct iobuffer_charge *charge;     /* set: charge bufs to it instead */
+    volatile LONG *go;                  /* set: say ready (1), wait for 2 */
+};
+
+static DWORD WINAPI elsewhere_thread(void *arg)
+{
+    struct elsewhere_job *job = arg;
+    if (job->go) {
+        InterlockedExchange((LONG *)job->go, 1);
+        while (*job->go != 2)
+            ;
+    }
+    for (int i = 0; i < job->n; i++) {
+        if (job->charge)
+            iobuffer_charge(job->bufs[i], job->charge);
+        else
+            IFWXIOBuffer_Release(job->bufs[i]);
+    }
+    return 0;
+}
+
+static void run_elsewhere(IFWXIOBuffer **bufs, int n, struct iobuffer_charge *charge)
+{
+    struct elsewhere_job job = { bufs, n, charge, NULL };
+    HANDLE thread = CreateThread(NULL, 0, elsewhere_thread, &job, 0, NULL);
+    assert_non_null(thread);
+    assert_int_equal(WaitForSingleObject(thread, 10000), WAIT_OBJECT_0);
+    CloseHandle(thread);
+}
+
+/* Charging takes no lock (issue 6): the charge's thread links and unlinks;
+ * a buffer whose last reference goes on another thread stays in the list,
+ * marked, until the charge's thread frees it on its next charge or at the
+ * reclaim; another thread cannot charge to the list, and a closed charge
+ * takes nothing. */
+static void test_buffer_charge_threads(void **state)
+{
+    struct iobuffer_charge ch;
+    IFWXIOBuffer *a = NULL, *b = NULL, *c = NULL, *d = NULL, *stranger = NULL, *late = NULL;
+    BYTE *data;
+    DWORD size;
+    LONG live, reclaimed;
+    (void)state;
+
+    iobuffer_charge_init(&ch);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &a), S_OK);
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &b), S_OK);
+    assert_int_equal(iobuffer_create(100, &c), S_OK);
+    iobuffer_charge(a, &ch);
+    iobuffer_charge(b, &ch);
+    iobuffer_charge(c, &ch);
+    live = iobuffer_live_count();
+
+    /* b's last reference goes elsewhere: marked, still in the list. */
+    run_elsewhere(&b, 1, NULL);
+    assert_int_equal(iobuffer_live_count(), live);
+    assert_int_equal(ch.released_elsewhere, 1);
+    /* The next charge on this thread frees it. */
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &d), S_OK);
+    iobuffer_charge(d, &ch);
+    assert_int_equal(ch.released_elsewhere, 0);
+    assert_int_equal(iobuffer_live_count(), live);          /* +d, -b */
+    /* On this thread a release unlinks at once. */
+    assert_int_equal(IFWXIOBuffer_Release(a), 0);
+    assert_int_equal(iobuffer_live_count(), live - 1);
+
+    /* Another thread cannot charge to this list. */
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &stranger), S_OK);
+    run_elsewhere(&stranger, 1, &ch);
+
+    /* c released elsewhere, then the reclaim: it frees c, reclaims d. */
+    run_elsewhere(&c, 1, NULL);
+    assert_int_equal(ch.released_elsewhere, 1);
+    live = iobuffer_live_count();
+    reclaimed = iobuffer_reclaimed_count();
+    iobuffer_reclaim(&ch, "test_buffer_charge_threads", TRUE);
+    assert_ptr_equal(ch.head, NULL);
+    assert_int_equal(ch.released_elsewhere, 0);
+    assert_int_equal(iobuffer_reclaimed_count(), reclaimed + 1);
+    assert_int_equal(iobuffer_live_count(), live - 2);       /* c freed, d reclaimed */
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(d, &data, &size), FWX_E_TERMINATING);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(stranger, &data, &size), S_OK);
+
+    /* Closed: charges nothing more, and a second reclaim finds nothing. */
+    assert_int_equal(iobuffer_create(IOBUFFER_POOL_SIZE, &late), S_OK);
+    iobuffer_charge(late, &ch);
+    assert_ptr_equal(ch.head, NULL);
+    assert_false(iobuffer_charge_close(&ch));
+    iobuffer_reclaim(&ch, "test_buffer_charge_threads (again)", TRUE);
+    assert_int_equal(IFWXIOBuffer_GetBufferAndSize(late, &data, &size), S_OK);
+
+    assert_int_equal(IFWXIOBuffer_Release(d), 0);
+    assert_int_equal(IFWXIOBuffer_Release(stranger), 0);
+    assert_int_equal(IFWXIOBuffer_Release(late), 0);
+}
+
+/* Releases on another thread racing the reclaim on the charge's thread:
+ * every buffer is freed exactly once, whichever side comes first (the
+ * teardown checks the live count; a double free or a lost buffer breaks
+ * it, and a reclaimed header left behind shows in reclaimed_held). */
+static void test_buffer_charge_release_races_reclaim(void **state)
+{
+    enum { ROUNDS = 300, PER_ROUND = 8 };
+    LONG held = iobuffer_reclaimed_held(NULL);
+    (void)state;
+
+    for (int round = 0; round < ROUNDS; round++) {
+        struct iobuffer_charge ch;
+        IFWXIOBuffer *bufs[PER_ROUND];
+        volatile LONG go = 0;
+        struct elsewhere_job job = { bufs, PER_ROUND, NULL, &go };
+        HANDLE thread;
+
+        iobuffer_charge_init(&ch);
+        for (int i = 0; i < PER_ROUND; i++) {
+            assert_int_equal(iobuffer_create(i % 2 ? 100 : IOBUFFER_POOL_SIZE, &bufs[i]), S_OK);
+            iobuffer_charge(bufs[i], &ch);
+        }
+        thread = CreateThread(NULL, 0, elsewhere_thread, &job, 0, NULL);
+        assert_non_null(thread);
+        /* Both sides start together; the reclaim waits a little longer
+         * each round, so its walk meets the releases at varying points. */
+        while (go != 1)
+            ;
+        InterlockedExchange((LONG *)&go, 2);
+        for (int spin = 0; spin < (round % 16) * 100; spin++)
+            __asm__ volatile("" ::: "memory");
+        iobuffer_reclaim(&ch, "test_buffer_charge_release_races_reclaim", round % 4 != 0);
+        assert_int_equal(WaitForSingleObject(thread, 10000), WAIT_OBJECT_0);
+        CloseHandle(thread);
+        assert_ptr_equal(ch.head, NULL);
+        assert_int_equal(ch.released_elsewhere, 0);
+    }
+    assert_int_equal(iobuffer_reclaimed_held(NULL), held);
 }
 
 static void test_buffer_create_huge_fails_cleanly(void **state)
@@ -1754,6 +1894,8 @@ int main(void)
         BUF_TEST(test_buffer_create_huge_fails_cleanly),
         BUF_TEST(test_buffer_thread_cache),
         BUF_TEST(test_buffer_reclaim),
+        BUF_TEST(test_buffer_charge_threads),
+        BUF_TEST(test_buffer_charge_release_races_reclaim),
         BUF_TEST(test_buffer_append_partial),
         BUF_TEST(test_buffer_null_pointers),
         BUF_TEST(test_buffer_read_at),
