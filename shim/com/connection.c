@@ -400,8 +400,9 @@ void connection_start_pump(struct connection *c)
     struct sock *internal[CHAIN_MAX], *external[CHAIN_MAX];
     EnterCriticalSection(&c->lock);
     if (c->dgram) {
-        /* UDP: the client end shares the rule's socket (udp.c feeds it). */
-        internal[0] = sock_create_dgram(c, c->client_fd, udp_client_fd_owned(c), 0);
+        /* UDP: the client end sends through the rule's socket or the
+         * client's transparent one; udp.c reads both and feeds it. */
+        internal[0] = sock_create_dgram(c, c->client_fd, FALSE, 0);
         external[n - 1] = sock_create_dgram(c, c->server_fd, TRUE, 1);
     } else {
         internal[0] = sock_create_net(c, c->client_fd, 0);

@@ -401,9 +401,6 @@ void udp_set_connect_hook(int (*hook)(const void *client, int client_len, const 
  * fx_udp_transparent_peer; called with the connect hook's arg. */
 void udp_set_peer_hook(int (*hook)(const void *local, int local_len, const void *peer,
                                    int peer_len, void *arg));
-/* Does the client end of c own c->client_fd (outbound: the client's
- * transparent socket), or share the rule's? */
-BOOL udp_client_fd_owned(struct connection *c);
 /* May a filter's SendTo on c name this address (Win32 layout)? */
 BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len);
 /* connection_teardown of a UDP connection (loop thread). */

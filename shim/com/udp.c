@@ -8,7 +8,11 @@
  * datagrams iptables TPROXY sent to listen: the original destination comes
  * with each datagram (IP_ORIGDSTADDR); answers go back through a socket
  * bound to that destination and connected to the client (IP_TRANSPARENT),
- * on which the kernel also delivers the client's further datagrams.
+ * on which the kernel also delivers the client's further datagrams. This
+ * file reads that socket, filters or not, and checks each datagram's
+ * source: while such a socket is being connected, the kernel can hand it
+ * another client's datagram (the lookup sees the address half set), which
+ * then goes where the rule's socket would have sent it.
  *
  *   rule start   fwx_Bind_Udp on the rule's listening connection
  *                (connection.c): Deny stops the rule.
@@ -73,6 +77,7 @@ struct udp_rule {
     int fd;
     unsigned nclients;
     unsigned long long dropped;
+    unsigned long long strays;         /* datagrams of another client on a client's socket */
     BOOL full_logged;
     BOOL max_logged;               /* max-sessions reached: logged once until it is not */
     BOOL outbound;
@@ -184,7 +189,7 @@ void udp_conn_ended(struct connection *c)
         fx_timer_cancel(ur->w->loop, uc->timer);
     if (c->client_fd == ur->fd)
         c->client_fd = -1;      /* the rule's socket: never closed by a connection */
-    if (uc->direct && uc->peer_fd >= 0) {
+    if (uc->peer_fd >= 0) {
         fx_loop_del_fd(ur->w->loop, uc->peer_fd);
         fx_udp_close(uc->peer_fd);      /* fwxreplay emulates it (peer_hook) */
         if (c->client_fd == uc->peer_fd)
@@ -194,11 +199,6 @@ void udp_conn_ended(struct connection *c)
     free(uc);
 }
 
-BOOL udp_client_fd_owned(struct connection *c)
-{
-    struct udp_conn *uc = c->udp;
-    return uc && uc->peer_fd >= 0 && c->client_fd == uc->peer_fd;
-}
 
 BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
 {
@@ -237,27 +237,55 @@ static void server_io(fx_loop *loop, int fd, unsigned events, void *data)
     }
 }
 
-/* Outbound, no data filter: the client's datagrams that the kernel
- * delivers on its own transparent socket go straight to the destination. */
+static void dispatch(struct udp_rule *ur, const unsigned char *buf, long n,
+                     const unsigned char *from, int fromlen, const unsigned char *dst, int dstlen);
+
+/* A client datagram for uc: to the target, or to the chain's client end. */
+static void from_client(struct udp_conn *uc, const unsigned char *buf, long n)
+{
+    struct connection *c = uc->c;
+
+    if (uc->direct) {
+        if (fx_udp_sendto(c->server_fd, buf, (unsigned long)n, NULL, 0) < 0) {
+            uc->ur->dropped++;
+            return;
+        }
+        c->bytes_in += (unsigned long long)n;
+        uc->datagrams++;
+    } else if (!uc->client_end ||
+               !sock_dgram_push(uc->client_end, buf, (DWORD)n, &c->win_target,
+                                c->win_target_len)) {
+        uc->ur->dropped++;
+    } else {
+        uc->datagrams++;
+    }
+}
+
+/* Outbound: the client's datagrams that the kernel delivers on its own
+ * transparent socket. One from another source arrived in the connect race
+ * (top of file): it is that source's, and goes where the rule's socket
+ * would send it. */
 static void peer_io(fx_loop *loop, int fd, unsigned events, void *data)
 {
     host_note_pump_pass();
     struct udp_conn *uc = data;
-    struct connection *c = uc->c;
+    struct udp_rule *ur = uc->ur;
     unsigned char buf[UDP_DGRAM_MAX];
 
     for (int i = 0; i < UDP_BATCH; i++) {
-        long n = fx_udp_recvfrom(fd, buf, sizeof(buf), NULL, NULL);
+        unsigned char from[28];
+        int fromlen = sizeof(from);
+        long n = fx_udp_recvfrom(fd, buf, sizeof(buf), from, &fromlen);
         if (n == -LINUX_EAGAIN)
             return;
         if (n < 0)
             continue;
-        if (fx_udp_sendto(c->server_fd, buf, (unsigned long)n, NULL, 0) < 0) {
-            uc->ur->dropped++;
-            continue;
+        if (!fx_sa_equal(from, fromlen, uc->src, uc->srclen)) {
+            ur->strays++;
+            dispatch(ur, buf, n, from, fromlen, uc->dst, uc->dstlen);
+            return;     /* dispatch may have run filters: uc is looked at again next time */
         }
-        c->bytes_in += (unsigned long long)n;
-        uc->datagrams++;
+        from_client(uc, buf, n);
     }
 }
 
@@ -433,11 +461,15 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         }
         uc->peer_fd = pfd;
     }
+    if (uc->peer_fd >= 0 && fx_loop_add_fd(w->loop, uc->peer_fd, FX_READ, peer_io, uc) != 0) {
+        c->aborted = TRUE;
+        connection_teardown(c);
+        return NULL;
+    }
     if (c->nchain == 0) {
         uc->direct = TRUE;
         c->state = CONN_PUMPING;
-        if (fx_loop_add_fd(w->loop, fd, FX_READ, server_io, uc) != 0 ||
-            (uc->peer_fd >= 0 && fx_loop_add_fd(w->loop, uc->peer_fd, FX_READ, peer_io, uc) != 0)) {
+        if (fx_loop_add_fd(w->loop, fd, FX_READ, server_io, uc) != 0) {
             c->aborted = TRUE;
             connection_teardown(c);
             return NULL;
@@ -447,7 +479,7 @@ static struct udp_conn *client_new(struct udp_rule *ur, const unsigned char *src
         return uc;
     }
     /* The client end sends through the rule's socket, or outbound through
-     * the client's transparent socket, which it then owns and reads. */
+     * the client's transparent socket; this file reads both and feeds it. */
     c->client_fd = uc->peer_fd >= 0 ? uc->peer_fd : ur->fd;
     connection_start_pump(c);
     EnterCriticalSection(&c->lock);
@@ -493,32 +525,26 @@ static void rule_io(fx_loop *loop, int fd, unsigned events, void *data)
             ur->dropped++;
             continue;
         }
-        unsigned h = addr_hash(from, fromlen, dst, dstlen);
-        struct udp_conn *uc = lookup(ur, from, fromlen, dst, dstlen, h);
-        if (!uc && !(uc = client_new(ur, from, fromlen, dst, dstlen, h))) {
-            ur->dropped++;
-            continue;
-        }
-        struct connection *c = uc->c;
-        if (uc->denied) {
-            ur->dropped++;
-            continue;
-        }
-        if (uc->direct) {
-            if (fx_udp_sendto(c->server_fd, buf, (unsigned long)n, NULL, 0) < 0) {
-                ur->dropped++;
-                continue;
-            }
-            c->bytes_in += (unsigned long long)n;
-            uc->datagrams++;
-        } else if (!uc->client_end ||
-                   !sock_dgram_push(uc->client_end, buf, (DWORD)n, &c->win_target,
-                                    c->win_target_len)) {
-            ur->dropped++;
-        } else {
-            uc->datagrams++;
-        }
+        dispatch(ur, buf, n, from, fromlen, dst, dstlen);
     }
+}
+
+/* A client datagram to its client's connection, made on the first one. */
+static void dispatch(struct udp_rule *ur, const unsigned char *buf, long n,
+                     const unsigned char *from, int fromlen, const unsigned char *dst, int dstlen)
+{
+    unsigned h = addr_hash(from, fromlen, dst, dstlen);
+    struct udp_conn *uc = lookup(ur, from, fromlen, dst, dstlen, h);
+
+    if (!uc && !(uc = client_new(ur, from, fromlen, dst, dstlen, h))) {
+        ur->dropped++;
+        return;
+    }
+    if (uc->denied) {
+        ur->dropped++;
+        return;
+    }
+    from_client(uc, buf, n);
 }
 
 int udp_rule_open(struct rule *rule, struct worker *w, char *err, size_t errlen)
@@ -583,6 +609,9 @@ void udp_rule_stop(struct rule *rule)
     if (ur->dropped)
         fx_log(FX_LOG_INFO, "rule %s: %llu datagrams dropped (denied, unknown or queue full)",
                rname(ur), ur->dropped);
+    if (ur->strays)
+        fx_log(FX_LOG_INFO, "rule %s: %llu datagrams of one client reached another's socket while "
+               "it was being connected; passed on to their own client", rname(ur), ur->strays);
     if (!(all = calloc(ur->nclients + 1, sizeof(*all))))
         return;
     for (unsigned b = 0; b < UDP_BUCKETS; b++)

@@ -17,7 +17,8 @@
  *                 --queries Q [--window W] [--timeout-ms T]
  *       S sockets (S source ports) send Q queries in total, each socket keeping at most
  *       W unanswered. No retries: a query not answered within T ms of being sent is
- *       lost. Every answer is checked (ID outstanding on that socket, QR, RCODE 0, an
+ *       lost (answers already waiting are read first, so a stall of this process is
+ *       not counted as loss). Every answer is checked (ID outstanding on that socket, QR, RCODE 0, an
  *       A record equal to --expect). Prints one line
  *         "sent N answered M lost L bad B late X elapsed MS"
  *       and exits 0 when every query was answered correctly.
@@ -229,12 +230,46 @@ static int run_raw(const struct opts *o)
 
 struct src {
     int fd;
+    unsigned port;                  /* its source port, for the diagnostics */
     int sent, answered;
     uint16_t next_id;
     uint64_t sent_at[65536 / 64];   /* by id (ids are 0..quota-1 < 1024) */
     uint8_t pending[65536 / 64];
+    uint8_t settled[65536 / 64];    /* by id: SETTLED_* once not pending */
     int outstanding;
 };
+enum { SETTLED_ANSWERED = 1, SETTLED_EXPIRED };
+
+struct flood_tally {
+    long answered, bad, late;
+};
+
+/* Read every answer waiting on x's socket. */
+static void drain_answers(struct src *x, const struct in_addr *want, struct flood_tally *t)
+{
+    uint8_t r[4096];
+    int got;
+    while ((got = (int)recv(x->fd, r, sizeof(r), MSG_DONTWAIT)) >= 0) {
+        uint16_t id;
+        uint32_t addr;
+        if (parse_answer(r, (size_t)got, &id, &addr) != 0 || addr != want->s_addr) {
+            t->bad++;
+            continue;
+        }
+        if (id >= x->next_id || !x->pending[id]) {
+            t->late++;     /* after its time-out, or not ours */
+            /* Which: a failed run names each (stderr). */
+            fprintf(stderr, "udppeer: late answer on source port %u: id %u %s\n", x->port, id,
+                    id >= x->next_id ? "not sent yet"
+                    : x->settled[id] == SETTLED_EXPIRED ? "expired" : "answered twice");
+            continue;
+        }
+        x->pending[id] = 0;
+        x->settled[id] = SETTLED_ANSWERED;
+        x->outstanding--;
+        t->answered++;
+    }
+}
 
 static int run_flood(const struct opts *o)
 {
@@ -251,11 +286,16 @@ static int run_flood(const struct opts *o)
     if (!s || !pfd)
         die("out of memory");
     int total_left = o->queries;
-    long sent = 0, answered = 0, lost = 0, bad = 0, late = 0;
+    long sent = 0, lost = 0;
+    struct flood_tally tally = { 0, 0, 0 };
     uint64_t start = now_ms();
 
     for (int i = 0; i < o->sources; i++) {
+        struct sockaddr_in self;
+        socklen_t self_len = sizeof(self);
         s[i].fd = udp_socket();
+        if (getsockname(s[i].fd, (struct sockaddr *)&self, &self_len) == 0)
+            s[i].port = ntohs(self.sin_port);
         pfd[i].fd = s[i].fd;
         pfd[i].events = POLLIN;
     }
@@ -264,10 +304,18 @@ static int run_flood(const struct opts *o)
         int active = 0;
         for (int i = 0; i < o->sources; i++) {
             struct src *x = &s[i];
-            /* expire */
+            /* Expire, after reading what has arrived: this process may have
+             * been descheduled for longer than the time-out (a loaded
+             * machine), and an answer already waiting is not lost. */
+            if (x->outstanding > 0)
+                drain_answers(x, &want, &tally);
             for (int id = 0; id < x->next_id; id++)
                 if (x->pending[id] && t - x->sent_at[id] > (uint64_t)o->timeout_ms) {
+                    fprintf(stderr, "udppeer: lost on source port %u: id %u, sent %llu ms "
+                            "into the flood\n", x->port, id,
+                            (unsigned long long)(x->sent_at[id] - start));
                     x->pending[id] = 0;
+                    x->settled[id] = SETTLED_EXPIRED;
                     x->outstanding--;
                     lost++;
                 }
@@ -294,31 +342,13 @@ static int run_flood(const struct opts *o)
             break;
         if (poll(pfd, o->sources, 50) < 0 && errno != EINTR)
             die("poll");
-        for (int i = 0; i < o->sources; i++) {
-            if (!(pfd[i].revents & (POLLIN | POLLERR)))
-                continue;
-            uint8_t r[4096];
-            int got;
-            while ((got = (int)recv(s[i].fd, r, sizeof(r), MSG_DONTWAIT)) >= 0) {
-                uint16_t id;
-                uint32_t addr;
-                if (parse_answer(r, (size_t)got, &id, &addr) != 0 || addr != want.s_addr) {
-                    bad++;
-                    continue;
-                }
-                if (id >= s[i].next_id || !s[i].pending[id]) {
-                    late++;     /* after its time-out, or not ours */
-                    continue;
-                }
-                s[i].pending[id] = 0;
-                s[i].outstanding--;
-                answered++;
-            }
-        }
+        for (int i = 0; i < o->sources; i++)
+            if (pfd[i].revents & (POLLIN | POLLERR))
+                drain_answers(&s[i], &want, &tally);
     }
-    printf("sent %ld answered %ld lost %ld bad %ld late %ld elapsed %llu\n", sent, answered, lost,
-           bad, late, (unsigned long long)(now_ms() - start));
-    return answered == o->queries && lost == 0 && bad == 0 ? 0 : 1;
+    printf("sent %ld answered %ld lost %ld bad %ld late %ld elapsed %llu\n", sent, tally.answered,
+           lost, tally.bad, tally.late, (unsigned long long)(now_ms() - start));
+    return tally.answered == o->queries && lost == 0 && tally.bad == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
