@@ -10,9 +10,10 @@
  * bound to that destination and connected to the client (IP_TRANSPARENT),
  * on which the kernel also delivers the client's further datagrams. This
  * file reads that socket, filters or not, and checks each datagram's
- * source: while such a socket is being connected, the kernel can hand it
- * another client's datagram (the lookup sees the address half set), which
- * then goes where the rule's socket would have sent it.
+ * source: around the time such a socket is connected, the kernel can hand
+ * it another client's datagram (seen in tests; most likely its lockless
+ * lookup sees the peer address set and the port not yet), which then goes
+ * where the rule's socket would have sent it.
  *
  *   rule start   fwx_Bind_Udp on the rule's listening connection
  *                (connection.c): Deny stops the rule.
