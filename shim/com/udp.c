@@ -200,7 +200,6 @@ void udp_conn_ended(struct connection *c)
     free(uc);
 }
 
-
 BOOL udp_addr_allowed(struct connection *c, const SOCKADDR *addr, int len)
 {
     unsigned char sa[28];

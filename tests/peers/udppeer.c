@@ -18,10 +18,11 @@
  *       S sockets (S source ports) send Q queries in total, each socket keeping at most
  *       W unanswered. No retries: a query not answered within T ms of being sent is
  *       lost (answers already waiting are read first, so a stall of this process is
- *       not counted as loss). Every answer is checked (ID outstanding on that socket, QR, RCODE 0, an
- *       A record equal to --expect). Prints one line
+ *       not counted as loss). Every answer is checked (ID outstanding on that socket,
+ *       QR, RCODE 0, an A record equal to --expect). Prints one line
  *         "sent N answered M lost L bad B late X elapsed MS"
- *       and exits 0 when every query was answered correctly.
+ *       and exits 0 when every query was answered correctly. Each lost query and
+ *       each late answer is also named on stderr (source port, ID, why).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
