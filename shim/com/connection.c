@@ -402,8 +402,8 @@ void connection_start_pump(struct connection *c)
     if (c->dgram) {
         /* UDP: the client end sends through the rule's socket or the
          * client's transparent one; udp.c reads both and feeds it. */
-        internal[0] = sock_create_dgram(c, c->client_fd, FALSE, 0);
-        external[n - 1] = sock_create_dgram(c, c->server_fd, TRUE, 1);
+        internal[0] = sock_create_dgram(c, c->client_fd, 0);
+        external[n - 1] = sock_create_dgram(c, c->server_fd, 1);
     } else {
         internal[0] = sock_create_net(c, c->client_fd, 0);
         /* Emulated: the emulator, last in the chain, is the far end (HOST-105). */

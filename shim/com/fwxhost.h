@@ -94,9 +94,9 @@ HRESULT iobuffer_set_size(IFWXIOBuffer *buf, DWORD size);
  *
  * No lock: one thread, the charge's (the connection's worker, the first
  * to charge), links and unlinks its buffers and runs its reclaim. A buffer
- * whose last reference goes on another thread is only marked, with one
- * atomic exchange, and the charge's thread frees it on its next charge or
- * at the reclaim. */
+ * whose last reference goes on another thread is only marked (a
+ * compare-and-swap on its state), and the charge's thread frees it on its
+ * next charge or at the reclaim. */
 struct iobuffer;
 struct iobuffer_charge {
     struct iobuffer *head;         /* charged buffers: the charge's thread only */
@@ -123,10 +123,10 @@ void iobuffer_pin(IFWXIOBuffer *buf, int delta);
  * still referenced (by filter code) are reclaimed: methods answer
  * FWX_E_TERMINATING, page-backed data returns to the system and faults
  * when touched. Logs one line per filter with what was reclaimed (what
- * names the connection). Without reclaim ([host] reclaim-leaks = no) they are only
- * uncharged and stay whole. Closes ch. Runs on the charge's thread, or
- * once nothing else can touch its buffers (the last reference to the
- * connection went); on an emptied charge it does nothing. */
+ * names the connection). Without reclaim ([host] reclaim-leaks = no) they
+ * are only uncharged and stay whole. Closes ch. Runs on the charge's
+ * thread, or once nothing else can touch its buffers (the last reference
+ * to the connection went); on an emptied charge it does nothing. */
 void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim);
 /* Totals since start: buffers reclaimed, and headers of reclaimed buffers
  * still referenced (with their bytes). */

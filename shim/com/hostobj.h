@@ -319,11 +319,11 @@ struct sock *sock_create_net(struct connection *c, int fd, int end);   /* end 0 
 struct sock *sock_create_pipe(struct connection *c, int dir);
 void sock_pair(struct sock *a, struct sock *b);
 /* A datagram end of a UDP chain (udp.c). end 0: the client side; sends go
- * to c->client_addr through fd (the rule's shared socket, not owned; its
- * datagrams arrive through sock_dgram_push). end 1: the target side; fd
- * is the connection's own connected socket (owned, read by the pump);
- * sends go to the op's address. */
-struct sock *sock_create_dgram(struct connection *c, int fd, BOOL owns_fd, int end);
+ * to c->client_addr through fd (the rule's shared socket or the client's
+ * transparent one, not owned: udp.c reads both and feeds this end through
+ * sock_dgram_push). end 1: the target side; fd is the connection's own
+ * connected socket (owned, read by the pump); sends go to the op's address. */
+struct sock *sock_create_dgram(struct connection *c, int fd, int end);
 /* A datagram from the client for a client end (loop thread, no lock held):
  * copied, queued for the filter's Recv with ExternalAddress win_ext.
  * FALSE if it was dropped (queue full, out of memory). */

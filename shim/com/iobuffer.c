@@ -159,6 +159,15 @@ static enum release_fate uncharge(struct iobuffer *b)
     return LEFT_TO_CHARGE;
 }
 
+/* The charge's thread: b, released on another thread, is out of the list
+ * now; free it. */
+static void free_released(struct iobuffer_charge *ch, struct iobuffer *b)
+{
+    b->cstate = CHARGE_NONE;
+    InterlockedDecrement(&ch->released_elsewhere);
+    iobuffer_free(b);
+}
+
 /* The charge's thread: free what other threads released. */
 static void sweep_released(struct iobuffer_charge *ch)
 {
@@ -168,9 +177,7 @@ static void sweep_released(struct iobuffer_charge *ch)
         if (b->cstate != CHARGE_RELEASED_ELSEWHERE)
             continue;
         unlink_charged(b);
-        b->cstate = CHARGE_NONE;
-        InterlockedDecrement(&ch->released_elsewhere);
-        iobuffer_free(b);
+        free_released(ch, b);
     }
 }
 
@@ -764,9 +771,7 @@ void iobuffer_reclaim(struct iobuffer_charge *ch, const char *what, BOOL reclaim
         b->cnext = NULL;
         b->cpprev = NULL;
         if (state == CHARGE_RELEASED_ELSEWHERE) {
-            b->cstate = CHARGE_NONE;
-            InterlockedDecrement(&ch->released_elsewhere);
-            iobuffer_free(b);
+            free_released(ch, b);
             continue;
         }
         if (state != CHARGE_BUSY)

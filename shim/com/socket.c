@@ -519,6 +519,7 @@ static void dgram_pump_sends(struct sock *s)
     }
 }
 
+/* The target end's own socket (the client end is fed by udp.c). */
 static void dgram_pump_reads(struct sock *s)
 {
     struct connection *c = s->conn;
@@ -534,18 +535,12 @@ static void dgram_pump_reads(struct sock *s)
             return;
         if (n < 0)
             continue;       /* ICMP errors of earlier sends surface here: not ours to report */
-        /* The client end's datagrams carry their target (the seed), the
-         * target end's their source. */
-        if (s->end == 0) {
-            memcpy(&win, &c->win_target, winlen = c->win_target_len);
-        } else if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0) {
+        /* The datagram's external address is its source. */
+        if (fx_sa_to_win32(from, fromlen, &win, &winlen) != 0)
             winlen = 0;
-        }
         struct op *op = dgram_op(c, buf, (DWORD)n, &win, winlen);
         if (!op)
             return;
-        if (s->end == 0)
-            c->bytes_in += (unsigned long long)n;          /* from the client */
         opq_push(&s->rx, op);
         s->rx_count++;
     }
@@ -977,7 +972,7 @@ struct sock *sock_create_pipe(struct connection *c, int dir)
     return s;
 }
 
-struct sock *sock_create_dgram(struct connection *c, int fd, BOOL owns_fd, int end)
+struct sock *sock_create_dgram(struct connection *c, int fd, int end)
 {
     struct sock *s = sock_new(c, SOCK_DATAGRAM);
     if (!s)
@@ -985,13 +980,13 @@ struct sock *sock_create_dgram(struct connection *c, int fd, BOOL owns_fd, int e
     s->end = end;
     s->dir = 1 - end;
     s->fd = fd;
-    s->owns_fd = owns_fd;
-    if (owns_fd && fx_loop_add_fd(c->worker->loop, fd, FX_READ, sock_io, s) != 0) {
+    s->owns_fd = end == 1;      /* the client end's socket is udp.c's (hostobj.h) */
+    if (s->owns_fd && fx_loop_add_fd(c->worker->loop, fd, FX_READ, sock_io, s) != 0) {
         s->fd = -1;
         sock_release(s);
         return NULL;
     }
-    s->armed = owns_fd ? FX_READ : 0;
+    s->armed = s->owns_fd ? FX_READ : 0;
     return s;
 }
 

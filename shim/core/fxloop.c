@@ -164,11 +164,6 @@ static uint64_t fx_clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t fx_now_ns(void)
-{
-    return fx_clock_ns(CLOCK_MONOTONIC);
-}
-
 uint64_t fx_now_ms(void)
 {
     return fx_clock_ns(CLOCK_MONOTONIC) / 1000000u;
@@ -606,7 +601,7 @@ static void fx_counter_bump(_Atomic uint64_t *c)
  * epoll_wait returned, 0 if the spin found nothing. */
 static int fx_loop_spin(fx_loop *loop)
 {
-    uint64_t start = fx_now_ns();
+    uint64_t start = fx_clock_ns(CLOCK_MONOTONIC);
 
     for (;;) {
         int n = epoll_wait(loop->epfd, loop->events, FX_LOOP_BATCH, 0);
@@ -615,7 +610,7 @@ static int fx_loop_spin(fx_loop *loop)
                 fx_counter_bump(&loop->spin_hits);
             return n;
         }
-        if (fx_now_ns() - start >= loop->spin_ns)
+        if (fx_clock_ns(CLOCK_MONOTONIC) - start >= loop->spin_ns)
             return 0;
         sched_yield();
     }
